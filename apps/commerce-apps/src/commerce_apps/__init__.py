@@ -1,0 +1,1 @@
+"""The four commerce services and the commerce CLI."""

@@ -1,0 +1,1 @@
+"""Kafka adapters for core_saga: publisher, consumer runner, topic administration."""

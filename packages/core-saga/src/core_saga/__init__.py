@@ -1,0 +1,1 @@
+"""Order-fulfilment saga: events, domain rules, ports, use cases and in-memory adapters."""

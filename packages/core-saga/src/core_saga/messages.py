@@ -1,0 +1,323 @@
+"""The wire contract: the event envelope, the ten saga events, and their JSON codec.
+
+Field and event-type names match the seed's Java platform so either side reads the other's
+events. Money is ``Decimal`` end to end: JSON numbers are parsed straight into ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Final, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+ENVELOPE_VERSION: Final = 1
+ORDER_TOPIC: Final = "order-events"
+INVENTORY_TOPIC: Final = "inventory-events"
+PAYMENT_TOPIC: Final = "payment-events"
+SAGA_TOPICS: Final = (ORDER_TOPIC, INVENTORY_TOPIC, PAYMENT_TOPIC)
+MAX_AMOUNT: Final = Decimal("1000000000000")  # keeps every amount exact as a JSON number
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where poison from ``topic`` goes."""
+    return f"{topic}.DLT"
+
+
+def _two_places(value: Decimal) -> Decimal:
+    if not value.is_finite() or value.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError("money has at most 2 decimal places")
+    return value
+
+
+def _money_to_json(value: Decimal) -> float | int:
+    # Written as a JSON number, as the seed writes it; below MAX_AMOUNT with at most two
+    # places the shortest float repr is exactly the decimal, so nothing is rounded.
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, lt=MAX_AMOUNT),
+    AfterValidator(_two_places),
+    PlainSerializer(_money_to_json, when_used="json"),
+]
+
+
+def _parse_instant(value: Any) -> Any:
+    """Accept ISO-8601 or epoch seconds (the Java mapper writes numbers)."""
+    if isinstance(value, bool):
+        raise ValueError("occurredAt is not a timestamp")
+    if isinstance(value, int | float | Decimal):
+        seconds = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        whole = int(seconds)
+        micros = int((seconds - whole) * 1_000_000)
+        return datetime.fromtimestamp(whole, UTC).replace(microsecond=micros)
+    return value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def format_instant(value: datetime) -> str:
+    """ISO-8601 in UTC with microseconds and a ``Z``: exact and sortable."""
+    return _aware_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_parse_instant),
+    AfterValidator(_aware_utc),
+    PlainSerializer(format_instant, when_used="json"),
+]
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
+
+
+class LineItem(WireModel):
+    product_id: UUID
+    quantity: int = Field(ge=1, le=10_000)
+    unit_price: Money
+
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Event(WireModel):
+    """A saga event's payload; ``event_type`` names it on the wire."""
+
+    event_type: ClassVar[str]
+    order_id: UUID
+
+
+class OrderCreated(Event):
+    event_type: ClassVar[str] = "OrderCreated"
+    customer_id: UUID
+    items: tuple[LineItem, ...] = Field(min_length=1, max_length=100)
+    total_amount: Money
+    currency: Currency
+
+
+class OrderConfirmed(Event):
+    event_type: ClassVar[str] = "OrderConfirmed"
+    customer_id: UUID | None = None
+
+
+class OrderCancelled(Event):
+    event_type: ClassVar[str] = "OrderCancelled"
+    customer_id: UUID | None = None
+    reason: str
+
+
+class StockReleaseRequested(Event):
+    event_type: ClassVar[str] = "StockReleaseRequested"
+    items: tuple[LineItem, ...]
+
+
+class StockReserved(Event):
+    event_type: ClassVar[str] = "StockReserved"
+    items: tuple[LineItem, ...]
+    total_amount: Money
+    currency: Currency
+
+
+class StockRejected(Event):
+    event_type: ClassVar[str] = "StockRejected"
+    reason: str
+
+
+class StockReleased(Event):
+    event_type: ClassVar[str] = "StockReleased"
+
+
+class PaymentSucceeded(Event):
+    event_type: ClassVar[str] = "PaymentSucceeded"
+    payment_id: UUID
+    amount: Money
+
+
+class PaymentFailed(Event):
+    event_type: ClassVar[str] = "PaymentFailed"
+    amount: Money
+    reason: str
+
+
+class PaymentRefunded(Event):
+    event_type: ClassVar[str] = "PaymentRefunded"
+    payment_id: UUID
+    amount: Money
+
+
+EVENT_TYPES: Final[Mapping[str, type[Event]]] = {
+    cls.event_type: cls
+    for cls in (
+        OrderCreated,
+        OrderConfirmed,
+        OrderCancelled,
+        StockReleaseRequested,
+        StockReserved,
+        StockRejected,
+        StockReleased,
+        PaymentSucceeded,
+        PaymentFailed,
+        PaymentRefunded,
+    )
+}
+
+TOPIC_OF: Final[Mapping[str, str]] = {
+    "OrderCreated": ORDER_TOPIC,
+    "OrderConfirmed": ORDER_TOPIC,
+    "OrderCancelled": ORDER_TOPIC,
+    "StockReleaseRequested": ORDER_TOPIC,
+    "StockReserved": INVENTORY_TOPIC,
+    "StockRejected": INVENTORY_TOPIC,
+    "StockReleased": INVENTORY_TOPIC,
+    "PaymentSucceeded": PAYMENT_TOPIC,
+    "PaymentFailed": PAYMENT_TOPIC,
+    "PaymentRefunded": PAYMENT_TOPIC,
+}
+
+
+class _EnvelopeFields(WireModel):
+    event_id: UUID
+    event_type: str
+    occurred_at: Instant
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    version: Literal[1]
+    payload: dict[str, Any]
+
+
+class Envelope(WireModel):
+    """One event as it travels: identity, causality and the typed payload."""
+
+    event_id: UUID
+    occurred_at: Instant
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    version: int = ENVELOPE_VERSION
+    payload: Event
+
+    @property
+    def event_type(self) -> str:
+        return self.payload.event_type
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_OF[self.event_type]
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: the order id, so one order's events stay in order in a topic."""
+        return str(self.payload.order_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready wire form (camelCase, ISO timestamps, numeric money)."""
+        return {
+            "eventId": str(self.event_id),
+            "eventType": self.event_type,
+            "occurredAt": format_instant(self.occurred_at),
+            "correlationId": str(self.correlation_id),
+            "causationId": None if self.causation_id is None else str(self.causation_id),
+            "version": self.version,
+            "payload": self.payload.model_dump(mode="json", by_alias=True),
+        }
+
+
+class PoisonMessage(Exception):
+    """A message no retry can fix; it belongs on the dead-letter topic with ``reason``."""
+
+    kind: ClassVar[str] = "poison"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UndecodableMessage(PoisonMessage):
+    kind: ClassVar[str] = "undecodable"
+
+
+class UnknownEventType(PoisonMessage):
+    kind: ClassVar[str] = "unknown-event-type"
+
+
+class UnsupportedVersion(PoisonMessage):
+    kind: ClassVar[str] = "unsupported-version"
+
+
+class InvalidEvent(PoisonMessage):
+    kind: ClassVar[str] = "invalid-event"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "value"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decode(raw: bytes | str) -> Envelope:
+    """Parse one message value; raise a ``PoisonMessage`` subclass naming what is wrong."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_float=Decimal)
+    except UnicodeDecodeError as exc:
+        raise UndecodableMessage(f"value is not UTF-8: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise UndecodableMessage(f"value is not JSON: {exc.msg} at {exc.pos}") from exc
+    return from_dict(data)
+
+
+def from_dict(data: object) -> Envelope:
+    """Validate an already-parsed wire form (see ``decode``)."""
+    if not isinstance(data, dict):
+        raise UndecodableMessage(f"envelope is a JSON {type(data).__name__}, not an object")
+    event_type = data.get("eventType")
+    event_class = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if event_class is None:
+        raise UnknownEventType(f"unknown eventType {event_type!r}")
+    version = data.get("version")
+    if version != ENVELOPE_VERSION:
+        raise UnsupportedVersion(f"unsupported envelope version {version!r}")
+    try:
+        fields = _EnvelopeFields.model_validate(data)
+        payload = event_class.model_validate(fields.payload)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {event_type}: {_describe(exc)}") from exc
+    return Envelope(
+        event_id=fields.event_id,
+        occurred_at=fields.occurred_at,
+        correlation_id=fields.correlation_id,
+        causation_id=fields.causation_id,
+        version=fields.version,
+        payload=payload,
+    )
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The message value: compact UTF-8 JSON."""
+    return json.dumps(envelope.to_dict(), separators=(",", ":")).encode()

@@ -1,0 +1,267 @@
+"""The ports: what the use cases need from the outside world, as ``typing.Protocol``s.
+
+A unit of work is one transaction on one service's database. Use it as
+``async with factory() as uow: ...; await uow.commit()``; leaving the block without
+``commit`` rolls everything back (outbox rows, inbox rows and business rows alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Protocol, Self
+from uuid import UUID
+
+from core_saga.inventory import Product, Reservation
+from core_saga.messages import Envelope
+from core_saga.notifications import Notification
+from core_saga.orders import Order
+from core_saga.payments import ChargeResult, Payment
+
+# --- messages in and out -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A message ready for the broker: what an outbox row holds and the relay sends."""
+
+    event_id: UUID
+    topic: str
+    key: str
+    event_type: str
+    value: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """An unpublished outbox row, claimed by the relay; ``position`` is its outbox id."""
+
+    position: int
+    message: OutboundMessage
+    created_at: datetime
+
+
+class Outbox(Protocol):
+    """Events written in the business transaction; they leave only if it commits."""
+
+    async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """The relay's side of the outbox (one active relay per database)."""
+
+    async def claim_batch(self, limit: int) -> Sequence[PendingMessage]:
+        """The oldest unpublished rows, in outbox id order."""
+        ...
+
+    async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
+        """Mark a published batch in one statement."""
+        ...
+
+    async def delete_published_before(self, cutoff: datetime) -> int: ...
+
+    async def oldest_unpublished_age(self, now: datetime) -> float:
+        """Seconds since the oldest unpublished row was written; 0 when none waits."""
+        ...
+
+
+class Inbox(Protocol):
+    """Processed event ids, written first in the handler's transaction."""
+
+    async def mark_processed(self, event_id: UUID, event_type: str) -> bool:
+        """Record the event; False when it was already processed (a duplicate: skip it)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        """Send all messages; return only when the broker acknowledged every one."""
+        ...
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge; the relay backs off and retries the same rows."""
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    request_hash: str
+    status_code: int | None  # None while the first request is still in flight
+    body: Any
+
+
+class IdempotencyStore(Protocol):
+    async def claim(
+        self, key: str, request_hash: str, now: datetime, expires_at: datetime
+    ) -> StoredResponse | None:
+        """Claim ``key`` for this request; None means it is ours, else what is stored.
+
+        Concurrent claims of one key are serialised: the later one waits for the earlier
+        transaction and then sees its stored response. An expired key counts as absent.
+        """
+        ...
+
+    async def save_response(self, key: str, status_code: int, body: Any) -> None: ...
+
+
+# --- repositories --------------------------------------------------------------------------
+
+
+class OrderRepository(Protocol):
+    async def add(self, order: Order) -> None: ...
+
+    async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
+        """With ``for_update`` the row stays locked until the transaction ends."""
+        ...
+
+    async def save(self, order: Order) -> None:
+        """Persist status, timestamps, reason and any new history entries."""
+        ...
+
+    async def overdue(self, now: datetime, limit: int) -> Sequence[Order]:
+        """Non-terminal orders past their deadline, locked and skipped by other sweepers."""
+        ...
+
+
+class ProductRepository(Protocol):
+    async def list(self) -> Sequence[Product]: ...
+
+    async def get(self, product_id: UUID) -> Product | None: ...
+
+    async def lock(self, product_ids: Sequence[UUID]) -> dict[UUID, Product]:
+        """Lock the known ones among ``product_ids`` in ascending id order; return them."""
+        ...
+
+    async def save(self, products: Sequence[Product]) -> None: ...
+
+
+class ReservationRepository(Protocol):
+    async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None: ...
+
+    async def add(self, reservation: Reservation) -> None: ...
+
+    async def save(self, reservation: Reservation) -> None: ...
+
+
+class PaymentRepository(Protocol):
+    async def lock_order(self, order_id: UUID) -> None:
+        """Serialise all payment work on one order across replicas until commit."""
+        ...
+
+    async def get_by_order(self, order_id: UUID) -> Payment | None: ...
+
+    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]: ...
+
+    async def add(self, payment: Payment) -> None: ...
+
+    async def save(self, payment: Payment) -> None: ...
+
+    async def mark_cancelled(self, order_id: UUID) -> None:
+        """Remember that this order was cancelled, so a later reservation is not charged."""
+        ...
+
+    async def was_cancelled(self, order_id: UUID) -> bool: ...
+
+
+class NotificationRepository(Protocol):
+    async def add(self, notification: Notification) -> bool:
+        """Store it; False when the order already has a notification."""
+        ...
+
+    async def list(self, order_id: UUID | None = None) -> Sequence[Notification]: ...
+
+
+# --- units of work -------------------------------------------------------------------------
+
+
+class UnitOfWork(Protocol):
+    outbox: Outbox
+    inbox: Inbox
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class OrderUnitOfWork(UnitOfWork, Protocol):
+    orders: OrderRepository
+    idempotency: IdempotencyStore
+
+
+class InventoryUnitOfWork(UnitOfWork, Protocol):
+    products: ProductRepository
+    reservations: ReservationRepository
+
+
+class PaymentUnitOfWork(UnitOfWork, Protocol):
+    payments: PaymentRepository
+
+
+class NotificationUnitOfWork(UnitOfWork, Protocol):
+    notifications: NotificationRepository
+
+
+# --- the outside world ---------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Aware UTC time."""
+        ...
+
+
+class PaymentGateway(Protocol):
+    async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult: ...
+
+    async def refund(self, payment_id: UUID, amount: Decimal) -> None: ...
+
+
+class Notifier(Protocol):
+    async def send(self, notification: Notification) -> None:
+        """Deliver (here: log) a stored notification, after its transaction commits."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+# --- what a consumer runs ------------------------------------------------------------------
+
+
+class EventHandler(Protocol):
+    """One service's event side: the event types it applies and how.
+
+    ``handle`` is called once per delivered message, in partition order. It opens its own
+    unit of work, inserts into the inbox first, and commits before it returns. Event types
+    outside ``subscriptions`` are ignored (they share a topic with ones the service needs).
+    It raises ``DomainError`` (poison: retry, then dead-letter) or ``InfrastructureError``
+    (never dead-lettered: back off and retry the same message).
+    """
+
+    subscriptions: frozenset[str]
+
+    async def handle(self, envelope: Envelope) -> None: ...
+
+
+class DomainError(Exception):
+    """A message the domain cannot apply however often it is retried (goes to the DLT)."""
+
+
+class InfrastructureError(Exception):
+    """A database or broker failure: retrying the same message later will succeed."""

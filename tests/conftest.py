@@ -1,0 +1,25 @@
+"""Shared test set-up: the contract vectors, and the real-infrastructure fixtures as plugins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.kafka"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def contract_path() -> Path:
+    """``../shared/contract`` beside the checkout, or ``COMMERCE_CONTRACT_DIR``."""
+    return Path(os.environ.get("COMMERCE_CONTRACT_DIR", ROOT.parent / "shared" / "contract"))
+
+
+@pytest.fixture(scope="session")
+def contract_dir() -> Path:
+    path = contract_path()
+    if not (path / "seed-events").is_dir():
+        pytest.fail(f"contract test vectors not found at {path}; set COMMERCE_CONTRACT_DIR")
+    return path
