@@ -7,6 +7,7 @@ events. Money is ``Decimal`` end to end: JSON numbers are parsed straight into `
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -55,6 +56,15 @@ Money = Annotated[
     AfterValidator(_two_places),
     PlainSerializer(_money_to_json, when_used="json"),
 ]
+"""An amount of money: ``Decimal``, at least 0, at most two places, a JSON number on the wire."""
+
+Price = Annotated[
+    Decimal,
+    Field(ge=Decimal("0.01"), lt=MAX_AMOUNT),
+    AfterValidator(_two_places),
+    PlainSerializer(_money_to_json, when_used="json"),
+]
+"""A unit price a customer may order at: like ``Money`` but at least 0.01 (DESIGN §5)."""
 
 
 def _parse_instant(value: Any) -> Any:
@@ -63,9 +73,14 @@ def _parse_instant(value: Any) -> Any:
         raise ValueError("occurredAt is not a timestamp")
     if isinstance(value, int | float | Decimal):
         seconds = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-        whole = int(seconds)
+        if not seconds.is_finite():
+            raise ValueError("occurredAt is not a finite number")
+        whole = math.floor(seconds)
         micros = int((seconds - whole) * 1_000_000)
-        return datetime.fromtimestamp(whole, UTC).replace(microsecond=micros)
+        try:
+            return datetime.fromtimestamp(whole, UTC).replace(microsecond=micros)
+        except (OverflowError, OSError) as exc:  # not ValueError: pydantic would not catch it
+            raise ValueError(f"occurredAt is out of range: {exc}") from exc
     return value
 
 
@@ -289,6 +304,8 @@ def decode(raw: bytes | str) -> Envelope:
         raise UndecodableMessage(f"value is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
         raise UndecodableMessage(f"value is not JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:
+        raise UndecodableMessage("value is nested too deeply") from exc
     return from_dict(data)
 
 

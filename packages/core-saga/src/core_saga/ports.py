@@ -16,7 +16,7 @@ from typing import Any, Protocol, Self
 from uuid import UUID
 
 from core_saga.inventory import Product, Reservation
-from core_saga.messages import Envelope
+from core_saga.messages import Envelope, encode
 from core_saga.notifications import Notification
 from core_saga.orders import Order
 from core_saga.payments import ChargeResult, Payment
@@ -34,6 +34,20 @@ class OutboundMessage:
     event_type: str
     value: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_envelope(
+        cls, envelope: Envelope, headers: Mapping[str, str] | None = None
+    ) -> OutboundMessage:
+        """The outbox row for ``envelope``: its topic, the order id as key, encoded value."""
+        return cls(
+            event_id=envelope.event_id,
+            topic=envelope.topic,
+            key=envelope.key,
+            event_type=envelope.event_type,
+            value=encode(envelope),
+            headers=dict(headers or {}),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""A service as a Starlette app: routes, docs, health, metrics, and its background workers.
+
+The lifespan starts the Kafka publisher, the outbox relay, the consumer and (for the order
+service) the deadline sweep, and stops them in reverse order, so a SIGTERM drains cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from adapters_postgres.migrations import is_at_head
+from adapters_postgres.outbox import PostgresOutboxStore
+from core_saga.handlers.order import OrderService
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from commerce_apps.container import ServiceContainer
+from commerce_apps.http.docs import docs_routes
+from commerce_apps.http.health import health_routes
+from commerce_apps.http.middleware import RequestMetrics
+from commerce_apps.http.problems import EXCEPTION_HANDLERS
+from commerce_apps.services import inventory, notification, order, payment
+
+log = logging.getLogger(__name__)
+
+OPERATIONS = {
+    "order": order.OPERATIONS,
+    "inventory": inventory.OPERATIONS,
+    "payment": payment.OPERATIONS,
+    "notification": notification.OPERATIONS,
+}
+VERSION = "0.1.0"
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) -> None:
+    """Run ``step`` forever, ``seconds`` apart; a failing step is logged and tried again."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed; retrying", name)
+        await asyncio.sleep(seconds)
+
+
+async def _supervise(run: Callable[[], Awaitable[None]], name: str, cap: float = 30.0) -> None:
+    """Keep ``run`` going: restart it after a failure (broker down at start), backing off."""
+    delay = 0.5
+    while True:
+        try:
+            await run()
+            return
+        except Exception as exc:
+            log.warning("%s stopped (%s); restarting in %.1f s", name, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, cap)
+
+
+def build_app(container: ServiceContainer) -> Starlette:
+    service: str = container.service()
+    settings = container.settings()
+    metrics = container.metrics()
+    engine = container.engine()
+
+    async def database_up() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    async def migrated() -> bool:
+        return await is_at_head(engine, service)
+
+    async def broker_up() -> bool:
+        return bool(container.consumer().ready)
+
+    async def outbox_age() -> None:
+        age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
+        metrics.outbox_oldest_age.set(age)
+
+    checks = {"database": database_up, "migrations": migrated, "broker": broker_up}
+    routes = [
+        *container.routes(),
+        *health_routes(checks, metrics.registry),
+        *docs_routes(f"{service} service", VERSION, OPERATIONS[service]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        publisher = container.publisher()
+        consumer = container.consumer()
+        await publisher.start()
+        tasks = [
+            asyncio.create_task(container.relay().run(), name=f"{service}-relay"),
+            asyncio.create_task(_supervise(consumer.run, "consumer"), name=f"{service}-consumer"),
+            asyncio.create_task(_every(5.0, outbox_age, "outbox age"), name=f"{service}-age"),
+        ]
+        handler = container.handler()
+        if isinstance(handler, OrderService):
+            tasks.append(
+                asyncio.create_task(
+                    _every(settings.deadline_sweep_interval, handler.sweep_deadlines, "sweep"),
+                    name="order-deadlines",
+                )
+            )
+        log.info("%s service started", service)
+        try:
+            yield
+        finally:
+            await consumer.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await publisher.stop()
+            await engine.dispose()
+            log.info("%s service stopped", service)
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestMetrics, metrics=metrics, routes=routes)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,168 @@
+"""The composition root: one dependency-injector container per service.
+
+``ServiceContainer`` holds what every service has (settings, engine, clock, Kafka publisher,
+outbox relay, consumer); each subclass adds its unit of work, handler and routes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from adapters_kafka.consumer import ConsumerRunner
+from adapters_kafka.policy import RetryPolicy
+from adapters_kafka.publisher import KafkaPublisher
+from adapters_kafka.settings import KafkaSettings
+from adapters_postgres.engine import create_engine
+from adapters_postgres.relay import RelayRunner, RelaySettings
+from adapters_postgres.uow import (
+    inventory_uow_factory,
+    notification_uow_factory,
+    order_uow_factory,
+    payment_uow_factory,
+)
+from core_saga.clock import SystemClock
+from core_saga.handlers.inventory import InventoryService
+from core_saga.handlers.notification import LoggingNotifier, NotificationService
+from core_saga.handlers.order import OrderService
+from core_saga.handlers.payment import PaymentService, SimulatedGateway
+from dependency_injector import containers, providers
+
+from commerce_apps.metrics import ServiceMetrics
+from commerce_apps.observing import MetricsHooks
+from commerce_apps.publishing import CountingPublisher
+from commerce_apps.services.inventory import inventory_routes
+from commerce_apps.services.notification import notification_routes
+from commerce_apps.services.order import order_routes
+from commerce_apps.services.payment import payment_routes
+from commerce_apps.settings import Settings
+
+
+def kafka_settings(settings: Settings, service: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{service}-service",
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_username=settings.kafka_sasl_username,
+        sasl_password=settings.kafka_sasl_password,
+        ssl_cafile=settings.kafka_ssl_cafile,
+    )
+
+
+def relay_settings(settings: Settings) -> RelaySettings:
+    return RelaySettings(
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(attempts=settings.consumer_retries, backoff=settings.consumer_retry_backoff)
+
+
+def database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise ValueError("DATABASE_URL is not set")
+    return settings.database_url
+
+
+class ServiceContainer(containers.DeclarativeContainer):
+    service = providers.Dependency(instance_of=str)
+    settings = providers.Dependency(instance_of=Settings)
+    consumer_options: Any = providers.Object(None)
+
+    url = providers.Callable(database_url, settings)
+    metrics = providers.Singleton(ServiceMetrics, service=service)
+    clock = providers.Singleton(SystemClock)
+    engine = providers.Singleton(create_engine, url)
+    kafka = providers.Singleton(kafka_settings, settings, service)
+    publisher = providers.Singleton(KafkaPublisher, kafka)
+    relay = providers.Singleton(
+        RelayRunner,
+        url,
+        service,
+        providers.Factory(CountingPublisher, publisher, metrics),
+        clock,
+        providers.Callable(relay_settings, settings),
+    )
+    hooks = providers.Singleton(MetricsHooks, metrics)
+
+
+def consumer_of(handler: Any) -> Any:
+    """The consumer provider of a service whose handler provider is ``handler``."""
+    base = ServiceContainer
+    return providers.Singleton(
+        ConsumerRunner,
+        base.kafka,
+        providers.Callable(lambda name: f"{name}-service", base.service),
+        handler,
+        publisher=base.publisher,
+        retry=providers.Callable(retry_policy, base.settings),
+        hooks=base.hooks,
+        clock=base.clock,
+        consumer_options=base.consumer_options,
+    )
+
+
+class OrderContainer(ServiceContainer):
+    uow = providers.Singleton(order_uow_factory, ServiceContainer.engine)
+    handler = providers.Singleton(
+        OrderService,
+        uow=uow,
+        clock=ServiceContainer.clock,
+        saga_timeout=providers.Callable(
+            lambda s: timedelta(seconds=s.saga_timeout), ServiceContainer.settings
+        ),
+        key_ttl=providers.Callable(
+            lambda s: timedelta(hours=s.idempotency_ttl_hours), ServiceContainer.settings
+        ),
+    )
+    routes = providers.Callable(order_routes, handler, uow)
+    consumer = consumer_of(handler)
+
+
+class InventoryContainer(ServiceContainer):
+    uow = providers.Singleton(inventory_uow_factory, ServiceContainer.engine)
+    handler = providers.Singleton(InventoryService, uow=uow, clock=ServiceContainer.clock)
+    routes = providers.Callable(inventory_routes, uow)
+    consumer = consumer_of(handler)
+
+
+class PaymentContainer(ServiceContainer):
+    uow = providers.Singleton(payment_uow_factory, ServiceContainer.engine)
+    gateway = providers.Singleton(
+        SimulatedGateway,
+        success_rate=ServiceContainer.settings.provided.payment_success_rate,
+        forced=ServiceContainer.settings.provided.payment_force_outcome,
+    )
+    handler = providers.Singleton(
+        PaymentService, uow=uow, clock=ServiceContainer.clock, gateway=gateway
+    )
+    routes = providers.Callable(payment_routes, uow)
+    consumer = consumer_of(handler)
+
+
+class NotificationContainer(ServiceContainer):
+    uow = providers.Singleton(notification_uow_factory, ServiceContainer.engine)
+    handler = providers.Singleton(
+        NotificationService, uow=uow, clock=ServiceContainer.clock, notifier=LoggingNotifier()
+    )
+    routes = providers.Callable(notification_routes, uow)
+    consumer = consumer_of(handler)
+
+
+CONTAINERS: dict[str, type[ServiceContainer]] = {
+    "order": OrderContainer,
+    "inventory": InventoryContainer,
+    "payment": PaymentContainer,
+    "notification": NotificationContainer,
+}
+
+
+def container_for(service: str, settings: Settings, **overrides: Any) -> ServiceContainer:
+    container = CONTAINERS[service](service=service, settings=settings)
+    for name, value in overrides.items():
+        getattr(container, name).override(providers.Object(value))
+    return container

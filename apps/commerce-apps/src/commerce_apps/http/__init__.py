@@ -1,0 +1,1 @@
+"""HTTP pieces every service shares: problem+json errors, OpenAPI and docs, health, metrics."""

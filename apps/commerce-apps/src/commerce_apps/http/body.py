@@ -1,0 +1,46 @@
+"""Reading a JSON request body safely: media type, size cap, syntax, then the model."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from commerce_apps.http.problems import Problem, field_errors
+
+MAX_BODY_BYTES: Final = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
+    """415 for another media type, 413 past ``limit`` bytes (read no further), 400 for bad JSON."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(415, "Unsupported Media Type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "Content Too Large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "Content Too Large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks), parse_float=Decimal)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, "Bad Request", f"malformed JSON: {exc}") from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    """422 naming every invalid field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Problem(
+            422, "Unprocessable Content", "the request body is invalid", field_errors(exc)
+        ) from None

@@ -1,0 +1,142 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models, and Swagger UI served locally."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import swagger_ui_bundle
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from commerce_apps.http.problems import PROBLEM_JSON
+
+REF = "#/components/schemas/{model}"
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented endpoint: its request model and a model (or list of one) per status."""
+
+    method: str
+    path: str
+    summary: str
+    responses: Mapping[int, type[BaseModel] | tuple[type[BaseModel]] | None]
+    request: type[BaseModel] | None = None
+    parameters: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+
+def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {ProblemDocument.__name__: ProblemDocument}
+    for op in operations:
+        candidates = [op.request, *op.responses.values()]
+        for item in candidates:
+            model = item[0] if isinstance(item, tuple) else item
+            if model is not None:
+                found[model.__name__] = model
+    return list(found.values())
+
+
+def _content(item: type[BaseModel] | tuple[type[BaseModel]] | None, status: int) -> Any:
+    if status >= 400:
+        return {PROBLEM_JSON: {"schema": {"$ref": REF.format(model="ProblemDocument")}}}
+    if item is None:
+        return None
+    if isinstance(item, tuple):
+        schema = {"type": "array", "items": {"$ref": REF.format(model=item[0].__name__)}}
+    else:
+        schema = {"$ref": REF.format(model=item.__name__)}
+    return {"application/json": {"schema": schema}}
+
+
+def openapi_document(title: str, version: str, operations: Sequence[Operation]) -> dict[str, Any]:
+    """Build the document; schemas come from the models in serialization (wire) form."""
+    models = _models(operations)
+    _, definitions = models_json_schema(
+        [(model, "serialization") for model in models], ref_template=REF, by_alias=True
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        if op.parameters:
+            entry["parameters"] = list(op.parameters)
+        if op.request is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": REF.format(model=op.request.__name__)}}
+                },
+            }
+        for status, item in op.responses.items():
+            response: dict[str, Any] = {"description": str(status)}
+            content = _content(item, status)
+            if content is not None:
+                response["content"] = content
+            entry["responses"][str(status)] = response
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": definitions.get("$defs", {})},
+    }
+
+
+_SWAGGER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/assets/swagger-ui-standalone-preset.js"></script>
+<script src="/docs/init.js"></script>
+</body></html>"""
+
+_SWAGGER_INIT = """window.onload = () => {
+  window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"});
+};"""
+
+
+def docs_routes(title: str, version: str, operations: Sequence[Operation]) -> list[BaseRoute]:
+    """``/openapi.json`` and ``/docs`` (Swagger UI from the swagger-ui-bundle package, no CDN)."""
+    document = openapi_document(title, version, operations)
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
+    async def docs(request: Request) -> HTMLResponse:
+        return HTMLResponse(_SWAGGER_PAGE.format(title=title))
+
+    async def init(request: Request) -> HTMLResponse:
+        return HTMLResponse(_SWAGGER_INIT, media_type="application/javascript")
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/docs/init.js", init, methods=["GET"]),
+        Mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
+    ]
+
+
+def list_of(model: type[BaseModel]) -> tuple[type[BaseModel]]:
+    """Mark a response as a JSON array of ``model``."""
+    return (model,)
+
+
+__all__ = ["Operation", "ProblemDocument", "docs_routes", "list_of"]

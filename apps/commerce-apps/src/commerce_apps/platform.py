@@ -1,0 +1,221 @@
+"""The whole platform in one process: infrastructure, migrations, topics and four services.
+
+Used by ``commerce up`` and by the end-to-end tests. Without URLs it starts an embedded
+PostgreSQL (one database per service) and an embedded Tansu broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import shutil
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from adapters_kafka.embedded import EmbeddedBroker
+from adapters_kafka.topics import ensure_topics
+from adapters_postgres.embedded import EmbeddedPostgres
+from adapters_postgres.engine import create_databases, with_database
+from adapters_postgres.migrations import migrate
+from core_saga.messages import SAGA_TOPICS
+
+from commerce_apps.app import build_app
+from commerce_apps.container import ServiceContainer, container_for, kafka_settings
+from commerce_apps.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
+
+log = logging.getLogger(__name__)
+
+
+class PlatformError(Exception):
+    """A start-up failure worth one clear line: port in use, database or broker unreachable."""
+
+
+@dataclass
+class PlatformConfig:
+    settings: Settings = field(default_factory=Settings)
+    data_dir: Path = Path(".commerce")
+    reset: bool = False
+    database_url: str | None = None  # a server URL; one database per service is made on it
+    database_prefix: str = ""
+    kafka_bootstrap_servers: str | None = None
+    host: str = "127.0.0.1"
+    ports: Mapping[ServiceName, int] = field(default_factory=dict)
+    per_service: Mapping[ServiceName, Mapping[str, Any]] = field(default_factory=dict)
+    consumer_options: Mapping[str, Any] | None = None
+
+
+# Tansu holds a group join for about half the session timeout: keep it short when local.
+EMBEDDED_CONSUMER_OPTIONS = {
+    "fetch_max_wait_ms": 10,
+    "session_timeout_ms": 6_000,
+    "heartbeat_interval_ms": 500,
+}
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the platform (four share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+@dataclass
+class _Running:
+    container: ServiceContainer
+    server: _Server
+    task: asyncio.Task[None]
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PlatformError(f"port {port} on {host} is already in use") from None
+            raise PlatformError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class Platform:
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.database_urls: dict[str, str] = {}
+        self.bootstrap_servers = ""
+        self.urls: dict[ServiceName, str] = {}
+        self._postgres: EmbeddedPostgres | None = None
+        self._broker: EmbeddedBroker | None = None
+        self._running: dict[ServiceName, _Running] = {}
+
+    def port(self, service: ServiceName) -> int:
+        return self.config.ports.get(service) or DEFAULT_PORTS[service]
+
+    async def start(self) -> None:
+        """Start everything; raise ``PlatformError`` with the reason if something cannot."""
+        cfg = self.config
+        for service in SERVICES:
+            check_port_free(cfg.host, self.port(service))
+        try:
+            await self._start_database()
+            await self._start_broker()
+            await self._start_services()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_database(self) -> None:
+        cfg = self.config
+        names = {service: f"{cfg.database_prefix}{service}" for service in SERVICES}
+        if cfg.database_url is None:
+            directory = cfg.data_dir.expanduser().resolve() / "postgres"
+            if cfg.reset and directory.exists():
+                shutil.rmtree(directory)
+            self._postgres = EmbeddedPostgres(directory)
+            await asyncio.to_thread(self._postgres.start)
+            admin = self._postgres.admin_url
+        else:
+            admin = cfg.database_url
+        try:
+            await create_databases(admin, names.values())
+            self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
+            for service, url in self.database_urls.items():
+                await migrate(url, service)
+        except OSError as exc:
+            raise PlatformError(f"database unreachable at {_redact(admin)}: {exc}") from exc
+
+    async def _start_broker(self) -> None:
+        cfg = self.config
+        if cfg.kafka_bootstrap_servers is None:
+            self._broker = EmbeddedBroker()
+            self.bootstrap_servers = await asyncio.to_thread(self._broker.start)
+        else:
+            self.bootstrap_servers = cfg.kafka_bootstrap_servers
+        kafka = kafka_settings(self._settings_for("order"), "admin")
+        try:
+            await asyncio.wait_for(
+                ensure_topics(kafka, SAGA_TOPICS, partitions=cfg.settings.topic_partitions), 30
+            )
+        except Exception as exc:
+            raise PlatformError(f"broker unreachable at {self.bootstrap_servers}: {exc}") from exc
+
+    def _settings_for(self, service: ServiceName) -> Settings:
+        overrides: dict[str, Any] = {
+            "database_url": self.database_urls.get(service),
+            "kafka_bootstrap_servers": self.bootstrap_servers,
+            **self.config.per_service.get(service, {}),
+        }
+        return self.config.settings.model_copy(update=overrides)
+
+    async def _start_services(self) -> None:
+        for service in SERVICES:
+            await self.start_service(service)
+        await self.wait_ready()
+
+    async def start_service(self, service: ServiceName) -> None:
+        """Serve one service (again): its API, relay, consumer and sweeps."""
+        cfg = self.config
+        container = container_for(service, self._settings_for(service))
+        options = cfg.consumer_options
+        if options is None and self._broker is not None:
+            options = EMBEDDED_CONSUMER_OPTIONS
+        if options is not None:
+            container.consumer_options.override(dict(options))
+        config = uvicorn.Config(
+            build_app(container),
+            host=cfg.host,
+            port=self.port(service),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(), name=f"{service}-http")
+        self._running[service] = _Running(container, server, task)
+        self.urls[service] = f"http://{cfg.host}:{self.port(service)}"
+        while not server.started:
+            if task.done():
+                raise PlatformError(f"{service} failed to start: {task.exception()!r}")
+            await asyncio.sleep(0.02)
+
+    async def stop_service(self, service: ServiceName) -> None:
+        running = self._running.pop(service, None)
+        if running is not None:
+            running.server.should_exit = True
+            await asyncio.gather(running.task, return_exceptions=True)
+
+    async def wait_ready(self, seconds: float = 60) -> None:
+        """Until every consumer joined its group and every service answers ready."""
+        async with asyncio.timeout(seconds):
+            while not all(r.container.consumer().ready for r in self._running.values()):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+    async def wait(self) -> None:
+        """Until every server stopped (after ``request_stop`` or a failure)."""
+        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+
+    def request_stop(self) -> None:
+        for running in self._running.values():
+            running.server.should_exit = True
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await self.wait()
+        self._running = {}
+        if self._broker is not None:
+            await asyncio.to_thread(self._broker.stop)
+            self._broker = None
+        if self._postgres is not None:
+            await asyncio.to_thread(self._postgres.stop)
+            self._postgres = None
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if sep else url

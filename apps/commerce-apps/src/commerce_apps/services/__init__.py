@@ -1,0 +1,1 @@
+"""Each service's HTTP routes and the operations that document them."""

@@ -1,0 +1,56 @@
+"""Payment's HTTP API: the charges (and refunds) made for an order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from core_saga.messages import Instant, Money, WireModel
+from core_saga.payments import PaymentStatus
+from core_saga.ports import PaymentUnitOfWork
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from commerce_apps.http.docs import Operation, list_of
+from commerce_apps.http.params import query_order_id
+
+ORDER_ID_PARAM = {"name": "orderId", "in": "query", "schema": {"type": "string", "format": "uuid"}}
+
+
+class PaymentBody(WireModel):
+    id: UUID
+    order_id: UUID
+    amount: Money
+    currency: str
+    status: PaymentStatus
+    reason: str | None
+    created_at: Instant
+
+
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/api/payments",
+        "Payments, optionally of one order",
+        {200: list_of(PaymentBody), 400: None},
+        parameters=(ORDER_ID_PARAM,),
+    ),
+)
+
+
+def payment_routes(uow: Callable[[], PaymentUnitOfWork]) -> list[BaseRoute]:
+    async def list_payments(request: Request) -> JSONResponse:
+        order_id = query_order_id(request)
+        async with uow() as work:
+            payments = await work.payments.list(order_id)
+        return JSONResponse(
+            [
+                PaymentBody.model_validate(p, from_attributes=True).model_dump(
+                    mode="json", by_alias=True
+                )
+                for p in payments
+            ]
+        )
+
+    return [Route("/api/payments", list_payments, methods=["GET"])]

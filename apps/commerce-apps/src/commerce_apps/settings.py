@@ -1,0 +1,55 @@
+"""Service settings from the environment (and `.env`), validated by pydantic-settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["order", "inventory", "payment", "notification"]
+SERVICES: tuple[ServiceName, ...] = ("order", "inventory", "payment", "notification")
+DEFAULT_PORTS: dict[ServiceName, int] = {
+    "order": 8081,
+    "payment": 8082,
+    "inventory": 8083,
+    "notification": 8084,
+}
+
+
+class Settings(BaseSettings):
+    """One service's configuration. Names are the environment variables, case-insensitive."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        None, description="postgresql:// URL of this service's own database"
+    )
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    topic_partitions: int = Field(6, ge=1, le=1000)
+
+    host: str = "0.0.0.0"
+    port: int | None = Field(None, ge=1, le=65535, description="default: 8081-8084 by service")
+
+    saga_timeout: float = Field(30.0, gt=0, description="seconds before a stuck order is cancelled")
+    deadline_sweep_interval: float = Field(1.0, gt=0)
+    payment_success_rate: float = Field(0.8, ge=0, le=1)
+    payment_force_outcome: Literal["success", "failure"] | None = None
+    idempotency_ttl_hours: float = Field(24.0, gt=0)
+
+    outbox_batch_size: int = Field(500, ge=1, le=10_000)
+    outbox_poll_interval: float = Field(1.0, gt=0, description="fallback poll, seconds")
+    outbox_retention_hours: float = Field(1.0, gt=0)
+    consumer_retries: int = Field(3, ge=1)
+    consumer_retry_backoff: float = Field(1.0, ge=0)
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+
+    def port_for(self, service: ServiceName) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[service]

@@ -1,0 +1,325 @@
+"""ConsumerRunner: feeds one service's EventHandler from Kafka, at least once and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from core_saga.messages import TOPIC_OF
+from core_saga.ports import Clock, EventHandler
+
+from adapters_kafka.delivery import Delivery
+from adapters_kafka.policy import ConsumerHooks, InfrastructurePredicate, RetryPolicy
+from adapters_kafka.publisher import KafkaPublisher
+from adapters_kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# Kafka's 500 ms default makes every hop on an idle topic wait that long on some brokers.
+DEFAULT_CONSUMER_OPTIONS: Mapping[str, Any] = {"fetch_max_wait_ms": 50}
+_POLL_TIMEOUT_MS = 100
+
+
+class ConsumerRunner:
+    """Runs ``handler`` for a consumer group: ordered per partition, concurrent across them.
+
+    An offset is committed only once the handler returned for it and for everything before
+    it in its partition (so after its transaction committed). Poison (undecodable, invalid,
+    unknown type, a handler's domain or unexpected error) is retried ``retry.attempts``
+    times, then sent to ``<topic>.DLT`` with its key, value and headers naming where it came
+    from and why, and committed. Decoding failures are dead-lettered at once: decoding the
+    same bytes again cannot succeed. Infrastructure failures (``is_transient`` or the
+    ``is_infrastructure`` predicate) are never dead-lettered: the same message is retried
+    with capped exponential backoff and ``ready`` is False until it succeeds.
+
+    Event types outside ``handler.subscriptions`` are skipped and committed, even broken
+    ones that claim such a type: the services subscribing to them dead-letter them.
+
+    On a rebalance and on ``stop()`` the record in progress gets ``shutdown_grace`` seconds
+    to finish, then is abandoned uncommitted (it will be delivered again); records fetched
+    but not started are dropped. A partition holding ``max_buffered`` records is paused.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        handler: EventHandler,
+        *,
+        publisher: KafkaPublisher,
+        topics: Collection[str] | None = None,
+        retry: RetryPolicy | None = None,
+        is_infrastructure: InfrastructurePredicate | None = None,
+        hooks: ConsumerHooks | None = None,
+        clock: Clock | None = None,
+        max_buffered: int = 500,
+        shutdown_grace: float = 10.0,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = sorted(topics or {TOPIC_OF[t] for t in handler.subscriptions})
+        self._retry = retry or RetryPolicy()
+        self._hooks = hooks or ConsumerHooks()
+        self._delivery = Delivery(
+            handler,
+            publisher,
+            group_id=group_id,
+            retry=self._retry,
+            is_infrastructure=is_infrastructure,
+            hooks=self._hooks,
+            now=clock.now if clock else lambda: datetime.now(UTC),
+            outage=self._outage,
+        )
+        self._max_buffered = max_buffered
+        self._grace = shutdown_grace
+        self._options: dict[str, Any] = {
+            **settings.client_options(),
+            **DEFAULT_CONSUMER_OPTIONS,
+            **(consumer_options or {}),
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+        }
+        self._consumer: Any = None
+        self._workers: dict[TopicPartition, _PartitionWorker] = {}
+        self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._struggling: set[TopicPartition] = set()  # backing off an infrastructure failure
+        self._kafka_failing = False
+        self._commit_lock = asyncio.Lock()
+        self._commit_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._stopped = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._stopping: asyncio.Future[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, committing, and no message stuck behind an infrastructure failure."""
+        return (
+            self._running
+            and not self._struggling
+            and not self._kafka_failing
+            and all(not task.done() for task in self._tasks)
+        )
+
+    @property
+    def backlog(self) -> int:
+        """Records fetched but not yet started, over all partitions (a gauge worth exporting)."""
+        return sum(worker.backlog for worker in self._workers.values())
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns right now."""
+        return frozenset(self._consumer.assignment()) if self._running else frozenset()
+
+    async def start(self) -> None:
+        """Join the group and start consuming in the background."""
+        if self._running:
+            return
+        consumer = AIOKafkaConsumer(**self._options)  # needs the running loop: made here
+        consumer.subscribe(self.topics, listener=_Rebalance(self))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._stopped.clear()
+        self._failure = None
+        self._running = True
+        self._tasks = [
+            self._background(self._fetch(), "fetch"),
+            self._background(self._commit_continuously(), "commit"),
+        ]
+
+    async def stop(self) -> None:
+        """Finish or abandon in-flight records, commit what finished, leave the group."""
+        if not self._running:
+            if self._consumer is not None:  # another stop() is under way
+                await self._stopped.wait()
+            return
+        self._running = False
+        try:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(self._tasks)
+            self._tasks = []
+            await self._release(list(self._workers))
+            await self._consumer.stop()
+        finally:
+            self._consumer = None
+            self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, then consume until ``stop()``; re-raise what ended consumption otherwise."""
+        await self.start()
+        await self._stopped.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    # --- fetching and committing -----------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        while True:
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_buffered
+                )
+            except KafkaError as exc:
+                self._kafka_failing = True
+                log.warning("fetching for group %s failed, retrying: %r", self.group_id, exc)
+                await asyncio.sleep(self._retry.infrastructure_backoff)
+                continue
+            self._kafka_failing = False
+            for tp, records in batches.items():
+                worker = self._workers.get(tp)
+                if worker is None:
+                    worker = self._workers[tp] = _PartitionWorker(
+                        tp, self._delivery.deliver, self._finished
+                    )
+                    worker.task.add_done_callback(self._on_task_done)
+                worker.feed(records)
+                if worker.backlog >= self._max_buffered and tp not in self._paused:
+                    self._consumer.pause(tp)
+                    self._paused.add(tp)
+
+    def _outage(self, record: Any) -> None:
+        self._struggling.add(TopicPartition(record.topic, record.partition))
+
+    def _finished(self, tp: TopicPartition, record: Any, backlog: int) -> None:
+        self._done[tp] = record.offset + 1
+        self._struggling.discard(tp)
+        self._commit_wanted.set()
+        if tp in self._paused and backlog <= self._max_buffered // 2:
+            self._paused.discard(tp)
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                self._consumer.resume(tp)
+
+    async def _commit_continuously(self) -> None:
+        # Each commit carries everything finished while the previous one was in flight.
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            if not await self._commit():
+                await asyncio.sleep(self._retry.infrastructure_backoff)
+                self._commit_wanted.set()
+
+    async def _commit(self, only: Collection[TopicPartition] | None = None) -> bool:
+        async with self._commit_lock:
+            offsets = {
+                tp: offset
+                for tp, offset in self._done.items()
+                if offset > self._committed.get(tp, -1) and (only is None or tp in only)
+            }
+            if not offsets:
+                return True
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group moved on; whoever owns these partitions now starts from the last
+                # commit, and the inbox absorbs what is delivered twice.
+                log.info("offsets of group %s not committed: %r", self.group_id, exc)
+                return True
+            except KafkaError as exc:
+                self._kafka_failing = True
+                log.warning("committing offsets of group %s failed: %r", self.group_id, exc)
+                return False
+            self._kafka_failing = False
+            self._committed.update(offsets)
+            return True
+
+    async def _release(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop working on ``partitions`` and commit what finished on them."""
+        partitions = list(partitions)
+        workers = [self._workers.pop(tp) for tp in partitions if tp in self._workers]
+        await asyncio.gather(*(worker.close(self._grace) for worker in workers))
+        await self._commit(partitions)
+        for tp in partitions:
+            self._done.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._paused.discard(tp)
+            self._struggling.discard(tp)
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"{self.group_id} {name}")
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A bug, not a message, ended a task: stop, so that ``run()`` raises it."""
+        if task.cancelled() or task.exception() is None or not self._running:
+            return
+        self._failure = task.exception()
+        log.error("consumer of group %s failed", self.group_id, exc_info=self._failure)
+        self._stopping = asyncio.ensure_future(self.stop())
+
+
+class _PartitionWorker:
+    """Applies one partition's records one at a time, in offset order."""
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        deliver: Callable[[Any], Awaitable[None]],
+        finished: Callable[[TopicPartition, Any, int], None],
+    ) -> None:
+        self._tp = tp
+        self._deliver = deliver
+        self._finished = finished
+        self._records: deque[Any] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self.task = asyncio.create_task(self._run(), name=f"consume {tp.topic}[{tp.partition}]")
+
+    @property
+    def backlog(self) -> int:
+        return len(self._records)
+
+    def feed(self, records: Iterable[Any]) -> None:
+        self._records.extend(records)
+        self._wakeup.set()
+
+    async def close(self, grace: float) -> None:
+        """Drop records not started; give the current one ``grace`` seconds, else cancel it."""
+        self._closing = True
+        self._records.clear()
+        self._wakeup.set()
+        await asyncio.wait([self.task], timeout=grace)
+        if not self.task.done():
+            log.warning("abandoning the record in progress on %s", self._tp)
+            self.task.cancel()
+            await asyncio.wait([self.task])
+
+    async def _run(self) -> None:
+        while not self._closing:
+            if not self._records:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            record = self._records.popleft()
+            await self._deliver(record)
+            self._finished(self._tp, record, len(self._records))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Releases revoked partitions before the group reassigns them."""
+
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner._release(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("group %s: assigned %s", self._runner.group_id, sorted(assigned))
+        self._runner._hooks.assigned(frozenset(assigned))

@@ -1,0 +1,132 @@
+"""Reading a dead-letter topic and replaying its records to the topic they came from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from core_saga.messages import dead_letter_topic
+
+from adapters_kafka.headers import (
+    DLT_ATTEMPTS,
+    DLT_ERROR_MESSAGE,
+    DLT_ERROR_TYPE,
+    DLT_ORIGINAL_OFFSET,
+    DLT_ORIGINAL_PARTITION,
+    DLT_ORIGINAL_TOPIC,
+    EVENT_ID,
+    EVENT_TYPE,
+    decode_headers,
+    without_dead_letter_headers,
+)
+from adapters_kafka.publisher import KafkaPublisher
+from adapters_kafka.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered record with the reason the consumer gave up on it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    raw_headers: list[tuple[str, bytes]]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return decode_headers(self.raw_headers)
+
+    @property
+    def event_id(self) -> str:
+        return self.headers.get(EVENT_ID, "")
+
+    @property
+    def event_type(self) -> str:
+        return self.headers.get(EVENT_TYPE, "")
+
+    @property
+    def original_topic(self) -> str:
+        return self.headers.get(DLT_ORIGINAL_TOPIC, "")
+
+    @property
+    def origin(self) -> str:
+        h = self.headers
+        return f"{h.get(DLT_ORIGINAL_PARTITION, '?')}@{h.get(DLT_ORIGINAL_OFFSET, '?')}"
+
+    @property
+    def error(self) -> str:
+        h = self.headers
+        return f"{h.get(DLT_ERROR_TYPE, '?')}: {h.get(DLT_ERROR_MESSAGE, '')}"
+
+    @property
+    def attempts(self) -> str:
+        return self.headers.get(DLT_ATTEMPTS, "")
+
+
+def _dlt_name(topic: str) -> str:
+    return topic if topic.endswith(".DLT") else dead_letter_topic(topic)
+
+
+async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
+    """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing)."""
+    name = _dlt_name(topic)
+    consumer: Any = AIOKafkaConsumer(
+        **settings.client_options(), enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in sorted(await _partitions(consumer, name))]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        letters: list[DeadLetter] = []
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        letters.append(
+                            DeadLetter(
+                                record.partition,
+                                record.offset,
+                                record.key,
+                                record.value,
+                                list(record.headers or ()),
+                            )
+                        )
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    if topic not in await consumer.topics():  # fetches fresh metadata: the DLT may be new
+        return set()
+    return set(consumer.partitions_for_topic(topic) or ())
+
+
+async def replay(letters: Sequence[DeadLetter], publisher: KafkaPublisher) -> int:
+    """Publish each record again to its original topic, without the dead-letter headers.
+
+    Safe to repeat: a record that was already applied is a duplicate to the inbox.
+    """
+    count = 0
+    for letter in letters:
+        if not letter.original_topic:
+            continue
+        await publisher.send(
+            letter.original_topic,
+            letter.value,
+            key=letter.key,
+            headers=without_dead_letter_headers(letter.raw_headers),
+        )
+        count += 1
+    return count

@@ -1,0 +1,164 @@
+"""What happens to one record: decoded and handled, skipped, retried, or dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from core_saga.messages import (
+    EVENT_TYPES,
+    Envelope,
+    PoisonMessage,
+    UndecodableMessage,
+    dead_letter_topic,
+    decode,
+    format_instant,
+)
+from core_saga.ports import EventHandler, PublishError
+
+from adapters_kafka import headers as h
+from adapters_kafka.policy import ConsumerHooks, InfrastructurePredicate, RetryPolicy, is_transient
+from adapters_kafka.publisher import KafkaPublisher
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_MESSAGE = 2000
+
+
+class Delivery:
+    """Brings records to ``handler``; returns once a record may be committed.
+
+    A record may be committed when it was handled, skipped (a type the handler does not
+    subscribe to) or dead-lettered. Until then an infrastructure failure keeps it here,
+    retried with backoff, while ``outage`` tells the runner it is not ready.
+    """
+
+    def __init__(
+        self,
+        handler: EventHandler,
+        publisher: KafkaPublisher,
+        *,
+        group_id: str,
+        retry: RetryPolicy,
+        is_infrastructure: InfrastructurePredicate | None,
+        hooks: ConsumerHooks,
+        now: Callable[[], datetime],
+        outage: Callable[[Any], None],
+    ) -> None:
+        self._handler = handler
+        self._publisher = publisher
+        self._group_id = group_id
+        self._retry = retry
+        self._extra_infrastructure = is_infrastructure
+        self._hooks = hooks
+        self._now = now
+        self._outage = outage
+
+    async def deliver(self, record: Any) -> None:
+        """Decode ``record`` and bring it to the handler, or skip it, or dead-letter it."""
+        try:
+            if record.value is None:
+                raise UndecodableMessage("value is empty")
+            envelope = decode(record.value)
+        except PoisonMessage as exc:
+            claimed = _claimed_event_type(record)
+            if claimed in EVENT_TYPES and claimed not in self._handler.subscriptions:
+                self._hooks.skipped(record.topic, claimed)
+            else:  # decoding the same bytes again cannot succeed: no retries
+                await self._dead_letter(record, exc, attempts=1, first_failure=self._now())
+            return
+        if envelope.event_type not in self._handler.subscriptions:
+            self._hooks.skipped(record.topic, envelope.event_type)
+            return
+        await self._handle(record, envelope)
+
+    async def _handle(self, record: Any, envelope: Envelope) -> None:
+        attempts = outages = 0
+        first_failure: datetime | None = None
+        headers = h.decode_headers(record.headers)
+        while True:
+            started = time.perf_counter()
+            try:
+                with self._hooks.handling(record.topic, envelope.event_type, headers):
+                    await self._handler.handle(envelope)
+            except Exception as exc:
+                first_failure = first_failure or self._now()
+                infrastructure = self._is_infrastructure(exc)
+                self._hooks.failed(record.topic, exc, infrastructure=infrastructure)
+                if infrastructure:
+                    outages += 1
+                    await self._back_off(record, exc, outages)
+                    continue
+                attempts += 1
+                if attempts < self._retry.attempts:
+                    log.info("retrying %s after %r", _where(record), exc)
+                    await asyncio.sleep(self._retry.backoff)
+                    continue
+                await self._dead_letter(record, exc, attempts, first_failure)
+                return
+            self._hooks.handled(record.topic, envelope.event_type, time.perf_counter() - started)
+            return
+
+    async def _dead_letter(
+        self, record: Any, error: BaseException, attempts: int, first_failure: datetime
+    ) -> None:
+        """Send the record as it came (key, value, headers) to its DLT, saying why."""
+        reason = error.reason if isinstance(error, PoisonMessage) else str(error) or repr(error)
+        error_type = type(error)
+        headers = h.without_dead_letter_headers(record.headers) + h.encode_headers(
+            {
+                h.DLT_ORIGINAL_TOPIC: record.topic,
+                h.DLT_ORIGINAL_PARTITION: str(record.partition),
+                h.DLT_ORIGINAL_OFFSET: str(record.offset),
+                h.DLT_CONSUMER_GROUP: self._group_id,
+                h.DLT_ERROR_TYPE: f"{error_type.__module__}.{error_type.__qualname__}",
+                h.DLT_ERROR_MESSAGE: reason[:_MAX_ERROR_MESSAGE],
+                h.DLT_ATTEMPTS: str(attempts),
+                h.DLT_FIRST_FAILURE_AT: format_instant(first_failure),
+            }
+        )
+        outages = 0
+        while True:
+            try:
+                await self._publisher.send(
+                    dead_letter_topic(record.topic), record.value, key=record.key, headers=headers
+                )
+                break
+            except PublishError as exc:
+                outages += 1
+                await self._back_off(record, exc, outages)
+        self._hooks.dead_lettered(record.topic, error)
+        log.error("dead-lettered %s after %d attempt(s): %s", _where(record), attempts, reason)
+
+    async def _back_off(self, record: Any, error: BaseException, outages: int) -> None:
+        self._outage(record)
+        delay = self._retry.infrastructure_delay(outages)
+        log.warning(
+            "infrastructure failure on %s, retry in %.2f s: %r", _where(record), delay, error
+        )
+        await asyncio.sleep(delay)
+
+    def _is_infrastructure(self, error: BaseException) -> bool:
+        extra = self._extra_infrastructure
+        return is_transient(error) or (extra is not None and extra(error))
+
+
+def _claimed_event_type(record: Any) -> str:
+    """The event type a record says it carries (header, else the JSON), however broken."""
+    claimed = h.decode_headers(record.headers).get(h.EVENT_TYPE)
+    if claimed is None:
+        with contextlib.suppress(ValueError, TypeError):
+            document = json.loads(record.value)
+            if isinstance(document, dict) and isinstance(document.get("eventType"), str):
+                claimed = document["eventType"]
+    return claimed or ""
+
+
+def _where(record: Any) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

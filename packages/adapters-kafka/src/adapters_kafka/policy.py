@@ -1,0 +1,62 @@
+"""How the consumer runner classifies and retries failures, and the hooks it reports to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+from core_saga.ports import InfrastructureError, PublishError
+
+InfrastructurePredicate = Callable[[BaseException], bool]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Poison is retried a few times then dead-lettered; infrastructure until it recovers."""
+
+    attempts: int = 3
+    backoff: float = 1.0
+    infrastructure_backoff: float = 0.5
+    infrastructure_backoff_max: float = 30.0
+
+    def infrastructure_delay(self, failures: int) -> float:
+        """Exponential and capped: the wait before retrying after ``failures`` in a row."""
+        return min(
+            self.infrastructure_backoff * 2.0 ** max(0, failures - 1),
+            self.infrastructure_backoff_max,
+        )
+
+
+def is_transient(error: BaseException) -> bool:
+    """Failures a later retry of the same message fixes: never a reason to dead-letter.
+
+    core_saga's InfrastructureError, a publish the broker did not acknowledge, and network
+    or timeout errors (``ConnectionError`` and ``TimeoutError`` are ``OSError``\\s).
+    """
+    return isinstance(error, InfrastructureError | PublishError | OSError)
+
+
+class ConsumerHooks:
+    """Observation points for metrics and tracing; each does nothing here: override some."""
+
+    def assigned(self, partitions: frozenset[tuple[str, int]]) -> None:
+        """The group gave this member these (topic, partition)s (after every rebalance)."""
+
+    def handling(
+        self, topic: str, event_type: str, headers: Mapping[str, str]
+    ) -> AbstractContextManager[object]:
+        """Wraps every handler attempt, e.g. in a span continuing the message's trace."""
+        return nullcontext()
+
+    def handled(self, topic: str, event_type: str, seconds: float) -> None:
+        """The handler applied the event (its transaction committed)."""
+
+    def skipped(self, topic: str, event_type: str) -> None:
+        """An event type this service does not subscribe to; committed without handling."""
+
+    def failed(self, topic: str, error: BaseException, *, infrastructure: bool) -> None:
+        """One failed attempt; it will be retried (or dead-lettered if poison ran out)."""
+
+    def dead_lettered(self, topic: str, error: BaseException) -> None:
+        """The message went to ``<topic>.DLT``."""

@@ -1,0 +1,48 @@
+"""Inbox-first, exactly-once application of one event; shared by every service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+from core_saga.messages import Envelope, Event
+from core_saga.ports import Clock, UnitOfWork
+
+U = TypeVar("U", bound=UnitOfWork)
+
+Apply = Callable[[U, Envelope], Awaitable[Sequence[Event]]]
+
+
+def new_envelope(event: Event, occurred_at: datetime, causation_id: UUID | None) -> Envelope:
+    """A fresh envelope for ``event``: a new id and the order id as correlation id.
+
+    Events with no causing event (placing an order, the deadline sweep) name the order id
+    as their cause, as the seed platform does.
+    """
+    return Envelope(
+        event_id=uuid4(),
+        occurred_at=occurred_at,
+        correlation_id=event.order_id,
+        causation_id=event.order_id if causation_id is None else causation_id,
+        payload=event,
+    )
+
+
+async def apply_once(
+    uow: Callable[[], U], clock: Clock, envelope: Envelope, apply: Apply[U]
+) -> bool:
+    """Record the event in the inbox, apply it, write its follow-up events; one transaction.
+
+    The inbox row goes first so a duplicate (or a replica racing on the same message) is
+    detected before any effect; it returns False and nothing changes. Any exception rolls
+    the whole transaction back, inbox row included, so the redelivered message runs again.
+    """
+    async with uow() as tx:
+        if not await tx.inbox.mark_processed(envelope.event_id, envelope.event_type):
+            return False
+        for event in await apply(tx, envelope):
+            await tx.outbox.add(new_envelope(event, clock.now(), envelope.event_id))
+        await tx.commit()
+    return True

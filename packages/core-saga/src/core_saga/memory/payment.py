@@ -1,0 +1,62 @@
+"""The payment service's in-memory database: payments and cancelled orders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from uuid import UUID
+
+from core_saga.memory.tables import LockScope, Staged, Table
+from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
+from core_saga.payments import Payment
+from core_saga.ports import Clock, PaymentRepository
+
+
+class MemoryPayments:
+    def __init__(
+        self, rows: Staged[UUID, Payment], cancelled: Staged[UUID, bool], locks: LockScope
+    ) -> None:
+        self._rows, self._cancelled, self._locks = rows, cancelled, locks
+
+    async def lock_order(self, order_id: UUID) -> None:
+        await self._locks.lock(order_id)
+
+    async def get_by_order(self, order_id: UUID) -> Payment | None:
+        found = await self.list(order_id)
+        return found[0] if found else None
+
+    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
+        found = self._rows.select(lambda p: order_id is None or p.order_id == order_id)
+        return sorted(found, key=lambda payment: payment.created_at)
+
+    async def add(self, payment: Payment) -> None:
+        self._rows.put(payment.id, payment)
+
+    async def save(self, payment: Payment) -> None:
+        self._rows.put(payment.id, payment)
+
+    async def mark_cancelled(self, order_id: UUID) -> None:
+        self._cancelled.put(order_id, True)
+
+    async def was_cancelled(self, order_id: UUID) -> bool:
+        return self._cancelled.get(order_id) is not None
+
+
+class MemoryPaymentDatabase(MemoryDatabase):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.payments: Table[UUID, Payment] = Table(replace)
+        self.cancelled_orders: Table[UUID, bool] = Table(lambda flag: flag)
+
+    def unit_of_work(self) -> MemoryPaymentUnitOfWork:
+        return MemoryPaymentUnitOfWork(self)
+
+
+class MemoryPaymentUnitOfWork(MemoryUnitOfWork):
+    def __init__(self, db: MemoryPaymentDatabase) -> None:
+        super().__init__(db)
+        self.payments: PaymentRepository = MemoryPayments(
+            self.stage(db.payments),
+            self.stage(db.cancelled_orders),
+            self.lock_scope("payments_by_order"),
+        )

@@ -1,0 +1,18 @@
+"""End-to-end fixtures: platforms on real PostgreSQL and a real broker, used over HTTP only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.e2e.platform import RunningPlatform, running_platform
+
+
+@pytest.fixture(scope="module")
+async def succeeding(postgres_admin_url: str) -> AsyncIterator[RunningPlatform]:
+    """A platform whose payments always succeed."""
+    async with running_platform(
+        postgres_admin_url, {"payment": {"payment_force_outcome": "success"}}
+    ) as running:
+        yield running

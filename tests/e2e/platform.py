@@ -1,0 +1,123 @@
+"""A running platform for end-to-end tests, and the few HTTP helpers the tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from commerce_apps.platform import Platform, PlatformConfig
+from commerce_apps.settings import SERVICES, ServiceName, Settings
+
+TERMINAL = ("CONFIRMED", "CANCELLED")
+MOUSE = "11111111-1111-1111-1111-111111111111"
+KEYBOARD = "22222222-2222-2222-2222-222222222222"
+HUB = "33333333-3333-3333-3333-333333333333"
+MONITOR = "44444444-4444-4444-4444-444444444444"
+STAND = "55555555-5555-5555-5555-555555555555"
+INITIAL_STOCK = {MOUSE: 100, KEYBOARD: 50, HUB: 75, MONITOR: 30, STAND: 200}
+CUSTOMER = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def order_body(*lines: tuple[str, int, str], customer: str = CUSTOMER) -> dict[str, Any]:
+    return {
+        "customerId": customer,
+        "items": [
+            {"productId": p, "quantity": q, "unitPrice": float(price)} for p, q, price in lines
+        ],
+        "currency": "EUR",
+    }
+
+
+@dataclass
+class RunningPlatform:
+    platform: Platform
+    http: httpx.AsyncClient
+
+    def url(self, service: ServiceName, path: str) -> str:
+        return self.platform.urls[service] + path
+
+    async def place(self, body: Any, key: str | None = None) -> httpx.Response:
+        return await self.http.post(
+            self.url("order", "/api/orders"),
+            json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4())},
+        )
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        response = await self.http.get(self.url("order", f"/api/orders/{order_id}"))
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def terminal(self, order_id: str, seconds: float = 20) -> dict[str, Any]:
+        """The order once CONFIRMED or CANCELLED (fails the test after ``seconds``)."""
+        async with asyncio.timeout(seconds):
+            while (order := await self.order(order_id))["status"] not in TERMINAL:
+                await asyncio.sleep(0.02)
+        return order
+
+    async def products(self) -> dict[str, dict[str, Any]]:
+        response = await self.http.get(self.url("inventory", "/api/products"))
+        return {p["id"]: p for p in response.json()}
+
+    async def payments(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"orderId": order_id} if order_id else {}
+        response = await self.http.get(self.url("payment", "/api/payments"), params=params)
+        return list(response.json())
+
+    async def notifications(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"orderId": order_id} if order_id else {}
+        response = await self.http.get(
+            self.url("notification", "/api/notifications"), params=params
+        )
+        return list(response.json())
+
+    async def settled(self, order_id: str, seconds: float = 40) -> None:
+        """Until the order is notified and no product holds a reservation any more.
+
+        Tests run one after another, so no reservation at all means none of theirs is left.
+        """
+        async with asyncio.timeout(seconds):
+            while not await self.notifications(order_id):
+                await asyncio.sleep(0.02)
+            while any(p["reserved"] for p in (await self.products()).values()):
+                await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_platform(
+    postgres_admin_url: str, per_service: Mapping[ServiceName, Mapping[str, Any]] | None = None
+) -> AsyncIterator[RunningPlatform]:
+    """A fresh platform: its own databases and, unless one is given, its own broker."""
+    config = PlatformConfig(
+        settings=Settings(consumer_retry_backoff=0.1, deadline_sweep_interval=0.2),
+        database_url=postgres_admin_url,
+        database_prefix=f"e2e_{uuid.uuid4().hex[:8]}_",
+        kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),
+        ports={service: free_port() for service in SERVICES},
+        per_service=per_service or {},
+        consumer_options={
+            "fetch_max_wait_ms": 10,
+            "session_timeout_ms": 2_000,
+            "heartbeat_interval_ms": 250,
+        },
+    )
+    platform = Platform(config)
+    await platform.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            yield RunningPlatform(platform, http)
+    finally:
+        await platform.stop()

@@ -1,0 +1,1 @@
+"""Integration tests of adapters_kafka on a real Kafka-protocol broker."""
