@@ -80,6 +80,9 @@ async def test_every_service_has_health_metrics_and_docs(
     succeeding: RunningPlatform, service: str
 ) -> None:
     http = succeeding.http
+    if service == "order":
+        placed = (await succeeding.place(order_body((MOUSE, 1, "1.00")))).json()
+        await succeeding.terminal(placed["id"])
     assert (await http.get(succeeding.url(service, "/health/live"))).json()["status"] == "UP"
     ready = await http.get(succeeding.url(service, "/health/ready"))
     assert ready.status_code == 200
@@ -87,6 +90,9 @@ async def test_every_service_has_health_metrics_and_docs(
     metrics = await http.get(succeeding.url(service, "/metrics"))
     assert "http_server_request_duration_seconds" in metrics.text
     assert "outbox_published_total" in metrics.text
+    if service == "order":
+        assert "orders_created_total" in metrics.text
+        assert 'saga_duration_seconds_count{status="CONFIRMED"}' in metrics.text
     document = (await http.get(succeeding.url(service, "/openapi.json"))).json()
     assert document["openapi"].startswith("3.1")
     assert any(path.startswith("/api/") for path in document["paths"])

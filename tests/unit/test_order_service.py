@@ -332,3 +332,21 @@ async def test_the_saga_timeout_is_configurable(
     await place(service)
     clock.advance(timedelta(seconds=5))
     assert await service.sweep_deadlines() == 1
+
+
+async def test_each_order_that_ends_is_reported_once_after_its_commit(
+    db: MemoryOrderDatabase, clock: ManualClock
+) -> None:
+    ended: list[tuple[UUID, OrderStatus]] = []
+    service = OrderService(
+        db.unit_of_work, clock, on_settled=lambda order: ended.append((order.id, order.status))
+    )
+    confirmed, timed_out = await place(service), await place(service)
+    await deliver(service, clock, reserved(confirmed))
+    assert ended == []
+    paid = await deliver(service, clock, succeeded(confirmed))
+    await service.handle(paid)  # a duplicate changes nothing and reports nothing
+    await deliver(service, clock, failed(confirmed))  # absorbed by the terminal state
+    clock.advance(timedelta(seconds=30))
+    await service.sweep_deadlines()
+    assert ended == [(confirmed, OrderStatus.CONFIRMED), (timed_out, OrderStatus.CANCELLED)]

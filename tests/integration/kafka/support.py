@@ -195,7 +195,7 @@ async def eventually(
 
     try:
         async with asyncio.timeout(within):
-            while not await holds():  # noqa: ASYNC110 - there is no event to await
+            while not await holds():
                 await asyncio.sleep(0.05)
     except TimeoutError:
         pytest.fail(f"waited {within} s for {what}")

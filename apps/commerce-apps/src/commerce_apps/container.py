@@ -118,6 +118,7 @@ class OrderContainer(ServiceContainer):
         key_ttl=providers.Callable(
             lambda s: timedelta(hours=s.idempotency_ttl_hours), ServiceContainer.settings
         ),
+        on_settled=ServiceContainer.metrics.provided.saga_settled,
     )
     routes = providers.Callable(order_routes, handler, uow)
     consumer = consumer_of(handler)

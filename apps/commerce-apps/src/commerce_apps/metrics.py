@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core_saga.orders import Order
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -64,6 +65,13 @@ class ServiceMetrics:
             ["status"],
             buckets=SAGA_BUCKETS,
             registry=r,
+        )
+
+    def saga_settled(self, order: Order) -> None:
+        """Creation to terminal state, observed once per order after its commit."""
+        ended = order.updated_at or order.created_at
+        self.saga_duration.labels(status=order.status.value).observe(
+            max(0.0, (ended - order.created_at).total_seconds())
         )
 
     def count_emitted(self, event_type: str) -> None:

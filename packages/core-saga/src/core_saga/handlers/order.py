@@ -149,6 +149,7 @@ class OrderService:
     saga_timeout: timedelta = DEFAULT_SAGA_TIMEOUT
     key_ttl: timedelta = DEFAULT_KEY_TTL
     new_order_id: Callable[[], UUID] = uuid4  # a test may make ids (and partitions) repeatable
+    on_settled: Callable[[Order], None] | None = None  # after commit, per order that ended
     subscriptions: frozenset[str] = field(
         default=frozenset({"StockReserved", "StockRejected", "PaymentSucceeded", "PaymentFailed"}),
         init=False,
@@ -202,10 +203,25 @@ class OrderService:
         return order, created
 
     async def handle(self, envelope: Envelope) -> None:
-        if envelope.event_type in self.subscriptions:
-            await apply_once(self.uow, self.clock, envelope, self._apply)
+        if envelope.event_type not in self.subscriptions:
+            return
+        settled: list[Order] = []
 
-    async def _apply(self, uow: OrderUnitOfWork, envelope: Envelope) -> list[Event]:
+        async def apply(uow: OrderUnitOfWork, envelope: Envelope) -> list[Event]:
+            return await self._apply(uow, envelope, settled)
+
+        if await apply_once(self.uow, self.clock, envelope, apply):
+            self._report(settled)
+
+    def _report(self, settled: list[Order]) -> None:
+        if self.on_settled is not None:
+            for order in settled:
+                self.on_settled(order)
+
+    async def _apply(
+        self, uow: OrderUnitOfWork, envelope: Envelope, settled: list[Order]
+    ) -> list[Event]:
+        """Apply one outcome to its order; an order that ends here is added to ``settled``."""
         event = envelope.payload
         order = await uow.orders.get(event.order_id, for_update=True)
         if order is None:
@@ -226,11 +242,13 @@ class OrderService:
             raise DomainError(f"the order service does not apply {envelope.event_type}")
         if changed:
             await uow.orders.save(order)
+        if events:  # only a move to CONFIRMED or CANCELLED emits events
+            settled.append(order)
         return events
 
     async def sweep_deadlines(self, limit: int = 100) -> int:
         """Cancel up to ``limit`` overdue orders (reason ``timeout``); return how many."""
-        cancelled = 0
+        cancelled: list[Order] = []
         async with self.uow() as uow:
             now = self.clock.now()
             for order in await uow.orders.overdue(now, limit):
@@ -244,6 +262,7 @@ class OrderService:
                 await uow.outbox.add(envelope)
                 release = StockReleaseRequested(order_id=order.id, items=order.items)
                 await uow.outbox.add(new_envelope(release, now, envelope.event_id))
-                cancelled += 1
+                cancelled.append(order)
             await uow.commit()
-        return cancelled
+        self._report(cancelled)
+        return len(cancelled)
