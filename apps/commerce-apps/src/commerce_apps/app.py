@@ -15,6 +15,7 @@ from typing import Any
 from adapters_postgres.migrations import is_at_head
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -81,6 +82,14 @@ def build_app(container: ServiceContainer) -> Starlette:
         age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
         metrics.outbox_oldest_age.set(age)
 
+    async def consumer_lag() -> None:
+        consumer = container.consumer()
+        metrics.consumer_lag.clear()
+        for tp, lag in consumer.lag().items():
+            metrics.consumer_lag.labels(
+                group=consumer.group_id, topic=tp.topic, partition=str(tp.partition)
+            ).set(lag)
+
     checks = {"database": database_up, "migrations": migrated, "broker": broker_up}
     routes = [
         *container.routes(),
@@ -97,6 +106,7 @@ def build_app(container: ServiceContainer) -> Starlette:
             asyncio.create_task(container.relay().run(), name=f"{service}-relay"),
             asyncio.create_task(_supervise(consumer.run, "consumer"), name=f"{service}-consumer"),
             asyncio.create_task(_every(5.0, outbox_age, "outbox age"), name=f"{service}-age"),
+            asyncio.create_task(_every(5.0, consumer_lag, "consumer lag"), name=f"{service}-lag"),
         ]
         handler = container.handler()
         if isinstance(handler, OrderService):
@@ -118,9 +128,13 @@ def build_app(container: ServiceContainer) -> Starlette:
             await engine.dispose()
             log.info("%s service stopped", service)
 
+    middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
+    provider = container.tracing()
+    if provider is not None:
+        middleware.append(Middleware(OpenTelemetryMiddleware, tracer_provider=provider))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestMetrics, metrics=metrics, routes=routes)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

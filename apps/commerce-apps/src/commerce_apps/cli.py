@@ -197,6 +197,7 @@ def _service(name: str) -> ServiceName:
 
 
 def main() -> None:
+    from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
     from commerce_apps import dlt as _dlt  # noqa: F401  (registers the dlt commands)
 
     app(prog_name="commerce")

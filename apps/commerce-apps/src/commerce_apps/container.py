@@ -27,15 +27,18 @@ from core_saga.handlers.notification import LoggingNotifier, NotificationService
 from core_saga.handlers.order import OrderService
 from core_saga.handlers.payment import PaymentService, SimulatedGateway
 from dependency_injector import containers, providers
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from commerce_apps.metrics import ServiceMetrics
-from commerce_apps.observing import MetricsHooks
+from commerce_apps.observing import ServiceHooks
 from commerce_apps.publishing import CountingPublisher
 from commerce_apps.services.inventory import inventory_routes
 from commerce_apps.services.notification import notification_routes
 from commerce_apps.services.order import order_routes
 from commerce_apps.services.payment import payment_routes
 from commerce_apps.settings import Settings
+from commerce_apps.tracing import instrument_engine, tracer_provider
 
 
 def kafka_settings(settings: Settings, service: str) -> KafkaSettings:
@@ -62,6 +65,13 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(attempts=settings.consumer_retries, backoff=settings.consumer_retry_backoff)
 
 
+def traced_engine(url: str, provider: TracerProvider | None) -> AsyncEngine:
+    engine = create_engine(url)
+    if provider is not None:
+        instrument_engine(engine, provider)
+    return engine
+
+
 def database_url(settings: Settings) -> str:
     if not settings.database_url:
         raise ValueError("DATABASE_URL is not set")
@@ -73,10 +83,13 @@ class ServiceContainer(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     consumer_options: Any = providers.Object(None)
 
+    span_exporter: Any = providers.Object(None)  # tests collect spans in memory
+
     url = providers.Callable(database_url, settings)
     metrics = providers.Singleton(ServiceMetrics, service=service)
+    tracing = providers.Singleton(tracer_provider, service, span_exporter)
     clock = providers.Singleton(SystemClock)
-    engine = providers.Singleton(create_engine, url)
+    engine = providers.Singleton(traced_engine, url, tracing)
     kafka = providers.Singleton(kafka_settings, settings, service)
     publisher = providers.Singleton(KafkaPublisher, kafka)
     relay = providers.Singleton(
@@ -87,7 +100,7 @@ class ServiceContainer(containers.DeclarativeContainer):
         clock,
         providers.Callable(relay_settings, settings),
     )
-    hooks = providers.Singleton(MetricsHooks, metrics)
+    hooks = providers.Singleton(ServiceHooks, metrics, tracing)
 
 
 def consumer_of(handler: Any) -> Any:

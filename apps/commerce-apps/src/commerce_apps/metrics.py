@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core_saga.orders import Order
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SAGA_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -26,6 +26,13 @@ class ServiceMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+        self.consumer_lag = Gauge(
+            "consumer_lag",
+            "Records between the committed offset and the partition end",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
         self.orders_created = Counter("orders_created", "Orders placed", registry=r)
         self.orders_confirmed = Counter("orders_confirmed", "Orders confirmed", registry=r)
         self.orders_cancelled = Counter("orders_cancelled", "Orders cancelled", registry=r)

@@ -1,15 +1,45 @@
-"""Consumer hooks that feed the service's Prometheus metrics."""
+"""Consumer hooks: metrics for every attempt, a span and a log context around each one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+
 from adapters_kafka.policy import ConsumerHooks
+from core_saga.messages import Envelope
+from opentelemetry.sdk.trace import TracerProvider
 
+from commerce_apps.logs import log_context
 from commerce_apps.metrics import ServiceMetrics
+from commerce_apps.tracing import consumer_span
 
 
-class MetricsHooks(ConsumerHooks):
-    def __init__(self, metrics: ServiceMetrics) -> None:
+class ServiceHooks(ConsumerHooks):
+    def __init__(self, metrics: ServiceMetrics, provider: TracerProvider | None = None) -> None:
         self.metrics = metrics
+        self.tracer = provider.get_tracer("commerce.consumer") if provider else None
+
+    def handling(
+        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
+    ) -> AbstractContextManager[object]:
+        return self._handling(topic, envelope, headers)
+
+    @contextmanager
+    def _handling(
+        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
+    ) -> Iterator[None]:
+        event_id = str(envelope.event_id)
+        with log_context(
+            service=self.metrics.service,
+            order_id=str(envelope.correlation_id),
+            event_id=event_id,
+            event_type=envelope.event_type,
+        ):
+            if self.tracer is None:
+                yield
+                return
+            with consumer_span(self.tracer, topic, envelope.event_type, event_id, headers):
+                yield
 
     def handled(self, topic: str, event_type: str, seconds: float) -> None:
         self.metrics.handler_duration.labels(event_type=event_type, outcome="applied").observe(

@@ -48,6 +48,7 @@ class PlatformConfig:
     ports: Mapping[ServiceName, int] = field(default_factory=dict)
     per_service: Mapping[ServiceName, Mapping[str, Any]] = field(default_factory=dict)
     consumer_options: Mapping[str, Any] | None = None
+    span_exporter: Any = None  # an OpenTelemetry SpanExporter every service also sends to
 
 
 # Tansu holds a group join for about half the session timeout: keep it short when local.
@@ -167,6 +168,8 @@ class Platform:
             options = EMBEDDED_CONSUMER_OPTIONS
         if options is not None:
             container.consumer_options.override(dict(options))
+        if cfg.span_exporter is not None:
+            container.span_exporter.override(cfg.span_exporter)
         config = uvicorn.Config(
             build_app(container),
             host=cfg.host,

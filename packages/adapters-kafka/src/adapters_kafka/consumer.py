@@ -117,6 +117,21 @@ class ConsumerRunner:
         """Records fetched but not yet started, over all partitions (a gauge worth exporting)."""
         return sum(worker.backlog for worker in self._workers.values())
 
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the partition's end, per owned partition, as of the last fetch.
+
+        Counted from the committed offset (what a restart would replay), so it includes
+        records fetched or in flight but not yet applied.
+        """
+        if not self._running:
+            return {}
+        lags: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                lags[tp] = max(0, end - self._committed.get(tp, self._done.get(tp, 0)))
+        return lags
+
     @property
     def assignment(self) -> frozenset[TopicPartition]:
         """The partitions this member owns right now."""

@@ -85,7 +85,7 @@ class Delivery:
         while True:
             started = time.perf_counter()
             try:
-                with self._hooks.handling(record.topic, envelope.event_type, headers):
+                with self._hooks.handling(record.topic, envelope, headers):
                     await self._handler.handle(envelope)
             except Exception as exc:
                 first_failure = first_failure or self._now()

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+from core_saga.messages import Envelope
 from core_saga.ports import InfrastructureError, PublishError
 
 InfrastructurePredicate = Callable[[BaseException], bool]
@@ -44,7 +45,7 @@ class ConsumerHooks:
         """The group gave this member these (topic, partition)s (after every rebalance)."""
 
     def handling(
-        self, topic: str, event_type: str, headers: Mapping[str, str]
+        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
     ) -> AbstractContextManager[object]:
         """Wraps every handler attempt, e.g. in a span continuing the message's trace."""
         return nullcontext()

@@ -1,0 +1,116 @@
+"""``commerce bench``: load the running (or an embedded) platform, or time the outbox relay.
+
+``commerce bench [--embedded] [--orders N] [--concurrency C | --rate R] [--json] [--plot F]``
+places orders and waits for each to end; ``commerce bench relay --events N [--profile seed]``
+measures the outbox relay alone. Imported by ``commerce_apps.cli.main``, which registers it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from commerce_apps.bench.load import LoadConfig, LoadRun
+from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
+from commerce_apps.bench.report import LoadResult, print_table
+from commerce_apps.cli import app, fail, run_async
+
+bench_app = typer.Typer(help=__doc__)
+app.add_typer(bench_app, name="bench")
+err = Console(stderr=True)
+
+
+def _emit(title: str, summary: dict[str, Any], as_json: bool) -> None:
+    print_table(title, summary, err if as_json else Console())
+    if as_json:
+        print(json.dumps(summary), flush=True)  # the last line of stdout
+
+
+async def _drive(config: LoadConfig, quiet: bool) -> LoadResult:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err, disable=quiet) as progress:
+        bars = {
+            "posted": progress.add_task("posted  ", total=config.orders),
+            "terminal": progress.add_task("terminal", total=config.orders),
+        }
+        return await LoadRun(config, lambda what: progress.advance(bars[what])).run()
+
+
+@bench_app.callback(invoke_without_command=True)
+def load_command(
+    ctx: typer.Context,
+    order_url: Annotated[str, typer.Option(help="Order service of a running platform")] = (
+        "http://127.0.0.1:8081"
+    ),
+    embedded: Annotated[bool, typer.Option(help="Start a fresh platform for the run")] = False,
+    orders: Annotated[int, typer.Option(min=1)] = 3000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Sagas in flight (closed loop)")] = 64,
+    rate: Annotated[float | None, typer.Option(help="Orders per second (open loop)")] = None,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between poll rounds")] = 0.005,
+    poll_parallel: Annotated[int, typer.Option(min=1, help="GETs in flight per round")] = 32,
+    timeout: Annotated[float, typer.Option(help="Seconds an order may take to end")] = 60.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the order lines")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Summary as the last line")] = False,
+    plot: Annotated[Path | None, typer.Option(help="PNG of latency over time")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    log_level: Annotated[str, typer.Option(help="Embedded platform's log level")] = "WARNING",
+    cprofile: Annotated[Path | None, typer.Option(help="cProfile the embedded platform")] = None,
+) -> None:
+    """Place orders and wait for each to be CONFIRMED or CANCELLED; report the latencies."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if rate is not None and rate <= 0:
+        raise fail("--rate must be positive")
+
+    async def main() -> dict[str, Any]:
+        from commerce_apps.bench.embedded import embedded_platform
+
+        config = LoadConfig(
+            order_url, orders, concurrency, rate, poll_interval, poll_parallel, timeout, seed
+        )
+        if not embedded:
+            result = await _drive(config, quiet)
+        else:
+            async with embedded_platform(log_level, cprofile) as url:
+                result = await _drive(LoadConfig(**{**vars(config), "order_url": url}), quiet)
+        mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
+        summary = result.summary(**mode, embedded=embedded)
+        if plot is not None:
+            from commerce_apps.bench.plot import write_plot
+
+            write_plot(plot, result.completions, summary["latency_ms"]["p99"])
+        return summary
+
+    _emit("commerce bench", run_async(main), as_json)
+
+
+@bench_app.command("relay")
+def relay_command(
+    events: Annotated[int, typer.Option(min=1, help="Outbox rows to relay")] = 20_000,
+    profile: Annotated[str, typer.Option(help="default | seed")] = "default",
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per poll (default)")] = 2000,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL server")] = None,
+    kafka: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Summary as the last line")] = False,
+) -> None:
+    """Outbox relay throughput: committed rows to broker acknowledgements."""
+    if profile not in ("default", "seed"):
+        raise fail("--profile is default or seed")
+    config = RelayBenchConfig(
+        events=events,
+        profile="seed" if profile == "seed" else "default",
+        batch_size=batch_size,
+        database_url=database_url,
+        kafka=kafka,
+    )
+    with err.status(f"relaying {events} events ({profile})", spinner="dots"):
+        summary = run_async(lambda: run_relay_bench(config))
+    _emit("commerce bench relay", summary, as_json)
+
+
+__all__ = ["bench_app"]

@@ -1,0 +1,216 @@
+"""The order load generator: POST orders closed-loop or at a rate, poll them to the end.
+
+Closed loop (``concurrency``): that many workers each place an order and wait until it is
+CONFIRMED or CANCELLED before placing the next, so ``concurrency`` sagas are in flight.
+Open loop (``rate``): orders are placed on a fixed schedule whatever the platform's pace.
+
+One poller owns every order still pending: each round it GETs all of them (at most
+``poll_parallel`` at a time), resolves those that turned terminal with the time their
+response arrived, then sleeps ``poll_interval``. The terminal time is therefore late by at
+most one round plus the interval: that is the resolution of the POST→terminal latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from commerce_apps.bench.report import Completion, LoadResult
+
+TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
+PRICES = {  # the five seeded products (ids: the digit repeated in UUID form)
+    "11111111-1111-1111-1111-111111111111": 29.99,
+    "22222222-2222-2222-2222-222222222222": 89.00,
+    "33333333-3333-3333-3333-333333333333": 39.50,
+    "44444444-4444-4444-4444-444444444444": 249.00,
+    "55555555-5555-5555-5555-555555555555": 45.00,
+}
+Progress = Callable[[str], None]  # called with "posted" or "terminal"
+POST_ATTEMPTS = 3
+KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive: never reuse a closing connection
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    order_url: str
+    orders: int = 3000
+    concurrency: int = 64
+    rate: float | None = None  # orders per second: open loop instead of closed
+    poll_interval: float = 0.005
+    poll_parallel: int = 32
+    timeout: float = 60.0  # per order, POST to terminal
+    seed: int | None = None
+
+
+def order_body(rng: random.Random) -> dict[str, Any]:
+    """One to three distinct seeded products, one or two of each."""
+    products = rng.sample(sorted(PRICES), rng.randint(1, 3))
+    return {
+        "customerId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "items": [
+            {"productId": p, "quantity": rng.randint(1, 2), "unitPrice": PRICES[p]}
+            for p in products
+        ],
+        "currency": "EUR",
+    }
+
+
+class Poller:
+    """Polls every pending order each round; resolves each with (observed time, status)."""
+
+    def __init__(self, client: httpx.AsyncClient, config: LoadConfig, start: float) -> None:
+        self._client = client
+        self._config = config
+        self._start = start
+        self._pending: dict[str, asyncio.Future[tuple[float, str]]] = {}
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.poll_parallel)
+        self.requests = 0
+
+    def watch(self, order_id: str) -> asyncio.Future[tuple[float, str]]:
+        future = asyncio.get_running_loop().create_future()
+        self._pending[order_id] = future
+        self._wake.set()
+        return future
+
+    def forget(self, order_id: str) -> None:
+        self._pending.pop(order_id, None)
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.gather(*(self._check(order_id) for order_id in list(self._pending)))
+            await asyncio.sleep(self._config.poll_interval)
+
+    async def _check(self, order_id: str) -> None:
+        async with self._slots:
+            if order_id not in self._pending:
+                return
+            self.requests += 1
+            try:
+                response = await self._client.get(f"/api/orders/{order_id}")
+            except httpx.HTTPError:
+                return  # tried again next round; the order's own timeout bounds it
+            observed = time.perf_counter() - self._start
+        if response.status_code != 200:
+            return
+        status = response.json().get("status")
+        future = self._pending.get(order_id)
+        if status in TERMINAL and future is not None:
+            del self._pending[order_id]
+            if not future.done():
+                future.set_result((observed, status))
+
+
+class LoadRun:
+    """One benchmark run; ``run()`` returns the raw results."""
+
+    def __init__(self, config: LoadConfig, progress: Progress = lambda _: None) -> None:
+        self.config = config
+        self.result = LoadResult(orders=config.orders)
+        self._progress = progress
+        self._rng = random.Random(config.seed)
+        self._start = 0.0
+        self._next = 0
+
+    async def run(self) -> LoadResult:
+        cfg = self.config
+        posts = max(cfg.concurrency, 1)
+        post_limits = httpx.Limits(
+            max_connections=posts,
+            max_keepalive_connections=posts,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
+        poll_limits = httpx.Limits(
+            max_connections=cfg.poll_parallel,
+            max_keepalive_connections=cfg.poll_parallel,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
+        timeout = httpx.Timeout(cfg.timeout, pool=cfg.timeout)
+        async with (
+            httpx.AsyncClient(base_url=cfg.order_url, limits=post_limits, timeout=timeout) as post,
+            httpx.AsyncClient(base_url=cfg.order_url, limits=poll_limits, timeout=timeout) as poll,
+        ):
+            self._start, cpu = time.perf_counter(), time.process_time()
+            poller = Poller(poll, cfg, self._start)
+            polling = asyncio.create_task(poller.run(), name="bench-poller")
+            try:
+                if cfg.rate is None:
+                    await asyncio.gather(*(self._worker(post, poller) for _ in range(posts)))
+                else:
+                    await self._open_loop(post, poller, cfg.rate)
+            finally:
+                polling.cancel()
+                await asyncio.gather(polling, return_exceptions=True)
+            self.result.poll_requests = poller.requests
+        self.result.elapsed = time.perf_counter() - self._start
+        self.result.client_cpu = time.process_time() - cpu
+        return self.result
+
+    async def _worker(self, client: httpx.AsyncClient, poller: Poller) -> None:
+        while self._next < self.config.orders:
+            self._next += 1
+            await self._one(client, poller)
+
+    async def _open_loop(self, client: httpx.AsyncClient, poller: Poller, rate: float) -> None:
+        tasks = []
+        for index in range(self.config.orders):
+            delay = self._start + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self._one(client, poller)))
+        await asyncio.gather(*tasks)
+
+    async def _one(self, client: httpx.AsyncClient, poller: Poller) -> None:
+        body = order_body(self._rng)
+        headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
+        sent = time.perf_counter() - self._start
+        try:
+            response = await self._post(client, body, headers)
+        except httpx.TimeoutException:
+            return self._failed("post-timeout")
+        except httpx.HTTPError as exc:
+            return self._failed(type(exc).__name__)
+        post_seconds = time.perf_counter() - self._start - sent
+        self._progress("posted")
+        if response.status_code not in (200, 201):
+            return self._failed(f"http-{response.status_code}")
+        self.result.post_seconds.append(post_seconds)
+        order_id = str(response.json()["id"])
+        try:
+            observed, status = await asyncio.wait_for(
+                poller.watch(order_id), self.config.timeout - post_seconds
+            )
+        except TimeoutError:
+            poller.forget(order_id)
+            return self._failed("terminal-timeout")
+        self.result.completions.append(Completion(sent, post_seconds, observed, status))
+        self._progress("terminal")
+
+    async def _post(
+        self, client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST; a dropped connection is retried with the same Idempotency-Key (safe)."""
+        for attempt in range(POST_ATTEMPTS):
+            try:
+                return await client.post("/api/orders", json=body, headers=headers)
+            except httpx.TimeoutException:
+                raise
+            except httpx.TransportError:
+                if attempt + 1 == POST_ATTEMPTS:
+                    raise
+                self.result.post_retries += 1
+        raise AssertionError("unreachable")
+
+    def _failed(self, kind: str) -> None:
+        self.result.error(kind)
+        self._progress("terminal")

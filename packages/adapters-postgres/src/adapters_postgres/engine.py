@@ -1,0 +1,73 @@
+"""Async engines for a service database: URLs, pool sizing, creating and dropping databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+DRIVER: Final = "postgresql+asyncpg"
+
+
+def async_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` / other drivers → ``postgresql+asyncpg://``."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string()}")
+    return parsed.set(drivername=DRIVER).render_as_string(hide_password=False)
+
+
+def plain_url(url: str) -> str:
+    """The libpq form (``postgresql://``) for tools that are not SQLAlchemy."""
+    parsed = make_url(async_url(url))
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server and credentials, another database."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def create_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 5, **options: Any
+) -> AsyncEngine:
+    """An asyncpg engine; small pools, because every replica of four services shares one server.
+
+    ``pool_pre_ping`` replaces connections the server dropped (a restart, a failover) instead
+    of failing the next request with them.
+    """
+    options.setdefault("pool_pre_ping", True)
+    if "poolclass" not in options:  # NullPool and friends take no sizes
+        options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+    return _create_async_engine(async_url(url), **options)
+
+
+async def create_databases(admin_url: str, names: Iterable[str]) -> None:
+    """``CREATE DATABASE`` for each missing name (it cannot run inside a transaction)."""
+    conn = await asyncpg.connect(plain_url(admin_url))
+    try:
+        for name in names:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{_identifier(name)}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    """Drop a database, disconnecting whoever is still on it."""
+    conn = await asyncpg.connect(plain_url(admin_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _identifier(name: str) -> str:
+    if not name or '"' in name or "\x00" in name:
+        raise ValueError(f"not a usable database name: {name!r}")
+    return name

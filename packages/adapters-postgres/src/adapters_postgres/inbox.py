@@ -1,0 +1,31 @@
+"""The inbox: processed event ids, inserted first so a duplicate is known before any effect."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters_postgres.tables import processed_events
+
+
+class PostgresInbox:
+    """``Inbox`` on the unit of work's connection.
+
+    ``INSERT … ON CONFLICT DO NOTHING``: when two transactions carry the same event id, the
+    second waits on the first's uncommitted row; if the first commits, the second inserts
+    nothing and sees a duplicate; if it rolls back, the second applies the event.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def mark_processed(self, event_id: UUID, event_type: str) -> bool:
+        result = await self._conn.execute(
+            insert(processed_events)
+            .values(event_id=event_id, event_type=event_type)
+            .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+            .returning(processed_events.c.event_id)
+        )
+        return result.first() is not None

@@ -1,0 +1,111 @@
+"""Alembic migrations per service database, run from code: upgrade, downgrade, at-head check.
+
+Each service has its own script directory (``migrations/<service>/versions``) and its own
+``alembic_version`` table in its own database. ``migrate`` holds a transaction-scoped
+advisory lock, so replicas that start together upgrade one after the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from adapters_postgres.engine import create_engine
+from adapters_postgres.tables import SERVICES
+
+HERE: Final = Path(__file__).resolve().parent
+MIGRATION_LOCK: Final = 0x636F6D6D6D696772  # pg_advisory_xact_lock key: "commmigr"
+
+
+def alembic_config(service: str, connection: Connection | None = None) -> Config:
+    """The alembic ``Config`` of one service (also for ``command.revision`` by hand)."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}")
+    config = Config()
+    config.set_main_option("script_location", str(HERE / service).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def run_environment() -> None:
+    """The body of every ``env.py``: migrate on the connection in ``config.attributes``."""
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through adapters_postgres.migrations.migrate()")
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+@asynccontextmanager
+async def _engine(target: str | AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The given engine, or a one-connection engine for a URL, disposed afterwards."""
+    if not isinstance(target, str):
+        yield target
+        return
+    engine = create_engine(target, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _run(target: str | AsyncEngine, service: str, revision: str, *, up: bool) -> None:
+    def run(sync: Connection) -> None:
+        config = alembic_config(service, sync)
+        if up:
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+
+    async with _engine(target) as engine, engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        await conn.run_sync(run)
+
+
+async def migrate(target: str | AsyncEngine, service: str, revision: str = "head") -> None:
+    """Upgrade ``service``'s database (a URL or an engine) to ``revision``, in one transaction."""
+    await _run(target, service, revision, up=True)
+
+
+async def downgrade(target: str | AsyncEngine, service: str, revision: str = "base") -> None:
+    """Downgrade ``service``'s database to ``revision`` (``base`` drops every table)."""
+    await _run(target, service, revision, up=False)
+
+
+def head_revisions(service: str) -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config(service)).get_heads())
+
+
+async def current_revisions(target: str | AsyncEngine, service: str) -> set[str]:
+    """What the database's ``alembic_version`` says (empty before the first migration)."""
+    async with _engine(target) as engine, engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: set(MigrationContext.configure(sync).get_current_heads())
+        )
+
+
+async def is_at_head(target: str | AsyncEngine, service: str) -> bool:
+    """Readiness: the database is at the newest revision this code knows."""
+    return await current_revisions(target, service) == head_revisions(service)
+
+
+__all__ = [
+    "SERVICES",
+    "alembic_config",
+    "current_revisions",
+    "downgrade",
+    "head_revisions",
+    "is_at_head",
+    "migrate",
+]

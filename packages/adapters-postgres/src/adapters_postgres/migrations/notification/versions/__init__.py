@@ -1,0 +1,1 @@
+"""Revisions of the notification database, oldest first by their down_revision chain."""

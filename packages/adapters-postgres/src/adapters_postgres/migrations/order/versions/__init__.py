@@ -1,0 +1,1 @@
+"""Revisions of the order database, oldest first by their down_revision chain."""

@@ -1,0 +1,5 @@
+"""Alembic environment of the payment database: runs on the connection migrate hands over."""
+
+from adapters_postgres.migrations import run_environment
+
+run_environment()

@@ -1,0 +1,143 @@
+"""The transactional outbox: rows written with the business change, and the relay's store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from core_saga.messages import Envelope, PoisonMessage, decode, encode
+from core_saga.ports import OutboundMessage, PendingMessage
+from sqlalchemy import Text, cast, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters_postgres.tables import outbox
+
+
+def outbox_channel(service: str) -> str:
+    """The LISTEN/NOTIFY channel a committed outbox row wakes the relay on."""
+    return f"outbox_{service}"
+
+
+def _wire_value(payload: str) -> bytes:
+    """The envelope as ``core_saga.messages.encode`` writes it (jsonb reorders keys).
+
+    A row this version cannot decode (written by a newer one) goes out as stored.
+    """
+    try:
+        return encode(decode(payload))
+    except PoisonMessage:
+        return payload.encode()
+
+
+class PostgresOutbox:
+    """``Outbox`` on the unit of work's connection: the row commits or vanishes with it.
+
+    The first ``add`` also queues ``NOTIFY outbox_<service>``; PostgreSQL delivers it only
+    when the transaction commits, so a relay wakes exactly when there is something to read.
+    """
+
+    def __init__(self, conn: AsyncConnection, channel: str) -> None:
+        self._conn = conn
+        self._channel = channel
+        self._notified = False  # one NOTIFY per transaction is enough
+
+    async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
+        # created_at is the event's own time: the app's clock, not the database's.
+        await self._conn.execute(
+            insert(outbox)
+            .values(
+                event_id=envelope.event_id,
+                topic=envelope.topic,
+                key=envelope.key,
+                event_type=envelope.event_type,
+                payload=envelope.to_dict(),
+                headers=dict(headers or {}),
+                created_at=envelope.occurred_at,
+            )
+            .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
+        )
+        if not self._notified:
+            await self._conn.execute(
+                text("SELECT pg_notify(:channel, '')"), {"channel": self._channel}
+            )
+            self._notified = True
+
+
+class PostgresOutboxStore:
+    """``OutboxStore`` for the relay; each call is its own short transaction.
+
+    Bound to an engine (any pooled connection) or to one connection in autocommit mode: the
+    relay binds it to the connection that holds its leadership lock, so a relay whose
+    connection died cannot mark anything as published after a standby took over.
+    """
+
+    def __init__(self, bind: AsyncEngine | AsyncConnection) -> None:
+        self._bind = bind
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        if isinstance(self._bind, AsyncConnection):
+            yield self._bind
+        else:
+            async with self._bind.begin() as conn:
+                yield conn
+
+    async def claim_batch(self, limit: int) -> Sequence[PendingMessage]:
+        query = (
+            select(
+                outbox.c.id,
+                outbox.c.event_id,
+                outbox.c.topic,
+                outbox.c.key,
+                outbox.c.event_type,
+                cast(outbox.c.payload, Text).label("value"),
+                outbox.c.headers,
+                outbox.c.created_at,
+            )
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        async with self._connection() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            PendingMessage(
+                position=row.id,
+                message=OutboundMessage(
+                    event_id=row.event_id,
+                    topic=row.topic,
+                    key=row.key,
+                    event_type=row.event_type,
+                    value=_wire_value(row.value),
+                    headers=dict(row.headers or {}),
+                ),
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+
+    async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
+        if not positions:
+            return
+        async with self._connection() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(positions)), outbox.c.published_at.is_(None))
+                .values(published_at=at)
+            )
+
+    async def delete_published_before(self, cutoff: datetime) -> int:
+        async with self._connection() as conn:
+            result = await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
+        return int(result.rowcount)
+
+    async def oldest_unpublished_age(self, now: datetime) -> float:
+        async with self._connection() as conn:
+            oldest: datetime | None = await conn.scalar(
+                select(func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+            )
+        if oldest is None:
+            return 0.0
+        return max(0.0, float((now - oldest).total_seconds()))

@@ -1,0 +1,177 @@
+"""The outbox relay process: one leader per database, woken by NOTIFY, backing off on failure.
+
+Leadership is a session-level advisory lock held on the relay's own connection. A standby
+blocks in ``pg_advisory_lock`` on its connection; when the leader's connection dies (crash,
+``pg_terminate_backend``, network) PostgreSQL drops the lock and the standby gets it at
+once. The leader reads and marks the outbox on that same connection, so a relay that lost
+its lock cannot mark rows any more (the worst case is a batch published twice, which the
+consumers' inbox absorbs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from core_saga.ports import Clock, EventPublisher, OutboxStore
+from core_saga.relay import RelayBackoff, relay_once
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import NullPool
+
+from adapters_postgres.engine import create_engine
+from adapters_postgres.outbox import PostgresOutboxStore, outbox_channel
+
+log = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (DBAPIError, OSError)
+# The server notices a vanished leader host within about 25 s and frees its lock.
+KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
+
+RelayStep = Callable[[OutboxStore, EventPublisher, Clock, int], Awaitable[int]]
+
+
+def relay_lock_key(service: str) -> int:
+    """The advisory lock key of ``service``'s relay (signed 64 bits, stable across versions)."""
+    digest = hashlib.sha256(f"outbox-relay:{service}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 100
+    poll_interval: float = 1.0  # fallback for a missed NOTIFY (e.g. while reconnecting)
+    backoff: RelayBackoff = field(default_factory=RelayBackoff)
+    retention: timedelta = timedelta(days=1)
+    cleanup_interval: float = 300.0
+
+
+class LostLeadership(Exception):
+    """The leader's connection closed; its lock is gone."""
+
+
+class RelayRunner:
+    """Runs the relay for one service database until cancelled.
+
+    ``leading`` is set while this runner holds the lock; ``idle`` while it leads and waits
+    with nothing left to send (tests and graceful shutdown wait on it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        service: str,
+        publisher: EventPublisher,
+        clock: Clock,
+        settings: RelaySettings | None = None,
+        step: RelayStep = relay_once,
+    ) -> None:
+        self.service = service
+        self.settings = settings or RelaySettings()
+        self.leading = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.backend_pid: int | None = None
+        self.published = 0
+        self.failures = 0  # publish attempts failed in a row (0 while the broker is fine)
+        self._reconnects = 0
+        self._engine = create_engine(url, poolclass=NullPool)  # the lock dies with the socket
+        self._publisher = publisher
+        self._clock = clock
+        self._step = step
+        self._channel = outbox_channel(service)
+        self._lock_key = relay_lock_key(service)
+
+    async def run(self) -> None:
+        """Stand by, lead, and after losing the connection stand by again; cancel to stop."""
+        self._reconnects = 0
+        try:
+            while True:
+                try:
+                    await self._session()
+                except (*DATABASE_ERRORS, LostLeadership) as exc:
+                    log.warning("outbox relay %s lost its database: %s", self.service, exc)
+                self._reconnects += 1
+                await asyncio.sleep(self.settings.backoff.delay(self._reconnects))
+        finally:
+            await self._engine.dispose()
+
+    async def _session(self) -> None:
+        conn = await self._engine.connect()
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            raw = (await conn.get_raw_connection()).driver_connection  # asyncpg.Connection
+            if raw is None:
+                raise LostLeadership("no driver connection")
+            self.backend_pid = raw.get_server_pid()
+            for name, value in KEEPALIVES.items():
+                await conn.execute(text(f"SET {name} = {value}"))
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._lock_key})
+            wake, lost = asyncio.Event(), asyncio.Event()
+            raw.add_termination_listener(lambda *_: lost.set())
+            await raw.add_listener(self._channel, lambda *_: wake.set())
+            log.info("outbox relay %s is the leader (backend %s)", self.service, self.backend_pid)
+            self.leading.set()
+            self._reconnects = 0
+            await self._lead(conn, wake, lost)
+        finally:
+            self.leading.clear()
+            self.idle.clear()
+            self.backend_pid = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()  # close the socket: releases lock and LISTEN at once
+
+    async def _lead(self, conn: AsyncConnection, wake: asyncio.Event, lost: asyncio.Event) -> None:
+        store = PostgresOutboxStore(conn)
+        loop = asyncio.get_running_loop()
+        next_cleanup = loop.time()
+        while True:
+            if lost.is_set():
+                raise LostLeadership(f"backend {self.backend_pid} closed")
+            wake.clear()
+            try:
+                sent = await self._step(
+                    store, self._publisher, self._clock, self.settings.batch_size
+                )
+            except DATABASE_ERRORS:
+                raise
+            except Exception as exc:  # the broker: keep the lock, retry the same rows later
+                self.failures += 1
+                delay = self.settings.backoff.delay(self.failures)
+                log.warning(
+                    "outbox relay %s: publishing failed (%s); retry in %.1fs",
+                    self.service,
+                    exc,
+                    delay,
+                )
+                await _first_of(lost, seconds=delay)
+                continue
+            self.failures = 0
+            self.published += sent
+            if loop.time() >= next_cleanup:
+                cutoff = self._clock.now() - self.settings.retention
+                deleted = await store.delete_published_before(cutoff)
+                if deleted:
+                    log.info("outbox relay %s deleted %d published rows", self.service, deleted)
+                next_cleanup = loop.time() + self.settings.cleanup_interval
+            if sent >= self.settings.batch_size:
+                continue  # more is probably waiting
+            self.idle.set()
+            await _first_of(wake, lost, seconds=self.settings.poll_interval)
+            self.idle.clear()
+
+
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Return when any event is set or ``seconds`` passed."""
+    waiters: list[asyncio.Task[Any]] = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,186 @@
+"""Units of work: one transaction on one service database, with that service's repositories.
+
+``async with factory() as uow: ...; await uow.commit()`` — leaving the block without
+``commit`` rolls back business rows, outbox rows and inbox rows together. Database and
+network failures inside the block leave it as ``core_saga.ports.InfrastructureError``, so
+consumers back off and retry instead of dead-lettering a good message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from core_saga import ports
+from core_saga.ports import (
+    IdempotencyStore,
+    Inbox,
+    InfrastructureError,
+    NotificationRepository,
+    OrderRepository,
+    Outbox,
+    PaymentRepository,
+    ProductRepository,
+    ReservationRepository,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters_postgres.idempotency import PostgresIdempotencyStore
+from adapters_postgres.inbox import PostgresInbox
+from adapters_postgres.outbox import PostgresOutbox, PostgresOutboxStore, outbox_channel
+from adapters_postgres.repositories import (
+    PostgresNotificationRepository,
+    PostgresOrderRepository,
+    PostgresPaymentRepository,
+    PostgresProductRepository,
+    PostgresReservationRepository,
+)
+
+# Failures a later retry can succeed after: lost connections, timeouts, serialization
+# failures and deadlocks. Constraint violations stay what they are (a bug, not the weather).
+TRANSIENT = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or _retryable_sqlstate(exc))
+
+
+def _retryable_sqlstate(exc: DBAPIError) -> bool:
+    """serialization_failure, deadlock_detected, and class 08 (connection exceptions)."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(code, str) and (code in ("40001", "40P01") or code.startswith("08"))
+
+
+class PostgresUnitOfWork:
+    """The shared part: connection, transaction, outbox and inbox."""
+
+    service: ClassVar[str]
+    outbox: Outbox
+    inbox: Inbox
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        try:
+            conn = await self._engine.connect()
+        except Exception as exc:
+            if is_transient(exc):
+                raise InfrastructureError(f"{self.service} database unreachable: {exc}") from exc
+            raise
+        self._conn = conn
+        await conn.begin()
+        self.outbox = PostgresOutbox(conn, outbox_channel(self.service))
+        self.inbox = PostgresInbox(conn)
+        self._bind(conn)
+        return self
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        """Create the service's repositories on ``conn``."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        failure = exc
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        except Exception as error:  # the connection is gone; closing discards it
+            failure = failure or error
+        finally:
+            with suppress(Exception):
+                await conn.close()
+        if failure is None or isinstance(failure, InfrastructureError):
+            return
+        if is_transient(failure):
+            raise InfrastructureError(f"{self.service} database failure: {failure}") from failure
+        if failure is not exc:
+            raise failure
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service))
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service))
+
+
+class PostgresOrderUnitOfWork(PostgresUnitOfWork):
+    service = "order"
+    orders: OrderRepository
+    idempotency: IdempotencyStore
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.orders = PostgresOrderRepository(conn)
+        self.idempotency = PostgresIdempotencyStore(conn)
+
+
+class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
+    service = "inventory"
+    products: ProductRepository
+    reservations: ReservationRepository
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.products = PostgresProductRepository(conn)
+        self.reservations = PostgresReservationRepository(conn)
+
+
+class PostgresPaymentUnitOfWork(PostgresUnitOfWork):
+    service = "payment"
+    payments: PaymentRepository
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.payments = PostgresPaymentRepository(conn)
+
+
+class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
+    service = "notification"
+    notifications: NotificationRepository
+
+    def _bind(self, conn: AsyncConnection) -> None:
+        self.notifications = PostgresNotificationRepository(conn)
+
+
+def order_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresOrderUnitOfWork]:
+    return lambda: PostgresOrderUnitOfWork(engine)
+
+
+def inventory_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresInventoryUnitOfWork]:
+    return lambda: PostgresInventoryUnitOfWork(engine)
+
+
+def payment_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresPaymentUnitOfWork]:
+    return lambda: PostgresPaymentUnitOfWork(engine)
+
+
+def notification_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresNotificationUnitOfWork]:
+    return lambda: PostgresNotificationUnitOfWork(engine)
+
+
+if TYPE_CHECKING:  # mypy proves each unit of work satisfies its port
+
+    def _conforms(engine: AsyncEngine) -> None:
+        _order: ports.OrderUnitOfWork = PostgresOrderUnitOfWork(engine)
+        _inventory: ports.InventoryUnitOfWork = PostgresInventoryUnitOfWork(engine)
+        _payment: ports.PaymentUnitOfWork = PostgresPaymentUnitOfWork(engine)
+        _notification: ports.NotificationUnitOfWork = PostgresNotificationUnitOfWork(engine)
+        _store: ports.OutboxStore = PostgresOutboxStore(engine)

@@ -1,0 +1,62 @@
+"""``commerce bench`` against the ``succeeding`` platform: the JSON summary and the plot.
+
+Small runs that exercise the real code paths; no assertion is ever made on a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from commerce_apps.bench.load import LoadConfig, LoadRun
+
+from tests.conftest import ROOT
+from tests.e2e.platform import RunningPlatform
+
+CLI = "from commerce_apps.cli import main; main()"
+pytestmark = pytest.mark.e2e
+DISTRIBUTION = {"p50", "p95", "p99", "max"}
+
+
+async def settle(platform: RunningPlatform) -> None:
+    """Until no product holds a reservation: later tests start from a quiet platform."""
+    async with asyncio.timeout(40):
+        while any(p["reserved"] for p in (await platform.products()).values()):
+            await asyncio.sleep(0.05)
+
+
+async def test_the_load_bench_reports_every_order(
+    succeeding: RunningPlatform, tmp_path: Path
+) -> None:
+    plot = tmp_path / "latency.png"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLI, "bench",
+        "--order-url", succeeding.url("order", ""), "--orders", "20", "--concurrency", "4",
+        "--json", "--quiet", "--plot", str(plot),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    await settle(succeeding)
+
+    assert {"orders", "throughput_per_s", "latency_ms", "post_latency_ms", "errors"} <= set(summary)
+    assert set(summary["latency_ms"]) == DISTRIBUTION == set(summary["post_latency_ms"])
+    assert summary["orders"] == 20 and summary["errors"] == 0
+    assert summary["terminal"] == 20
+    assert sum(summary["statuses"].values()) == 20
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_the_open_loop_places_every_order(succeeding: RunningPlatform) -> None:
+    config = LoadConfig(succeeding.url("order", ""), orders=8, rate=40.0, seed=7)
+    result = await LoadRun(config).run()
+    await settle(succeeding)
+
+    summary = result.summary()
+    assert (summary["orders"], summary["errors"], summary["terminal"]) == (8, 0, 8)
+    assert len(result.post_seconds) == 8
+    assert set(summary["statuses"]) <= {"CONFIRMED", "CANCELLED"}

@@ -1,0 +1,1 @@
+"""Integration tests of adapters_postgres on a real PostgreSQL."""

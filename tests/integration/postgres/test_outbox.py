@@ -1,0 +1,96 @@
+"""The outbox: a row exists only if its business transaction committed; the relay's store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from adapters_postgres.outbox import PostgresOutboxStore
+from adapters_postgres.uow import order_uow_factory
+from core_saga.messages import decode
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.postgres.conftest import ManualClock, order_created
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+async def empty_outbox(order_engine: AsyncEngine) -> None:
+    async with order_engine.begin() as conn:
+        await conn.execute(text("TRUNCATE outbox"))
+
+
+async def outbox_ids(engine: AsyncEngine) -> list[object]:
+    async with engine.connect() as conn:
+        return list(await conn.scalars(text("SELECT event_id FROM outbox ORDER BY id")))
+
+
+async def test_a_committed_transaction_leaves_its_row(order_engine: AsyncEngine) -> None:
+    envelope = order_created()
+    async with order_uow_factory(order_engine)() as uow:
+        await uow.outbox.add(envelope, {"traceparent": "00-abc-def-01"})
+        await uow.commit()
+
+    [pending] = await PostgresOutboxStore(order_engine).claim_batch(10)
+    assert pending.message.event_id == envelope.event_id
+    assert pending.message.topic == "order-events"
+    assert pending.message.key == str(envelope.payload.order_id)
+    assert pending.message.event_type == "OrderCreated"
+    assert pending.message.headers == {"traceparent": "00-abc-def-01"}
+    assert decode(pending.message.value) == envelope
+    assert pending.created_at == envelope.occurred_at
+
+
+async def test_a_rolled_back_transaction_leaves_nothing(order_engine: AsyncEngine) -> None:
+    async with order_uow_factory(order_engine)() as uow:
+        await uow.outbox.add(order_created())
+        await uow.rollback()
+    async with order_uow_factory(order_engine)() as uow:
+        await uow.outbox.add(order_created())  # leaving without commit rolls back
+
+    async def fail_midway() -> None:
+        async with order_uow_factory(order_engine)() as uow:
+            await uow.outbox.add(order_created())
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fail_midway()
+    assert await outbox_ids(order_engine) == []
+
+
+async def test_the_same_event_id_is_written_once(order_engine: AsyncEngine) -> None:
+    envelope = order_created()
+    for _ in range(2):
+        async with order_uow_factory(order_engine)() as uow:
+            await uow.outbox.add(envelope)
+            await uow.commit()
+    assert await outbox_ids(order_engine) == [envelope.event_id]
+
+
+async def test_store_claims_in_id_order_marks_deletes_and_measures_age(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    envelopes = [order_created(at=clock.now() + timedelta(seconds=i)) for i in range(5)]
+    for envelope in envelopes:
+        async with order_uow_factory(order_engine)() as uow:
+            await uow.outbox.add(envelope)
+            await uow.commit()
+    store = PostgresOutboxStore(order_engine)
+    clock.advance(10)
+    assert await store.oldest_unpublished_age(clock.now()) == 10.0
+
+    first = await store.claim_batch(3)
+    assert [p.message.event_id for p in first] == [e.event_id for e in envelopes[:3]]
+    assert [p.position for p in first] == sorted(p.position for p in first)
+    await store.mark_published([p.position for p in first], clock.now())
+    rest = await store.claim_batch(10)
+    assert [p.message.event_id for p in rest] == [e.event_id for e in envelopes[3:]]
+    assert await store.oldest_unpublished_age(clock.now()) == 7.0
+
+    await store.mark_published([p.position for p in rest], clock.now() + timedelta(hours=1))
+    assert await store.claim_batch(10) == []
+    assert await store.oldest_unpublished_age(clock.now()) == 0.0
+    assert await store.delete_published_before(clock.now() + timedelta(minutes=1)) == 3
+    assert await outbox_ids(order_engine) == [e.event_id for e in envelopes[3:]]

@@ -1,0 +1,168 @@
+"""The relay: id order, one leader per database, hand-over, NOTIFY wake-up, backoff, retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+from adapters_postgres.outbox import PostgresOutboxStore
+from adapters_postgres.relay import RelayRunner, RelaySettings
+from adapters_postgres.uow import order_uow_factory
+from core_saga.messages import Envelope
+from core_saga.relay import RelayBackoff
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.postgres.conftest import ManualClock, RecordingPublisher, order_created
+
+pytestmark = pytest.mark.integration
+
+FAST = RelaySettings(
+    batch_size=3, poll_interval=3600.0, backoff=RelayBackoff(initial=0.01, maximum=0.05)
+)
+
+
+@pytest.fixture(autouse=True)
+async def empty_outbox(order_engine: AsyncEngine) -> None:
+    async with order_engine.begin() as conn:
+        await conn.execute(text("TRUNCATE outbox"))
+
+
+@pytest.fixture
+def order_url(service_databases: dict[str, str]) -> str:
+    return service_databases["order"]
+
+
+@asynccontextmanager
+async def running(*runners: RelayRunner) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def write(engine: AsyncEngine, count: int, clock: ManualClock) -> list[Envelope]:
+    """``count`` events, each in its own committed transaction."""
+    written = []
+    for _ in range(count):
+        envelope = order_created(at=clock.now())
+        async with order_uow_factory(engine)() as uow:
+            await uow.outbox.add(envelope)
+            await uow.commit()
+        written.append(envelope)
+    return written
+
+
+async def first_leader(*runners: RelayRunner) -> RelayRunner:
+    waits = {asyncio.create_task(r.leading.wait()): r for r in runners}
+    done, pending = await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done, "no relay became the leader"
+    return waits[done.pop()]
+
+
+async def test_relay_publishes_in_id_order_and_marks(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    written = await write(order_engine, 7, clock)
+    runner = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(runner):
+        await publisher.wait_for(7)
+        await asyncio.wait_for(runner.idle.wait(), 10)
+    assert publisher.event_ids == [e.event_id for e in written]
+    assert publisher.attempts == 3  # batches of 3, 3, 1
+    assert await PostgresOutboxStore(order_engine).claim_batch(10) == []
+
+
+async def test_a_commit_wakes_the_waiting_relay(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    """The fallback poll is an hour away: only the NOTIFY sent at commit can wake it."""
+    runner = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(runner):
+        await asyncio.wait_for(runner.idle.wait(), 10)
+        [envelope] = await write(order_engine, 1, clock)
+        await publisher.wait_for(1, within=5)
+    assert publisher.event_ids == [envelope.event_id]
+
+
+async def test_two_relays_publish_each_row_once_in_order(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    one = RelayRunner(order_url, "order", publisher, clock, FAST)
+    two = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(one, two):
+        leader = await first_leader(one, two)
+        written = await write(order_engine, 20, clock)
+        await publisher.wait_for(20)
+        await asyncio.wait_for(leader.idle.wait(), 10)
+        assert [r.leading.is_set() for r in (one, two)].count(True) == 1
+    assert publisher.event_ids == [e.event_id for e in written]
+
+
+async def test_the_standby_takes_over_when_the_leaders_connection_dies(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    one = RelayRunner(order_url, "order", publisher, clock, FAST)
+    two = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(one, two):
+        leader = await first_leader(one, two)
+        standby = two if leader is one else one
+        before = await write(order_engine, 2, clock)
+        await publisher.wait_for(2)
+        await asyncio.wait_for(leader.idle.wait(), 10)
+
+        async with order_engine.connect() as conn:
+            killed = await conn.scalar(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": leader.backend_pid}
+            )
+        assert killed
+        await asyncio.wait_for(standby.leading.wait(), 10)
+
+        after = await write(order_engine, 4, clock)
+        await publisher.wait_for(6)
+        await asyncio.wait_for(standby.idle.wait(), 10)
+        async with asyncio.timeout(10):  # the old leader notices its loss on its own schedule
+            while leader.leading.is_set():
+                await asyncio.sleep(0.01)
+    assert publisher.event_ids == [e.event_id for e in before + after]
+    assert standby.published == 4
+
+
+async def test_publishing_failures_back_off_and_retry_the_same_rows(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    publisher.fail_next = 4
+    written = await write(order_engine, 2, clock)
+    runner = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(runner):
+        await publisher.wait_for(2)
+        await asyncio.wait_for(runner.idle.wait(), 10)
+    assert publisher.attempts == 5
+    assert runner.failures == 0
+    assert publisher.event_ids == [e.event_id for e in written]
+
+
+async def test_published_rows_are_deleted_after_the_retention_period(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    settings = RelaySettings(poll_interval=3600.0, retention=timedelta(hours=1), cleanup_interval=0)
+    runner = RelayRunner(order_url, "order", publisher, clock, settings)
+    async with running(runner):
+        await write(order_engine, 3, clock)
+        await publisher.wait_for(3)
+        await asyncio.wait_for(runner.idle.wait(), 10)  # marked at the old time
+        clock.advance(2 * 3600)
+        [recent] = await write(order_engine, 1, clock)
+        await publisher.wait_for(4)
+        await asyncio.wait_for(runner.idle.wait(), 10)
+    async with order_engine.connect() as conn:
+        left = list(await conn.scalars(text("SELECT event_id FROM outbox")))
+    assert left == [recent.event_id]
