@@ -98,7 +98,9 @@ class RunningPlatform:
 
 @asynccontextmanager
 async def running_platform(
-    postgres_admin_url: str, per_service: Mapping[ServiceName, Mapping[str, Any]] | None = None
+    postgres_admin_url: str,
+    per_service: Mapping[ServiceName, Mapping[str, Any]] | None = None,
+    span_exporter: Any = None,
 ) -> AsyncIterator[RunningPlatform]:
     """A fresh platform: its own databases and, unless one is given, its own broker."""
     config = PlatformConfig(
@@ -108,6 +110,7 @@ async def running_platform(
         kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),
         ports={service: free_port() for service in SERVICES},
         per_service=per_service or {},
+        span_exporter=span_exporter,
         consumer_options={
             "fetch_max_wait_ms": 10,
             "session_timeout_ms": 2_000,

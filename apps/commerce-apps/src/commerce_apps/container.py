@@ -38,7 +38,7 @@ from commerce_apps.services.notification import notification_routes
 from commerce_apps.services.order import order_routes
 from commerce_apps.services.payment import payment_routes
 from commerce_apps.settings import Settings
-from commerce_apps.tracing import instrument_engine, tracer_provider
+from commerce_apps.tracing import instrument_engine, trace_headers, tracer_provider
 
 
 def kafka_settings(settings: Settings, service: str) -> KafkaSettings:
@@ -88,6 +88,7 @@ class ServiceContainer(containers.DeclarativeContainer):
     url = providers.Callable(database_url, settings)
     metrics = providers.Singleton(ServiceMetrics, service=service)
     tracing = providers.Singleton(tracer_provider, service, span_exporter)
+    trace_context = providers.Callable(lambda p: trace_headers if p else None, tracing)
     clock = providers.Singleton(SystemClock)
     engine = providers.Singleton(traced_engine, url, tracing)
     kafka = providers.Singleton(kafka_settings, settings, service)
@@ -120,7 +121,9 @@ def consumer_of(handler: Any) -> Any:
 
 
 class OrderContainer(ServiceContainer):
-    uow = providers.Singleton(order_uow_factory, ServiceContainer.engine)
+    uow = providers.Singleton(
+        order_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
+    )
     handler = providers.Singleton(
         OrderService,
         uow=uow,
@@ -138,14 +141,18 @@ class OrderContainer(ServiceContainer):
 
 
 class InventoryContainer(ServiceContainer):
-    uow = providers.Singleton(inventory_uow_factory, ServiceContainer.engine)
+    uow = providers.Singleton(
+        inventory_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
+    )
     handler = providers.Singleton(InventoryService, uow=uow, clock=ServiceContainer.clock)
     routes = providers.Callable(inventory_routes, uow)
     consumer = consumer_of(handler)
 
 
 class PaymentContainer(ServiceContainer):
-    uow = providers.Singleton(payment_uow_factory, ServiceContainer.engine)
+    uow = providers.Singleton(
+        payment_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
+    )
     gateway = providers.Singleton(
         SimulatedGateway,
         success_rate=ServiceContainer.settings.provided.payment_success_rate,
@@ -159,7 +166,9 @@ class PaymentContainer(ServiceContainer):
 
 
 class NotificationContainer(ServiceContainer):
-    uow = providers.Singleton(notification_uow_factory, ServiceContainer.engine)
+    uow = providers.Singleton(
+        notification_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
+    )
     handler = providers.Singleton(
         NotificationService, uow=uow, clock=ServiceContainer.clock, notifier=LoggingNotifier()
     )

@@ -200,8 +200,14 @@ class Platform:
                 await asyncio.sleep(0.05)
 
     async def wait(self) -> None:
-        """Until every server stopped (after ``request_stop`` or a failure)."""
-        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+        """Until every server stopped (after ``request_stop`` or a failure).
+
+        ``asyncio.wait``, not ``gather``: cancelling the waiter (Ctrl-C) must not cancel
+        the servers, which then could not drain their consumers and relays.
+        """
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks)
 
     def request_stop(self) -> None:
         for running in self._running.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import signal
 import socket
 import subprocess
@@ -50,7 +51,11 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C reaches only us, and we stop the broker
+            # after the services drained (atexit covers an exit that skips ``stop``).
+            start_new_session=True,
         )
+        atexit.register(self.stop)
         try:
             self._wait_until_listening(port)
         except BaseException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -31,6 +31,10 @@ def _wire_value(payload: str) -> bytes:
         return payload.encode()
 
 
+HeaderSource = Callable[[], Mapping[str, str]]
+"""Headers every outbox row gets when written, e.g. the current trace context."""
+
+
 class PostgresOutbox:
     """``Outbox`` on the unit of work's connection: the row commits or vanishes with it.
 
@@ -38,9 +42,12 @@ class PostgresOutbox:
     when the transaction commits, so a relay wakes exactly when there is something to read.
     """
 
-    def __init__(self, conn: AsyncConnection, channel: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection, channel: str, context: HeaderSource | None = None
+    ) -> None:
         self._conn = conn
         self._channel = channel
+        self._context = context
         self._notified = False  # one NOTIFY per transaction is enough
 
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
@@ -53,7 +60,7 @@ class PostgresOutbox:
                 key=envelope.key,
                 event_type=envelope.event_type,
                 payload=envelope.to_dict(),
-                headers=dict(headers or {}),
+                headers={**(self._context() if self._context else {}), **(headers or {})},
                 created_at=envelope.occurred_at,
             )
             .on_conflict_do_nothing(index_elements=[outbox.c.event_id])

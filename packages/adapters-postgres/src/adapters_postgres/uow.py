@@ -30,7 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres.idempotency import PostgresIdempotencyStore
 from adapters_postgres.inbox import PostgresInbox
-from adapters_postgres.outbox import PostgresOutbox, PostgresOutboxStore, outbox_channel
+from adapters_postgres.outbox import (
+    HeaderSource,
+    PostgresOutbox,
+    PostgresOutboxStore,
+    outbox_channel,
+)
 from adapters_postgres.repositories import (
     PostgresNotificationRepository,
     PostgresOrderRepository,
@@ -63,8 +68,9 @@ class PostgresUnitOfWork:
     outbox: Outbox
     inbox: Inbox
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, context: HeaderSource | None = None) -> None:
         self._engine = engine
+        self._context = context
         self._conn: AsyncConnection | None = None
 
     @property
@@ -82,7 +88,7 @@ class PostgresUnitOfWork:
             raise
         self._conn = conn
         await conn.begin()
-        self.outbox = PostgresOutbox(conn, outbox_channel(self.service))
+        self.outbox = PostgresOutbox(conn, outbox_channel(self.service), self._context)
         self.inbox = PostgresInbox(conn)
         self._bind(conn)
         return self
@@ -117,11 +123,11 @@ class PostgresUnitOfWork:
 
     async def commit(self) -> None:
         await self.connection.commit()
-        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service))
+        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service), self._context)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
-        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service))
+        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service), self._context)
 
 
 class PostgresOrderUnitOfWork(PostgresUnitOfWork):
@@ -160,20 +166,28 @@ class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
         self.notifications = PostgresNotificationRepository(conn)
 
 
-def order_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresOrderUnitOfWork]:
-    return lambda: PostgresOrderUnitOfWork(engine)
+def order_uow_factory(
+    engine: AsyncEngine, context: HeaderSource | None = None
+) -> Callable[[], PostgresOrderUnitOfWork]:
+    return lambda: PostgresOrderUnitOfWork(engine, context)
 
 
-def inventory_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresInventoryUnitOfWork]:
-    return lambda: PostgresInventoryUnitOfWork(engine)
+def inventory_uow_factory(
+    engine: AsyncEngine, context: HeaderSource | None = None
+) -> Callable[[], PostgresInventoryUnitOfWork]:
+    return lambda: PostgresInventoryUnitOfWork(engine, context)
 
 
-def payment_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresPaymentUnitOfWork]:
-    return lambda: PostgresPaymentUnitOfWork(engine)
+def payment_uow_factory(
+    engine: AsyncEngine, context: HeaderSource | None = None
+) -> Callable[[], PostgresPaymentUnitOfWork]:
+    return lambda: PostgresPaymentUnitOfWork(engine, context)
 
 
-def notification_uow_factory(engine: AsyncEngine) -> Callable[[], PostgresNotificationUnitOfWork]:
-    return lambda: PostgresNotificationUnitOfWork(engine)
+def notification_uow_factory(
+    engine: AsyncEngine, context: HeaderSource | None = None
+) -> Callable[[], PostgresNotificationUnitOfWork]:
+    return lambda: PostgresNotificationUnitOfWork(engine, context)
 
 
 if TYPE_CHECKING:  # mypy proves each unit of work satisfies its port

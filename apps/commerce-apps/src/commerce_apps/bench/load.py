@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from commerce_apps.bench.clients import ClientPool
 from commerce_apps.bench.report import Completion, LoadResult
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
@@ -34,7 +35,6 @@ PRICES = {  # the five seeded products (ids: the digit repeated in UUID form)
 }
 Progress = Callable[[str], None]  # called with "posted" or "terminal"
 POST_ATTEMPTS = 3
-KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive: never reuse a closing connection
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,12 @@ def order_body(rng: random.Random) -> dict[str, Any]:
 class Poller:
     """Polls every pending order each round; resolves each with (observed time, status)."""
 
-    def __init__(self, client: httpx.AsyncClient, config: LoadConfig, start: float) -> None:
-        self._client = client
+    def __init__(self, clients: ClientPool, config: LoadConfig, start: float) -> None:
+        self._clients = clients
         self._config = config
         self._start = start
         self._pending: dict[str, asyncio.Future[tuple[float, str]]] = {}
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(config.poll_parallel)
         self.requests = 0
 
     def watch(self, order_id: str) -> asyncio.Future[tuple[float, str]]:
@@ -92,12 +91,12 @@ class Poller:
             await asyncio.sleep(self._config.poll_interval)
 
     async def _check(self, order_id: str) -> None:
-        async with self._slots:
+        async with self._clients.client() as client:
             if order_id not in self._pending:
                 return
             self.requests += 1
             try:
-                response = await self._client.get(f"/api/orders/{order_id}")
+                response = await client.get(f"/api/orders/{order_id}")
             except httpx.HTTPError:
                 return  # tried again next round; the order's own timeout bounds it
             observed = time.perf_counter() - self._start
@@ -124,58 +123,46 @@ class LoadRun:
 
     async def run(self) -> LoadResult:
         cfg = self.config
-        posts = max(cfg.concurrency, 1)
-        post_limits = httpx.Limits(
-            max_connections=posts,
-            max_keepalive_connections=posts,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-        )
-        poll_limits = httpx.Limits(
-            max_connections=cfg.poll_parallel,
-            max_keepalive_connections=cfg.poll_parallel,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-        )
-        timeout = httpx.Timeout(cfg.timeout, pool=cfg.timeout)
-        async with (
-            httpx.AsyncClient(base_url=cfg.order_url, limits=post_limits, timeout=timeout) as post,
-            httpx.AsyncClient(base_url=cfg.order_url, limits=poll_limits, timeout=timeout) as poll,
-        ):
-            self._start, cpu = time.perf_counter(), time.process_time()
-            poller = Poller(poll, cfg, self._start)
-            polling = asyncio.create_task(poller.run(), name="bench-poller")
-            try:
-                if cfg.rate is None:
-                    await asyncio.gather(*(self._worker(post, poller) for _ in range(posts)))
-                else:
-                    await self._open_loop(post, poller, cfg.rate)
-            finally:
-                polling.cancel()
-                await asyncio.gather(polling, return_exceptions=True)
-            self.result.poll_requests = poller.requests
+        posts = ClientPool(cfg.order_url, max(cfg.concurrency, 1), cfg.timeout)
+        polls = ClientPool(cfg.order_url, cfg.poll_parallel, cfg.timeout)
+        self._start, cpu = time.perf_counter(), time.process_time()
+        poller = Poller(polls, cfg, self._start)
+        polling = asyncio.create_task(poller.run(), name="bench-poller")
+        try:
+            if cfg.rate is None:
+                await asyncio.gather(*(self._worker(posts, poller) for _ in range(cfg.concurrency)))
+            else:
+                await self._open_loop(posts, poller, cfg.rate)
+        finally:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+            await asyncio.gather(posts.aclose(), polls.aclose())
+        self.result.poll_requests = poller.requests
         self.result.elapsed = time.perf_counter() - self._start
         self.result.client_cpu = time.process_time() - cpu
         return self.result
 
-    async def _worker(self, client: httpx.AsyncClient, poller: Poller) -> None:
+    async def _worker(self, clients: ClientPool, poller: Poller) -> None:
         while self._next < self.config.orders:
             self._next += 1
-            await self._one(client, poller)
+            await self._one(clients, poller)
 
-    async def _open_loop(self, client: httpx.AsyncClient, poller: Poller, rate: float) -> None:
+    async def _open_loop(self, clients: ClientPool, poller: Poller, rate: float) -> None:
         tasks = []
         for index in range(self.config.orders):
             delay = self._start + index / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(client, poller)))
+            tasks.append(asyncio.create_task(self._one(clients, poller)))
         await asyncio.gather(*tasks)
 
-    async def _one(self, client: httpx.AsyncClient, poller: Poller) -> None:
+    async def _one(self, clients: ClientPool, poller: Poller) -> None:
         body = order_body(self._rng)
         headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
         sent = time.perf_counter() - self._start
         try:
-            response = await self._post(client, body, headers)
+            async with clients.client() as client:
+                response = await self._post(client, body, headers)
         except httpx.TimeoutException:
             return self._failed("post-timeout")
         except httpx.HTTPError as exc:
