@@ -3,60 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from commerce_apps.console import fail, load_settings, on_broker, quiet_logs, run_async
+from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
-from commerce_apps.settings import SERVICES, ServiceName, Settings
+from commerce_apps.settings import SERVICES, ServiceName
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 app.add_typer(dlt_app, name="dlt")
-console = Console(stderr=True)
-T = TypeVar("T")
-
-
-def fail(message: str) -> typer.Exit:
-    """One line on stderr and exit status 1."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]).upper()
-        raise fail(f"bad setting {where}: {first['msg']}") from None
-
-
-def run_async(main: Callable[[], Awaitable[T]]) -> T:
-    """Run ``main``; stop gracefully on SIGINT/SIGTERM; turn known failures into one line."""
-    try:
-        return asyncio.run(_with_signals(main))
-    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: a clean stop
-        raise typer.Exit(0) from None
-    except PlatformError as exc:
-        raise fail(str(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise fail(str(exc)) from None
-
-
-async def _with_signals(main: Callable[[], Awaitable[T]]) -> T:
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(main())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    return await task
 
 
 def _banner(platform: Platform) -> None:
@@ -158,6 +119,8 @@ def migrate(
     else:
         raise fail("name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL")
 
+    quiet_logs()
+
     async def main() -> None:
         if service is None and server_url:
             await create_databases(server_url, SERVICES)
@@ -177,13 +140,14 @@ def topics() -> None:
     from commerce_apps.container import kafka_settings
 
     settings = load_settings()
+    quiet_logs()
 
     async def main() -> None:
-        created = await asyncio.wait_for(
+        created = await on_broker(
+            settings.kafka_bootstrap_servers,
             ensure_topics(
                 kafka_settings(settings, "admin"), SAGA_TOPICS, partitions=settings.topic_partitions
             ),
-            30,
         )
         Console().print(f"created: {', '.join(created) or 'none (all existed)'}")
 
@@ -198,7 +162,6 @@ def _service(name: str) -> ServiceName:
 
 def main() -> None:
     from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
-    from commerce_apps import dlt as _dlt  # noqa: F401  (registers the dlt commands)
 
     app(prog_name="commerce")
 

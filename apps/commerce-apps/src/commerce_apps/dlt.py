@@ -10,17 +10,20 @@ from adapters_kafka.publisher import KafkaPublisher
 from rich.console import Console
 from rich.table import Table
 
-from commerce_apps.cli import dlt_app, fail, load_settings, run_async
+from commerce_apps.console import fail, load_settings, on_broker, quiet_logs, run_async
 from commerce_apps.container import kafka_settings
+
+dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 
 
 @dlt_app.command("list")
 def list_letters(topic: Annotated[str, typer.Argument(help="e.g. order-events")]) -> None:
     """Every record on ``<topic>.DLT``, with the error that put it there."""
     kafka = kafka_settings(load_settings(), "dlt")
+    quiet_logs()
 
     async def main() -> None:
-        letters = await read_dead_letters(kafka, topic)
+        letters = await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, topic))
         table = Table(title=f"{len(letters)} dead letter(s) of {topic}", title_justify="left")
         for column in ("dlt offset", "from", "event id", "event type", "attempts", "error"):
             table.add_column(column, overflow="fold")
@@ -45,15 +48,16 @@ def replay_letters(
 ) -> None:
     """Publish dead letters again to their original topic (the inbox makes repeats safe)."""
     kafka = kafka_settings(load_settings(), "dlt")
+    quiet_logs()
 
     async def main() -> None:
-        letters = await read_dead_letters(kafka, topic)
+        letters = await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, topic))
         if event_id is not None:
             letters = [letter for letter in letters if letter.event_id == event_id]
             if not letters:
                 raise fail(f"no dead letter with event id {event_id} on {topic}.DLT")
         async with KafkaPublisher(kafka) as publisher:
-            count = await replay(letters, publisher)
+            count = await on_broker(kafka.bootstrap_servers, replay(letters, publisher))
         Console().print(f"replayed {count} record(s) to their original topic")
 
     run_async(main)

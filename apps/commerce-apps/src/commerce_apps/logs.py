@@ -75,5 +75,6 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quieter = max(logging.WARNING, root.level)
     for noisy in ("aiokafka", "uvicorn.access", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(quieter)

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from commerce_apps.bench.load import LoadConfig, LoadRun
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import LoadResult, print_table
-from commerce_apps.cli import app, fail, run_async
+from commerce_apps.cli import app
+from commerce_apps.console import fail, run_async
 
 bench_app = typer.Typer(help=__doc__)
 app.add_typer(bench_app, name="bench")

@@ -1,0 +1,69 @@
+"""What every CLI command shares: settings, one-line errors, and running async work."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from commerce_apps.logs import configure_logging
+from commerce_apps.platform import PlatformError
+from commerce_apps.settings import Settings
+
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str) -> typer.Exit:
+    """One line on stderr and exit status 1."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]).upper()
+        raise fail(f"bad setting {where}: {first['msg']}") from None
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main``; stop gracefully on SIGINT/SIGTERM; turn known failures into one line."""
+    try:
+        return asyncio.run(_with_signals(main))
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: a clean stop
+        raise typer.Exit(0) from None
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
+    """Await a broker call; an unreachable broker becomes one line, not a traceback."""
+    try:
+        return await asyncio.wait_for(call, seconds)
+    except Exception as exc:
+        raise PlatformError(f"broker unreachable at {servers}: {exc}") from None
+
+
+def quiet_logs() -> None:
+    """Admin commands speak in one-line results and errors; library logs would only repeat."""
+    configure_logging("console", "CRITICAL")
+
+
+async def _with_signals(main: Callable[[], Awaitable[T]]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main())
+    if threading.current_thread() is threading.main_thread():  # not so under a test runner
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+    return await task

@@ -1,0 +1,122 @@
+"""The commerce CLI on real infrastructure: dead letters listed and replayed, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+from adapters_kafka import headers as h
+from adapters_kafka.publisher import KafkaPublisher
+from adapters_kafka.settings import KafkaSettings
+from adapters_kafka.topics import ensure_topics
+from commerce_apps.cli import app
+from typer.testing import CliRunner, Result
+
+from tests.fixtures.kafka import unique_name
+from tests.integration.kafka.support import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def commerce(*args: str, **env: str) -> Result:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result
+
+
+async def test_dead_letters_are_listed_with_their_reason_and_replayed(
+    kafka_settings: KafkaSettings, kafka_publisher: KafkaPublisher
+) -> None:
+    topic = unique_name("cli-topic")
+    await ensure_topics(kafka_settings, [topic], partitions=1)
+    event_id = str(uuid.uuid4())
+    original = {h.EVENT_ID: event_id, h.EVENT_TYPE: "OrderCreated"}
+    reason = {
+        h.DLT_ORIGINAL_TOPIC: topic,
+        h.DLT_ORIGINAL_PARTITION: "0",
+        h.DLT_ORIGINAL_OFFSET: "7",
+        h.DLT_ERROR_TYPE: "core_saga.messages.InvalidEvent",
+        h.DLT_ERROR_MESSAGE: "invalid OrderCreated: items: too short",
+        h.DLT_ATTEMPTS: "3",
+    }
+    for key, extra in ((b"other", {h.EVENT_ID: "someone-else"}), (b"order-1", original)):
+        await kafka_publisher.send(
+            f"{topic}.DLT",
+            b'{"poison": true}',
+            key=key,
+            headers=h.encode_headers({**extra, **reason}),
+        )
+    servers = kafka_settings.bootstrap_servers
+
+    listed = await asyncio.to_thread(
+        commerce, "dlt", "list", topic, KAFKA_BOOTSTRAP_SERVERS=servers, COLUMNS="300"
+    )
+    assert listed.exit_code == 0, listed.output
+    assert "2 dead letter(s)" in listed.output
+    assert event_id in listed.output
+    assert "invalid OrderCreated: items: too short" in listed.output
+
+    replayed = await asyncio.to_thread(
+        commerce, "dlt", "replay", topic, "--event-id", event_id, KAFKA_BOOTSTRAP_SERVERS=servers
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed 1 record" in replayed.output
+    (record,) = await read_topic(kafka_settings, topic, 1)
+    assert (record.key, record.value) == (b"order-1", b'{"poison": true}')
+    assert h.decode_headers(record.headers) == original  # the dead-letter headers are gone
+
+    unknown = await asyncio.to_thread(
+        commerce, "dlt", "replay", topic, "--event-id", "nope", KAFKA_BOOTSTRAP_SERVERS=servers
+    )
+    assert unknown.exit_code == 1
+    assert "no dead letter with event id nope" in unknown.output
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_1() -> None:
+    result = commerce("topics", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: broker unreachable at 127.0.0.1:1")
+    assert "Traceback" not in result.output
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1() -> None:
+    result = commerce("run", "order", DATABASE_URL="postgresql://u:p@127.0.0.1:1/x", PORT="18999")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: order database unreachable")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = commerce(
+            "run",
+            "order",
+            DATABASE_URL="postgresql://u:p@127.0.0.1:1/x",
+            PORT=str(port),
+            HOST="127.0.0.1",
+        )
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: port {port} on 127.0.0.1 is already in use"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PAYMENT_SUCCESS_RATE": "2"}, "error: bad setting PAYMENT_SUCCESS_RATE"),
+        ({"SAGA_TIMEOUT": "soon"}, "error: bad setting SAGA_TIMEOUT"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_1(env: dict[str, str], message: str) -> None:
+    result = commerce("up", **env)
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unknown_service_is_refused() -> None:
+    result = commerce("run", "shipping")
+    assert result.exit_code == 1
+    assert "unknown service 'shipping'" in result.output
