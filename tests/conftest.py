@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.kafka"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# pgserver logs from an atexit hook, after pytest closed its capture streams: without this
+# the run would end in a "--- Logging error ---" traceback below the summary line.
+logging.raiseExceptions = False
 
 
 def contract_path() -> Path:

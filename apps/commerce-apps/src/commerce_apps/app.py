@@ -36,6 +36,7 @@ OPERATIONS = {
     "notification": notification.OPERATIONS,
 }
 VERSION = "0.1.0"
+SHUTDOWN_SECONDS = 15.0
 
 
 async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) -> None:
@@ -76,7 +77,7 @@ def build_app(container: ServiceContainer) -> Starlette:
         return await is_at_head(engine, service)
 
     async def broker_up() -> bool:
-        return bool(container.consumer().ready)
+        return bool(container.consumer().ready) and await container.publisher().ping()
 
     async def outbox_age() -> None:
         age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
@@ -119,12 +120,14 @@ def build_app(container: ServiceContainer) -> Starlette:
         log.info("%s service started", service)
         try:
             yield
-        finally:
-            await consumer.stop()
+        finally:  # bounded: an unreachable broker must not hold the shutdown forever
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), SHUTDOWN_SECONDS)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await publisher.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(publisher.stop(), SHUTDOWN_SECONDS)
             await engine.dispose()
             log.info("%s service stopped", service)
 

@@ -138,11 +138,24 @@ class Platform:
             self.bootstrap_servers = await asyncio.to_thread(self._broker.start)
         else:
             self.bootstrap_servers = cfg.kafka_bootstrap_servers
+        await self._ensure_topics()
+
+    def pause_broker(self) -> None:
+        """Freeze the embedded broker: an outage drill in which nothing it holds is lost."""
+        if self._broker is None:
+            raise PlatformError("the broker is not embedded")
+        self._broker.pause()
+
+    def resume_broker(self) -> None:
+        if self._broker is None:
+            raise PlatformError("the broker is not embedded")
+        self._broker.resume()
+
+    async def _ensure_topics(self) -> None:
         kafka = kafka_settings(self._settings_for("order"), "admin")
+        partitions = self.config.settings.topic_partitions
         try:
-            await asyncio.wait_for(
-                ensure_topics(kafka, SAGA_TOPICS, partitions=cfg.settings.topic_partitions), 30
-            )
+            await asyncio.wait_for(ensure_topics(kafka, SAGA_TOPICS, partitions=partitions), 30)
         except Exception as exc:
             raise PlatformError(f"broker unreachable at {self.bootstrap_servers}: {exc}") from exc
 

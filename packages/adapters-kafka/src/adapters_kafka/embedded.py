@@ -71,6 +71,7 @@ class EmbeddedBroker:
         """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGINT
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout)
@@ -80,6 +81,16 @@ class EmbeddedBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): clients see a broker that no longer answers, as in a
+        network partition, and nothing it holds is lost. ``resume`` lets it go on."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> Self:
         self.start()

@@ -65,6 +65,17 @@ class KafkaPublisher:
         if producer is not None:
             await producer.stop()
 
+    async def ping(self, seconds: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request within ``seconds``."""
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(seconds):
+                await self._producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

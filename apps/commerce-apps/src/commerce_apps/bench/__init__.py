@@ -15,13 +15,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from commerce_apps.bench.load import LoadConfig, LoadRun
+from commerce_apps.bench.load import LoadConfig, LoadRun, check_reachable
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import LoadResult, print_table
 from commerce_apps.cli import app
 from commerce_apps.console import fail, run_async
 
-bench_app = typer.Typer(help=__doc__)
+bench_app = typer.Typer(
+    help="Place orders and time each saga to its end (the relay subcommand: the outbox alone)."
+)
 app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 
@@ -75,6 +77,7 @@ def load_command(
             order_url, orders, concurrency, rate, poll_interval, poll_parallel, timeout, seed
         )
         if not embedded:
+            await check_reachable(order_url)
             result = await _drive(config, quiet)
         else:
             async with embedded_platform(log_level, cprofile) as url:

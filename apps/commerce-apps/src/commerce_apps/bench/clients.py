@@ -25,7 +25,7 @@ def _quiet_async_library_probe() -> None:
     """httpcore imports ``sniffio`` on every request; absent, each failed import walks
     ``sys.path`` (a third of the client's CPU). Absent, httpcore assumes asyncio: say so
     once. A no-op where sniffio is installed."""
-    if importlib.util.find_spec("sniffio") is None:
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
         stand_in = types.ModuleType("sniffio")
         stand_in.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
         sys.modules["sniffio"] = stand_in
@@ -39,8 +39,9 @@ class ClientPool:
         limits = httpx.Limits(
             max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
         )
+        tls = httpx.create_ssl_context()  # loading the CA bundle once, not per client
         self._clients = [
-            httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+            httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, verify=tls)
             for _ in range(size)
         ]
         self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()

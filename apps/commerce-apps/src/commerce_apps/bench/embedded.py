@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from commerce_apps.platform import PlatformError
 from commerce_apps.settings import SERVICES, ServiceName
 
 
@@ -92,7 +93,7 @@ async def embedded_platform(
     try:
         ready = await asyncio.wait_for(asyncio.to_thread(_receive, parent), start_timeout)
         if ready[0] != "up":
-            raise RuntimeError(f"the embedded platform did not start: {ready[1]}")
+            raise PlatformError(f"the embedded platform did not start: {ready[1]}")
         yield ready[1]
     finally:
         with contextlib.suppress(OSError):

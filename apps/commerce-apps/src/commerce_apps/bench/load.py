@@ -62,6 +62,15 @@ def order_body(rng: random.Random) -> dict[str, Any]:
     }
 
 
+async def check_reachable(order_url: str) -> None:
+    """Raise ``OSError`` naming the URL unless the order service answers ``/health/live``."""
+    try:
+        async with httpx.AsyncClient(base_url=order_url, timeout=5) as client:
+            (await client.get("/health/live")).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise OSError(f"no order service answers at {order_url}: {exc}") from None
+
+
 class Poller:
     """Polls every pending order each round; resolves each with (observed time, status)."""
 

@@ -1,0 +1,52 @@
+"""No order is lost while the broker is unreachable: the outbox holds its events meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.e2e.platform import HUB, MOUSE, RunningPlatform, order_body, running_platform
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        bool(os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")),
+        reason="pauses the embedded broker",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+async def outage(postgres_admin_url: str) -> AsyncIterator[RunningPlatform]:
+    async with running_platform(
+        postgres_admin_url, {"payment": {"payment_force_outcome": "success"}}
+    ) as running:
+        yield running
+
+
+async def test_orders_placed_while_the_broker_is_down_complete_when_it_is_back(
+    outage: RunningPlatform,
+) -> None:
+    before = (await outage.place(order_body((MOUSE, 1, "29.99")))).json()
+    assert (await outage.terminal(before["id"]))["status"] == "CONFIRMED"
+
+    outage.platform.pause_broker()
+    placed = [await outage.place(order_body((HUB, 1, "39.50"))) for _ in range(3)]
+    assert [r.status_code for r in placed] == [201, 201, 201]  # the API does not need Kafka
+    async with asyncio.timeout(30):  # the order service reports the broker as down
+        while (await outage.http.get(outage.url("order", "/health/ready"))).status_code != 503:
+            await asyncio.sleep(0.1)
+    for response in placed:
+        assert (await outage.order(response.json()["id"]))["status"] == "PENDING"
+
+    outage.platform.resume_broker()
+    for response in placed:
+        order = await outage.terminal(response.json()["id"], seconds=90)
+        assert order["status"] == "CONFIRMED"
+    await outage.settled(placed[-1].json()["id"], seconds=60)
+    products = await outage.products()
+    assert products[HUB]["sold"] == 3
+    assert products[MOUSE]["sold"] == 1
