@@ -56,6 +56,8 @@ def test_a_line_logged_while_handling_names_the_trace_order_and_event() -> None:
     assert inside["event_id"] == str(envelope.event_id)
     assert inside["event_type"] == "StockReleased"
     assert inside["trace_id"] == format(upstream.get_span_context().trace_id, "032x")
+    assert len(inside["span_id"]) == 16  # the consumer span, a child of ``upstream``
+    assert inside["span_id"] != format(upstream.get_span_context().span_id, "016x")
     assert "order_id" not in outside and "trace_id" not in outside
 
 

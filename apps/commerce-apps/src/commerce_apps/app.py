@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
+from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
 from adapters_postgres.migrations import is_at_head
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
@@ -91,6 +93,15 @@ def build_app(container: ServiceContainer) -> Starlette:
                 group=consumer.group_id, topic=tp.topic, partition=str(tp.partition)
             ).set(lag)
 
+    async def housekeeping() -> None:
+        now = container.clock().now()
+        cutoff = now - timedelta(hours=settings.inbox_retention_hours)
+        purged = await purge_processed_events(engine, cutoff)
+        if service == "order":
+            purged += await purge_expired_keys(engine, now)
+        if purged:
+            log.info("%s housekeeping purged %d rows", service, purged)
+
     checks = {"database": database_up, "migrations": migrated, "broker": broker_up}
     routes = [
         *container.routes(),
@@ -108,6 +119,10 @@ def build_app(container: ServiceContainer) -> Starlette:
             asyncio.create_task(_supervise(consumer.run, "consumer"), name=f"{service}-consumer"),
             asyncio.create_task(_every(5.0, outbox_age, "outbox age"), name=f"{service}-age"),
             asyncio.create_task(_every(5.0, consumer_lag, "consumer lag"), name=f"{service}-lag"),
+            asyncio.create_task(
+                _every(settings.housekeeping_interval, housekeeping, "housekeeping"),
+                name=f"{service}-housekeeping",
+            ),
         ]
         handler = container.handler()
         if isinstance(handler, OrderService):

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from commerce_apps.console import fail, load_settings, on_broker, quiet_logs, run_async
+from commerce_apps.console import (
+    fail,
+    load_settings,
+    on_broker,
+    quiet_logs,
+    run_async,
+    run_fast,
+)
 from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
@@ -88,7 +95,7 @@ def run(
     from commerce_apps.service import serve_one
 
     try:
-        asyncio.run(serve_one(name, settings))  # uvicorn handles SIGINT/SIGTERM itself
+        run_fast(serve_one(name, settings))  # uvicorn handles SIGINT/SIGTERM itself
     except PlatformError as exc:
         raise fail(str(exc)) from None
 
@@ -146,7 +153,10 @@ def topics() -> None:
         created = await on_broker(
             settings.kafka_bootstrap_servers,
             ensure_topics(
-                kafka_settings(settings, "admin"), SAGA_TOPICS, partitions=settings.topic_partitions
+                kafka_settings(settings, "admin"),
+                SAGA_TOPICS,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
             ),
         )
         Console().print(f"created: {', '.join(created) or 'none (all existed)'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
@@ -35,10 +35,20 @@ def load_settings(**overrides: Any) -> Settings:
         raise fail(f"bad setting {where}: {first['msg']}") from None
 
 
+def run_fast(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop where it is installed: cheaper sockets for every hop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
     """Run ``main``; stop gracefully on SIGINT/SIGTERM; turn known failures into one line."""
     try:
-        return asyncio.run(_with_signals(main))
+        return run_fast(_with_signals(main))
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: a clean stop
         raise typer.Exit(0) from None
     except PlatformError as exc:

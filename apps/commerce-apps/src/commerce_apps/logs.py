@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
-from commerce_apps.tracing import current_trace_id
+from commerce_apps.tracing import current_trace_ids
 
 # Attributes that handlers attach with ``extra=`` and that belong in every JSON line.
 CONTEXT_FIELDS = ("service", "trace_id", "span_id", "order_id", "event_id", "event_type")
@@ -38,7 +38,7 @@ class ContextFilter(logging.Filter):
             if getattr(record, name, None) is None:
                 setattr(record, name, value)
         if getattr(record, "trace_id", None) is None:
-            record.trace_id = current_trace_id()
+            record.trace_id, record.span_id = current_trace_ids()
         return True
 
 

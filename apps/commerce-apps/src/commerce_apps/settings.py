@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
     topic_partitions: int = Field(6, ge=1, le=1000)
+    topic_replication_factor: int = Field(1, ge=1, le=10)
 
     host: str = "0.0.0.0"
     port: int | None = Field(None, ge=1, le=65535, description="default: 8081-8084 by service")
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(1.0, gt=0, description="fallback poll, seconds")
     outbox_retention_hours: float = Field(1.0, gt=0)
+    inbox_retention_hours: float = Field(
+        168.0, gt=0, description="keep processed event ids longer than the broker keeps messages"
+    )
+    housekeeping_interval: float = Field(3600.0, gt=0, description="seconds between purges")
     consumer_retries: int = Field(3, ge=1)
     consumer_retry_backoff: float = Field(1.0, ge=0)
 

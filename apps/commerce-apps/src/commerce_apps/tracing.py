@@ -79,6 +79,9 @@ def consumer_span(
         yield
 
 
-def current_trace_id() -> str | None:
+def current_trace_ids() -> tuple[str | None, str | None]:
+    """Trace and span id of the current span, as hex (None, None outside a trace)."""
     context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")

@@ -62,6 +62,14 @@ class Delivery:
 
     async def deliver(self, record: Any) -> None:
         """Decode ``record`` and bring it to the handler, or skip it, or dead-letter it."""
+        header = _header_event_type(record)
+        if (
+            header is not None
+            and header in EVENT_TYPES
+            and header not in self._handler.subscriptions
+        ):
+            self._hooks.skipped(record.topic, header)  # not ours: no need to decode it
+            return
         try:
             if record.value is None:
                 raise UndecodableMessage("value is empty")
@@ -149,9 +157,16 @@ class Delivery:
         return is_transient(error) or (extra is not None and extra(error))
 
 
+def _header_event_type(record: Any) -> str | None:
+    for name, value in record.headers or ():
+        if name == h.EVENT_TYPE and value is not None:
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
 def _claimed_event_type(record: Any) -> str:
     """The event type a record says it carries (header, else the JSON), however broken."""
-    claimed = h.decode_headers(record.headers).get(h.EVENT_TYPE)
+    claimed = _header_event_type(record)
     if claimed is None:
         with contextlib.suppress(ValueError, TypeError):
             document = json.loads(record.value)

@@ -37,10 +37,11 @@ def create_engine(
 ) -> AsyncEngine:
     """An asyncpg engine; small pools, because every replica of four services shares one server.
 
-    ``pool_pre_ping`` replaces connections the server dropped (a restart, a failover) instead
-    of failing the next request with them.
+    No ``pool_pre_ping``: it costs a round trip on every checkout (a quarter of all statements
+    under load). A connection the server dropped fails its next use once, which SQLAlchemy
+    detects as a disconnect and answers by replacing the pool's connections; the unit of work
+    reports it as an ``InfrastructureError``, so consumers retry the message.
     """
-    options.setdefault("pool_pre_ping", True)
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     return _create_async_engine(async_url(url), **options)

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from core_saga.messages import Envelope, PoisonMessage, decode, encode
+from core_saga.messages import Envelope
 from core_saga.ports import OutboundMessage, PendingMessage
-from sqlalchemy import Text, cast, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, DateTime, Text, bindparam, cast, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres.tables import outbox
@@ -18,17 +18,6 @@ from adapters_postgres.tables import outbox
 def outbox_channel(service: str) -> str:
     """The LISTEN/NOTIFY channel a committed outbox row wakes the relay on."""
     return f"outbox_{service}"
-
-
-def _wire_value(payload: str) -> bytes:
-    """The envelope as ``core_saga.messages.encode`` writes it (jsonb reorders keys).
-
-    A row this version cannot decode (written by a newer one) goes out as stored.
-    """
-    try:
-        return encode(decode(payload))
-    except PoisonMessage:
-        return payload.encode()
 
 
 HeaderSource = Callable[[], Mapping[str, str]]
@@ -70,6 +59,11 @@ class PostgresOutbox:
                 text("SELECT pg_notify(:channel, '')"), {"channel": self._channel}
             )
             self._notified = True
+
+
+_MARK_PUBLISHED = text(
+    "UPDATE outbox SET published_at = :at WHERE id = ANY(:ids) AND published_at IS NULL"
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("at", type_=DateTime(True)))
 
 
 class PostgresOutboxStore:
@@ -117,7 +111,7 @@ class PostgresOutboxStore:
                     topic=row.topic,
                     key=row.key,
                     event_type=row.event_type,
-                    value=_wire_value(row.value),
+                    value=row.value.encode(),
                     headers=dict(row.headers or {}),
                 ),
                 created_at=row.created_at,
@@ -128,12 +122,8 @@ class PostgresOutboxStore:
     async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
         if not positions:
             return
-        async with self._connection() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(positions)), outbox.c.published_at.is_(None))
-                .values(published_at=at)
-            )
+        async with self._connection() as conn:  # one array parameter, however large the batch
+            await conn.execute(_MARK_PUBLISHED, {"ids": list(positions), "at": at})
 
     async def delete_published_before(self, cutoff: datetime) -> int:
         async with self._connection() as conn:
