@@ -1,8 +1,9 @@
-"""The ``commerce`` command: run the platform or one service, migrate, topics, dead letters."""
+"""The commerce command: run the platform or one service, migrate, topics, dead letters."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,8 +33,10 @@ def _banner(platform: Platform) -> None:
     table.add_column("service")
     table.add_column("API")
     table.add_column("docs")
+    table.add_column("pid")
+    pids = platform.pids
     for name, api in platform.urls.items():
-        table.add_row(name, api, f"{api}/docs")
+        table.add_row(name, api, f"{api}/docs", str(pids.get(name, "")))
     Console().print(table)
     Console().print(f"Kafka bootstrap: {platform.bootstrap_servers}")
     for db, url in platform.database_urls.items():
@@ -56,17 +59,27 @@ def up(
         typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap (else embedded)"),
     ] = None,
     host: str = "127.0.0.1",
+    processes: Annotated[
+        bool,
+        typer.Option(
+            "--processes/--single-process",
+            help="Each service in a process of its own, so the platform can use every core "
+            "(the default on a machine with more than one core); or all four services in "
+            "this process, on one event loop",
+        ),
+    ] = (os.cpu_count() or 1) > 1,
 ) -> None:
-    """Run the whole platform in one process: infrastructure, migrations, topics, four APIs."""
+    """Run the whole platform: infrastructure, migrations, topics, four APIs (a process each)."""
     settings = load_settings()
     configure_logging("console", settings.log_level)
     config = PlatformConfig(
-        settings=settings,
+        settings=settings.model_copy(update={"log_format": "console"}),  # the services' too
         data_dir=data_dir,
         reset=reset,
         database_url=database_url,
         kafka_bootstrap_servers=kafka,
         host=host,
+        processes=processes,
     )
 
     async def main() -> None:
