@@ -12,6 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.fixtures.postgres import DatabaseFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -51,3 +53,36 @@ async def test_a_constraint_violation_stays_what_it_is(payment_engine: AsyncEngi
 
     with pytest.raises(IntegrityError):
         await insert_twice()
+
+
+async def test_after_the_server_dropped_pooled_connections_work_resumes(
+    new_database: DatabaseFactory,
+) -> None:
+    """No pre-ping: a dropped pooled connection fails its next use once, then the pool heals."""
+    engine = create_engine(await new_database.create("payment"), pool_size=2, max_overflow=0)
+    uow = payment_uow_factory(engine)
+    try:
+        async with uow() as work:  # warm the pool
+            await work.payments.mark_cancelled(uuid4())
+            await work.commit()
+        async with engine.connect() as admin:  # what a server restart does to idle connections
+            await admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        failures = 0
+        for _ in range(4):  # the consumer's retry loop, in short
+            try:
+                async with uow() as work:
+                    await work.payments.mark_cancelled(order_id := uuid4())
+                    await work.commit()
+                break
+            except InfrastructureError:
+                failures += 1
+        assert failures <= 2
+        async with uow() as work:
+            assert await work.payments.was_cancelled(order_id)
+    finally:
+        await engine.dispose()
