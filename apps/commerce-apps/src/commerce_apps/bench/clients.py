@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import sys
-import types
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,21 +18,10 @@ import httpx
 KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive: never reuse a closing connection
 
 
-def _quiet_async_library_probe() -> None:
-    """httpcore imports ``sniffio`` on every request; absent, each failed import walks
-    ``sys.path`` (a third of the client's CPU). Absent, httpcore assumes asyncio: say so
-    once. A no-op where sniffio is installed."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        stand_in = types.ModuleType("sniffio")
-        stand_in.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-        sys.modules["sniffio"] = stand_in
-
-
 class ClientPool:
     """``size`` one-connection clients on ``base_url``; ``async with pool.client()``."""
 
     def __init__(self, base_url: str, size: int, timeout: float) -> None:
-        _quiet_async_library_probe()
         limits = httpx.Limits(
             max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
         )
