@@ -1,0 +1,95 @@
+"""PaymentRepository: payments by order, their updates, and the cancelled orders."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+from core_saga.memory import ManualClock
+from core_saga.payments import PaymentStatus
+from core_saga.ports import PaymentUnitOfWork
+
+from tests.contract.builders import assert_waiting, new_payment
+from tests.contract.conftest import Database
+
+
+async def test_a_payment_round_trips_and_is_listed_by_order(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    first = new_payment(clock.now())
+    second = new_payment(clock.advance(timedelta(seconds=1)))
+    async with payments.unit_of_work() as uow:
+        await uow.payments.add(second)
+        await uow.payments.add(first)
+        await uow.commit()
+
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.get_by_order(first.order_id) == first
+        assert await uow.payments.get_by_order(uuid4()) is None
+        assert await uow.payments.list(second.order_id) == [second]
+        assert await uow.payments.list(uuid4()) == []
+        assert await uow.payments.list() == [first, second]  # oldest first
+
+
+async def test_save_persists_status_reason_and_update_time(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    payment = new_payment(clock.now())
+    async with payments.unit_of_work() as uow:
+        await uow.payments.add(payment)
+        await uow.commit()
+
+    refunded = replace(
+        payment,
+        status=PaymentStatus.REFUNDED,
+        reason="Order cancelled",
+        updated_at=clock.advance(timedelta(seconds=3)),
+    )
+    async with payments.unit_of_work() as uow:
+        await uow.payments.save(refunded)
+        await uow.commit()
+
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.get_by_order(payment.order_id) == refunded
+
+
+async def test_a_cancelled_order_is_remembered_once_committed(
+    payments: Database[PaymentUnitOfWork],
+) -> None:
+    order_id, other = uuid4(), uuid4()
+    async with payments.unit_of_work() as uow:
+        await uow.payments.mark_cancelled(other)  # rolled back
+
+    async with payments.unit_of_work() as uow:
+        assert not await uow.payments.was_cancelled(order_id)
+        await uow.payments.mark_cancelled(order_id)
+        await uow.payments.mark_cancelled(order_id)  # again: harmless
+        assert await uow.payments.was_cancelled(order_id)
+        await uow.commit()
+
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.was_cancelled(order_id)
+        assert not await uow.payments.was_cancelled(other)
+        await uow.payments.mark_cancelled(order_id)  # in a later transaction: still harmless
+        await uow.commit()
+
+
+async def test_lock_order_serialises_work_on_one_order(
+    payments: Database[PaymentUnitOfWork],
+) -> None:
+    order_id = uuid4()
+
+    async def lock(order: UUID) -> None:
+        async with payments.unit_of_work() as uow:
+            await uow.payments.lock_order(order)
+
+    async with payments.unit_of_work() as first:
+        await first.payments.lock_order(order_id)
+        await first.payments.lock_order(order_id)  # a transaction may take its own lock again
+        await asyncio.wait_for(lock(uuid4()), 10)  # another order is not held up
+        second = asyncio.create_task(lock(order_id))
+        await assert_waiting(second)
+        await first.commit()
+    await asyncio.wait_for(second, 10)
