@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +21,7 @@ from commerce_apps.console import (
 )
 from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
-from commerce_apps.platform import Platform, PlatformConfig, PlatformError
+from commerce_apps.platform import Platform, PlatformConfig, PlatformError, processes_pay_off
 from commerce_apps.settings import SERVICES, ServiceName
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -64,10 +64,10 @@ def up(
         typer.Option(
             "--processes/--single-process",
             help="Each service in a process of its own, so the platform can use every core "
-            "(the default on a machine with more than one core); or all four services in "
-            "this process, on one event loop",
+            "(the default with more than two cores; on two, PostgreSQL and the broker already "
+            "take the second one); or all four services in this process, on one event loop",
         ),
-    ] = (os.cpu_count() or 1) > 1,
+    ] = processes_pay_off(),
 ) -> None:
     """Run the whole platform: infrastructure, migrations, topics, four APIs (a process each)."""
     settings = load_settings()
@@ -89,7 +89,13 @@ def up(
             _banner(platform)
             await platform.wait()
         finally:
-            await asyncio.shield(platform.stop())
+            # Stop to the end (it is bounded): a second Ctrl-C, or the SIGINT that `uv run`
+            # forwards, must not cut short the services' drain or leave them for the broker.
+            stopping = asyncio.ensure_future(platform.stop())
+            while not stopping.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(stopping)
+            stopping.result()
 
     run_async(main)
 

@@ -1,7 +1,15 @@
-"""The whole platform in one process: infrastructure, migrations, topics and four services.
+"""The whole platform: infrastructure, migrations, topics and four services.
 
 Used by ``commerce up`` and by the end-to-end tests. Without URLs it starts an embedded
 PostgreSQL (one database per service) and an embedded Tansu broker.
+
+By default the four services share this process and its event loop (the end-to-end tests
+stop and start them one by one). With ``PlatformConfig(processes=True)`` each service runs in
+a child process of its own (``commerce_apps.service.ServiceProcess``), so the platform can use
+every core; the infrastructure, migrations and topics stay in this process, which stops the
+children before the broker and PostgreSQL. If this process is killed with SIGKILL, the
+children notice (their stdin closes) and drain on their own, but the embedded broker and
+PostgreSQL are left to their own exit handling, which SIGKILL skips.
 """
 
 from __future__ import annotations
@@ -10,13 +18,15 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import shutil
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
 from adapters_kafka.topics import ensure_topics
@@ -29,11 +39,24 @@ from commerce_apps.app import build_app
 from commerce_apps.container import ServiceContainer, container_for, kafka_settings
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
 
+if TYPE_CHECKING:
+    from commerce_apps.service import ServiceProcess
+
 log = logging.getLogger(__name__)
 
 
 class PlatformError(Exception):
     """A start-up failure worth one clear line: port in use, database or broker unreachable."""
+
+
+def processes_pay_off() -> bool:
+    """Whether a process per service beats one process on this machine.
+
+    Measured on 2 cores (docs/benchmarks.md): PostgreSQL, the broker and one service process
+    already fill both, and four interpreters cost 1.4-1.8x the CPU for the same throughput.
+    With more cores the spare ones can run the services side by side.
+    """
+    return (os.cpu_count() or 1) > 2
 
 
 @dataclass
@@ -49,6 +72,8 @@ class PlatformConfig:
     per_service: Mapping[ServiceName, Mapping[str, Any]] = field(default_factory=dict)
     consumer_options: Mapping[str, Any] | None = None
     span_exporter: Any = None  # an OpenTelemetry SpanExporter every service also sends to
+    processes: bool = False  # each service in a child process of its own
+    service_profile: Path | None = None  # process mode: cProfile each service, see profile_path
 
 
 # Tansu holds a group join for about half the session timeout: keep it short when local.
@@ -94,13 +119,25 @@ class Platform:
         self._postgres: EmbeddedPostgres | None = None
         self._broker: EmbeddedBroker | None = None
         self._running: dict[ServiceName, _Running] = {}
+        self._children: dict[ServiceName, ServiceProcess] = {}
+        self._stopping = False
 
     def port(self, service: ServiceName) -> int:
         return self.config.ports.get(service) or DEFAULT_PORTS[service]
 
+    @property
+    def pids(self) -> dict[ServiceName, int]:
+        """The process serving each running service (this one unless in process mode)."""
+        if self.config.processes:
+            return {service: child.pid for service, child in self._children.items()}
+        return {service: os.getpid() for service in self._running}
+
     async def start(self) -> None:
         """Start everything; raise ``PlatformError`` with the reason if something cannot."""
         cfg = self.config
+        if cfg.processes and cfg.span_exporter is not None:
+            raise PlatformError("a span exporter needs the single-process mode")
+        self._stopping = False
         for service in SERVICES:
             check_port_free(cfg.host, self.port(service))
         try:
@@ -172,13 +209,21 @@ class Platform:
             await self.start_service(service)
         await self.wait_ready()
 
+    def _consumer_options(self) -> Mapping[str, Any] | None:
+        options = self.config.consumer_options
+        if options is None and self._broker is not None:
+            options = EMBEDDED_CONSUMER_OPTIONS
+        return options
+
     async def start_service(self, service: ServiceName) -> None:
         """Serve one service (again): its API, relay, consumer and sweeps."""
         cfg = self.config
+        self.urls[service] = f"http://{cfg.host}:{self.port(service)}"
+        if cfg.processes:
+            await self._spawn(service)
+            return
         container = container_for(service, self._settings_for(service))
-        options = cfg.consumer_options
-        if options is None and self._broker is not None:
-            options = EMBEDDED_CONSUMER_OPTIONS
+        options = self._consumer_options()
         if options is not None:
             container.consumer_options.override(dict(options))
         if cfg.span_exporter is not None:
@@ -194,13 +239,33 @@ class Platform:
         server = _Server(config)
         task = asyncio.create_task(server.serve(), name=f"{service}-http")
         self._running[service] = _Running(container, server, task)
-        self.urls[service] = f"http://{cfg.host}:{self.port(service)}"
         while not server.started:
             if task.done():
                 raise PlatformError(f"{service} failed to start: {task.exception()!r}")
             await asyncio.sleep(0.02)
 
+    async def _spawn(self, service: ServiceName) -> None:
+        """The service in a child process, with this platform's settings for it."""
+        from commerce_apps.service import ServiceProcess, ServiceSpec
+
+        cfg = self.config
+        settings = self._settings_for(service).model_copy(
+            update={"host": cfg.host, "port": self.port(service)}
+        )
+        options = self._consumer_options()
+        profile = cfg.service_profile
+        spec = ServiceSpec(
+            service=service,
+            settings=settings,
+            consumer_options=None if options is None else dict(options),
+            profile=None if profile is None else str(profile_path(profile, service)),
+        )
+        self._children[service] = await ServiceProcess.start(spec, self.urls[service])
+
     async def stop_service(self, service: ServiceName) -> None:
+        child = self._children.pop(service, None)
+        if child is not None:
+            await child.stop()
         running = self._running.pop(service, None)
         if running is not None:
             running.server.should_exit = True
@@ -208,26 +273,69 @@ class Platform:
 
     async def wait_ready(self, seconds: float = 60) -> None:
         """Until every consumer joined its group and every service answers ready."""
+        if self.config.processes:
+            await self._wait_children_ready(seconds)
+            return
         async with asyncio.timeout(seconds):
             while not all(r.container.consumer().ready for r in self._running.values()):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+
+    async def _wait_children_ready(self, seconds: float) -> None:
+        """Until each child answers 200 on ``/health/ready`` (its consumer joined, too)."""
+        with _quiet("httpx"):
+            async with httpx.AsyncClient() as client:
+                await self._poll_ready(client, seconds)
+
+    async def _poll_ready(self, client: httpx.AsyncClient, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        waiting = dict(self._children)
+        while waiting:
+            answers = {service: await child.probe(client) for service, child in waiting.items()}
+            waiting = {s: child for s, child in waiting.items() if answers[s] is not None}
+            if waiting and loop.time() > deadline:
+                service, child = next(iter(waiting.items()))
+                late = f"was not ready within {seconds:.0f} s (last answer: {answers[service]})"
+                raise await child.failure(late)
+            await asyncio.sleep(0.1 if waiting else 0)
 
     async def wait(self) -> None:
         """Until every server stopped (after ``request_stop`` or a failure).
 
         ``asyncio.wait``, not ``gather``: cancelling the waiter (Ctrl-C) must not cancel
-        the servers, which then could not drain their consumers and relays.
+        the servers, which then could not drain their consumers and relays. In process
+        mode: until a child exits, a ``PlatformError`` unless the platform is stopping.
         """
+        if self._children:
+            await self._wait_children()
+            return
         tasks = [r.task for r in self._running.values()]
         if tasks:
             await asyncio.wait(tasks)
 
+    async def _wait_children(self) -> None:
+        exits = {asyncio.ensure_future(c.process.wait()): c for c in self._children.values()}
+        try:
+            done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in exits:
+                waiter.cancel()
+        child = exits[next(iter(done))]
+        if not self._stopping:
+            raise await child.failure(f"exited with status {child.process.returncode}")
+
     def request_stop(self) -> None:
+        self._stopping = True
+        for child in self._children.values():
+            child.terminate()
         for running in self._running.values():
             running.server.should_exit = True
 
     async def stop(self) -> None:
+        """Services first (they drain their consumers and relays), then broker, PostgreSQL."""
         self.request_stop()
+        children, self._children = self._children, {}
+        await asyncio.gather(*(child.stop() for child in children.values()))
         await self.wait()
         self._running = {}
         if self._broker is not None:
@@ -236,6 +344,23 @@ class Platform:
         if self._postgres is not None:
             await asyncio.to_thread(self._postgres.stop)
             self._postgres = None
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """No INFO lines from ``logger`` inside (httpx logs every readiness probe)."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+def profile_path(base: Path, service: ServiceName) -> Path:
+    """``platform.prof`` → ``platform.order.prof``: one cProfile file per service process."""
+    return base.with_name(f"{base.stem}.{service}{base.suffix}")
 
 
 def _redact(url: str) -> str:

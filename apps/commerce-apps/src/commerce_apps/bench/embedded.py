@@ -1,7 +1,11 @@
 """``--embedded``: the whole platform as ``commerce up`` runs it, in a child process.
 
-The platform gets its own process (and so its own core and event loop), so the load
-generator does not steal the platform's CPU. The child optionally runs under cProfile.
+The platform gets its own process, so the load generator does not share an event loop with
+it; and like ``commerce up`` on a multi-core machine, the platform runs each service in a
+process of its own (``processes=False``: all four in the platform process, one event loop).
+With a cProfile file, each service process writes its own (``platform.prof`` →
+``platform.order.prof``, …; merge them with ``pstats.Stats(*files)``); in the single-process
+mode the platform process writes the one file.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from commerce_apps.platform import PlatformError
+from commerce_apps.platform import PlatformConfig, PlatformError, processes_pay_off
 from commerce_apps.settings import SERVICES, ServiceName
 
 
@@ -28,19 +33,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(conn: Connection, data_dir: str, ports: dict[ServiceName, int], log_level: str) -> None:
-    from commerce_apps.logs import configure_logging
-    from commerce_apps.platform import Platform, PlatformConfig
+@dataclass(frozen=True)
+class _Plan:
+    """What the platform process needs (picklable: it crosses the spawn)."""
+
+    data_dir: str
+    ports: dict[ServiceName, int]
+    log_level: str
+    processes: bool
+    profile: str | None
+
+
+def _config(plan: _Plan) -> PlatformConfig:
     from commerce_apps.settings import Settings
 
-    settings = Settings()  # what ``commerce up`` reads: environment and .env
-    configure_logging("console", log_level)
-    logging.getLogger("uvicorn.error").setLevel(log_level)
+    # What ``commerce up`` reads (environment and .env), logging as the services will.
+    settings = Settings().model_copy(update={"log_format": "console", "log_level": plan.log_level})
+    profile = plan.profile if plan.processes else None
+    return PlatformConfig(
+        settings=settings,
+        data_dir=Path(plan.data_dir),
+        reset=True,
+        ports=plan.ports,
+        processes=plan.processes,
+        service_profile=None if profile is None else Path(profile),
+    )
+
+
+def _serve(conn: Connection, plan: _Plan) -> None:
+    from commerce_apps.console import run_fast
+    from commerce_apps.logs import configure_logging
+    from commerce_apps.platform import Platform
+
+    configure_logging("console", plan.log_level)
+    logging.getLogger("uvicorn.error").setLevel(plan.log_level)
 
     async def main() -> None:
-        platform = Platform(
-            PlatformConfig(settings=settings, data_dir=Path(data_dir), reset=True, ports=ports)
-        )
+        platform = Platform(_config(plan))
         try:
             await platform.start()
         except BaseException as exc:
@@ -54,40 +83,39 @@ def _serve(conn: Connection, data_dir: str, ports: dict[ServiceName, int], log_l
         finally:
             await platform.stop()
 
-    asyncio.run(main())
+    run_fast(main())  # the event loop ``commerce up`` runs on
 
 
-def _child(
-    conn: Connection,
-    data_dir: str,
-    ports: dict[ServiceName, int],
-    log_level: str,
-    profile: str | None,
-) -> None:
-    if profile is None:
-        _serve(conn, data_dir, ports, log_level)
+def _child(conn: Connection, plan: _Plan) -> None:
+    if plan.profile is None or plan.processes:  # process mode: the services profile themselves
+        _serve(conn, plan)
         return
     profiler = cProfile.Profile()
     try:
-        profiler.runcall(_serve, conn, data_dir, ports, log_level)
+        profiler.runcall(_serve, conn, plan)
     finally:
-        profiler.dump_stats(profile)
+        profiler.dump_stats(plan.profile)
 
 
 @contextlib.asynccontextmanager
 async def embedded_platform(
-    log_level: str = "WARNING", profile: Path | None = None, start_timeout: float = 180.0
+    log_level: str = "WARNING",
+    profile: Path | None = None,
+    start_timeout: float = 180.0,
+    processes: bool | None = None,
 ) -> AsyncIterator[str]:
     """A fresh platform (temporary data, reset, free ports); yields the order service URL."""
     data_dir = tempfile.mkdtemp(prefix="commerce-bench-")
-    ports: dict[ServiceName, int] = {service: free_port() for service in SERVICES}
+    plan = _Plan(
+        data_dir=data_dir,
+        ports={service: free_port() for service in SERVICES},
+        log_level=log_level,
+        processes=processes_pay_off() if processes is None else processes,
+        profile=str(profile) if profile else None,
+    )
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(
-        target=_child,
-        args=(child, data_dir, ports, log_level, str(profile) if profile else None),
-        name="commerce-bench-platform",
-    )
+    process = context.Process(target=_child, args=(child, plan), name="commerce-bench-platform")
     process.start()
     child.close()
     try:

@@ -1,0 +1,96 @@
+"""Process mode: each service in a child process of its own, started and stopped by ``Platform``.
+
+An order saga across four processes; the children's pids; a child whose stdin closes (its
+parent died) drains on its own; a child that cannot start is named with its last output; no
+child is left once the platform stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from commerce_apps.platform import Platform, PlatformConfig, PlatformError
+from commerce_apps.settings import SERVICES, ServiceName, Settings
+
+from tests.e2e.platform import MOUSE, RunningPlatform, free_port, order_body
+
+pytestmark = pytest.mark.e2e
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def process_config(
+    postgres_admin_url: str, per_service: Mapping[ServiceName, Mapping[str, Any]]
+) -> PlatformConfig:
+    return PlatformConfig(
+        settings=Settings(consumer_retry_backoff=0.1, log_level="WARNING"),
+        database_url=postgres_admin_url,
+        database_prefix=f"proc_{uuid.uuid4().hex[:8]}_",
+        kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),
+        ports={service: free_port() for service in SERVICES},
+        per_service=per_service,
+        consumer_options={
+            "fetch_max_wait_ms": 10,
+            "session_timeout_ms": 2_000,
+            "heartbeat_interval_ms": 250,
+        },
+        processes=True,
+    )
+
+
+@asynccontextmanager
+async def started(platform: Platform) -> AsyncIterator[Platform]:
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+
+
+async def test_each_service_runs_in_its_own_process(postgres_admin_url: str) -> None:
+    config = process_config(postgres_admin_url, {"payment": {"payment_force_outcome": "success"}})
+    async with started(Platform(config)) as platform, httpx.AsyncClient(timeout=30) as http:
+        pids = platform.pids
+        assert set(pids) == set(SERVICES)
+        assert len(set(pids.values())) == 4
+        assert os.getpid() not in pids.values()
+
+        running = RunningPlatform(platform, http)
+        response = await running.place(order_body((MOUSE, 1, "29.99")))
+        assert response.status_code == 201, response.text
+        order = await running.terminal(response.json()["id"])
+        assert order["status"] == "CONFIRMED"
+
+        # Its parent gone (stdin closed), a child drains and exits on its own.
+        notification = platform._children["notification"].process
+        assert notification.stdin is not None
+        notification.stdin.close()
+        assert await asyncio.wait_for(notification.wait(), 20) == 0
+    assert not any(alive(pid) for pid in pids.values())
+
+
+async def test_a_service_that_cannot_start_is_named_with_its_output(
+    postgres_admin_url: str,
+) -> None:
+    unreachable = "postgresql://nobody:secret@127.0.0.1:1/nothing"
+    config = process_config(postgres_admin_url, {"inventory": {"database_url": unreachable}})
+    platform = Platform(config)
+    with pytest.raises(PlatformError) as failure:
+        await platform.start()
+    message = str(failure.value)
+    assert message.startswith("inventory exited with status 1")
+    assert "inventory database unreachable" in message
+    assert platform.pids == {}
