@@ -23,6 +23,9 @@ MONITOR = "44444444-4444-4444-4444-444444444444"
 STAND = "55555555-5555-5555-5555-555555555555"
 INITIAL_STOCK = {MOUSE: 100, KEYBOARD: 50, HUB: 75, MONITOR: 30, STAND: 200}
 CUSTOMER = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
+PAYMENTS_SUCCEED: Mapping[ServiceName, Mapping[str, Any]] = {
+    "payment": {"payment_force_outcome": "success"}
+}
 
 
 def free_port() -> int:

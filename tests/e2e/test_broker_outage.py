@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.e2e.platform import HUB, MOUSE, RunningPlatform, order_body, running_platform
+from tests.e2e.platform import (
+    HUB,
+    MOUSE,
+    PAYMENTS_SUCCEED,
+    RunningPlatform,
+    order_body,
+    running_platform,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -21,9 +28,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 async def outage(postgres_admin_url: str) -> AsyncIterator[RunningPlatform]:
-    async with running_platform(
-        postgres_admin_url, {"payment": {"payment_force_outcome": "success"}}
-    ) as running:
+    async with running_platform(postgres_admin_url, PAYMENTS_SUCCEED) as running:
         yield running
 
 

@@ -19,7 +19,7 @@ import pytest
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 
-from tests.e2e.platform import MOUSE, RunningPlatform, free_port, order_body
+from tests.e2e.platform import MOUSE, PAYMENTS_SUCCEED, RunningPlatform, free_port, order_body
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ async def started(platform: Platform) -> AsyncIterator[Platform]:
 
 
 async def test_each_service_runs_in_its_own_process(postgres_admin_url: str) -> None:
-    config = process_config(postgres_admin_url, {"payment": {"payment_force_outcome": "success"}})
+    config = process_config(postgres_admin_url, PAYMENTS_SUCCEED)
     async with started(Platform(config)) as platform, httpx.AsyncClient(timeout=30) as http:
         pids = platform.pids
         assert set(pids) == set(SERVICES)

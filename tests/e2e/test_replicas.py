@@ -17,6 +17,7 @@ from commerce_apps.settings import SERVICES, ServiceName, Settings
 
 from tests.e2e.platform import (
     INITIAL_STOCK,
+    PAYMENTS_SUCCEED,
     RunningPlatform,
     free_port,
     order_body,
@@ -72,9 +73,7 @@ def handled(metrics: httpx.Response) -> float:
 
 @pytest.fixture(scope="module")
 async def doubled(postgres_admin_url: str) -> AsyncIterator[RunningPlatform]:
-    async with running_platform(
-        postgres_admin_url, {"payment": {"payment_force_outcome": "success"}}
-    ) as running:
+    async with running_platform(postgres_admin_url, PAYMENTS_SUCCEED) as running:
         yield running
 
 

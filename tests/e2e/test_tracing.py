@@ -10,7 +10,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.e2e.platform import MOUSE, RunningPlatform, order_body, running_platform
+from tests.e2e.platform import (
+    MOUSE,
+    PAYMENTS_SUCCEED,
+    RunningPlatform,
+    order_body,
+    running_platform,
+)
 
 pytestmark = pytest.mark.e2e
 SERVICES = {"order-service", "inventory-service", "payment-service", "notification-service"}
@@ -27,7 +33,7 @@ async def traced(
 ) -> AsyncIterator[RunningPlatform]:
     async with running_platform(
         postgres_admin_url,
-        {"payment": {"payment_force_outcome": "success"}},
+        PAYMENTS_SUCCEED,
         span_exporter=exporter,
     ) as running:
         yield running
