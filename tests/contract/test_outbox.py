@@ -106,3 +106,17 @@ async def test_delete_published_before_removes_only_rows_published_before_the_cu
     assert [p.position for p in await database.outbox.claim_batch(10)] == [waiting.position]
     assert await database.outbox.delete_published_before(start + timedelta(days=1)) == 1
     assert [p.position for p in await database.outbox.claim_batch(10)] == [waiting.position]
+
+
+async def test_an_event_id_written_twice_is_one_row(
+    database: Database[UnitOfWork], clock: ManualClock
+) -> None:
+    envelope = order_created(clock.now())
+    for _ in range(2):  # e.g. a retried transaction that reuses the event it built
+        async with database.unit_of_work() as uow:
+            await uow.outbox.add(envelope)
+            await uow.commit()
+
+    claimed = await database.outbox.claim_batch(10)
+
+    assert [pending.message.event_id for pending in claimed] == [envelope.event_id]

@@ -7,9 +7,11 @@ from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID, uuid4
 
+import pytest
 from core_saga.memory import ManualClock
 from core_saga.payments import PaymentStatus
 from core_saga.ports import PaymentUnitOfWork
+from sqlalchemy.exc import IntegrityError
 
 from tests.contract.builders import assert_waiting, new_payment
 from tests.contract.conftest import Database
@@ -93,3 +95,23 @@ async def test_lock_order_serialises_work_on_one_order(
         await assert_waiting(second)
         await first.commit()
     await asyncio.wait_for(second, 10)
+
+
+async def test_a_second_payment_for_an_order_is_refused(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    first = new_payment(clock.now())
+    async with payments.unit_of_work() as uow:
+        await uow.payments.add(first)
+        await uow.commit()
+
+    async def charge_again() -> None:
+        async with payments.unit_of_work() as uow:
+            await uow.payments.add(new_payment(clock.now(), order_id=first.order_id))
+            await uow.commit()
+
+    with pytest.raises((ValueError, IntegrityError)):  # the store itself keeps one per order
+        await charge_again()
+
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.list(first.order_id) == [first]

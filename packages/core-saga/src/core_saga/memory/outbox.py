@@ -28,8 +28,13 @@ class MemoryOutboxStore:
         self._next_position = 1
 
     def append(self, messages: Sequence[OutboundMessage], at: datetime) -> None:
-        """Rows written by a committing transaction."""
+        """Rows written by a committing transaction; an event id already here is skipped
+        (the unique ``event_id`` of the PostgreSQL outbox)."""
+        known = {row.message.event_id for row in self.rows}
         for message in messages:
+            if message.event_id in known:
+                continue
+            known.add(message.event_id)
             self.rows.append(OutboxRow(self._next_position, message, at))
             self._next_position += 1
 

@@ -30,6 +30,9 @@ class MemoryPayments:
         return sorted(found, key=lambda payment: payment.created_at)
 
     async def add(self, payment: Payment) -> None:
+        """At most one payment per order, as PostgreSQL's unique ``order_id`` enforces."""
+        if await self.get_by_order(payment.order_id) is not None:
+            raise ValueError(f"order {payment.order_id} already has a payment")
         self._rows.put(payment.id, payment)
 
     async def save(self, payment: Payment) -> None:
