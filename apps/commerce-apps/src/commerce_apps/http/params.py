@@ -1,9 +1,11 @@
-"""Reading ids from paths and query strings, with problem+json answers for bad ones."""
+"""Reading ids from requests and writing domain objects back, with problem+json for bad ids."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from commerce_apps.http.problems import Problem
@@ -30,3 +32,13 @@ def query_order_id(request: Request) -> UUID | None:
             "orderId is not a UUID",
             [{"field": "orderId", "message": "Input should be a valid UUID"}],
         ) from None
+
+
+def not_found(request: Request, what: str) -> Problem:
+    """404 for the thing the path names (a malformed id names nothing either)."""
+    return Problem(404, "Not Found", f"no {what} {request.path_params['id']}")
+
+
+def wire(model: type[BaseModel], value: object) -> dict[str, Any]:
+    """``value`` (a domain dataclass) in the wire form ``model`` describes."""
+    return model.model_validate(value, from_attributes=True).model_dump(mode="json", by_alias=True)

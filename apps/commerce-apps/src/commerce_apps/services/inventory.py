@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from uuid import UUID
 
-from core_saga.inventory import Product
 from core_saga.messages import WireModel
 from core_saga.ports import InventoryUnitOfWork
 from starlette.requests import Request
@@ -13,8 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import path_id
-from commerce_apps.http.problems import Problem
+from commerce_apps.http.params import not_found, path_id, wire
 
 
 class ProductBody(WireModel):
@@ -27,12 +25,6 @@ class ProductBody(WireModel):
     sold: int
 
 
-def _body(product: Product) -> dict[str, object]:
-    return ProductBody.model_validate(product, from_attributes=True).model_dump(
-        mode="json", by_alias=True
-    )
-
-
 OPERATIONS = (
     Operation("GET", "/api/products", "List products", {200: list_of(ProductBody)}),
     Operation("GET", "/api/products/{id}", "One product", {200: ProductBody, 404: None}),
@@ -43,7 +35,7 @@ def inventory_routes(uow: Callable[[], InventoryUnitOfWork]) -> list[BaseRoute]:
     async def list_products(request: Request) -> JSONResponse:
         async with uow() as work:
             products = await work.products.list()
-        return JSONResponse([_body(p) for p in products])
+        return JSONResponse([wire(ProductBody, p) for p in products])
 
     async def get_product(request: Request) -> JSONResponse:
         product_id = path_id(request)
@@ -52,8 +44,8 @@ def inventory_routes(uow: Callable[[], InventoryUnitOfWork]) -> list[BaseRoute]:
             async with uow() as work:
                 product = await work.products.get(product_id)
         if product is None:
-            raise Problem(404, "Not Found", f"no product {request.path_params['id']}")
-        return JSONResponse(_body(product))
+            raise not_found(request, "product")
+        return JSONResponse(wire(ProductBody, product))
 
     return [
         Route("/api/products", list_products, methods=["GET"]),

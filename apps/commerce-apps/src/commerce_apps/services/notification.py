@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import query_order_id
+from commerce_apps.http.params import query_order_id, wire
 from commerce_apps.services.payment import ORDER_ID_PARAM
 
 
@@ -42,13 +42,6 @@ def notification_routes(uow: Callable[[], NotificationUnitOfWork]) -> list[BaseR
         order_id = query_order_id(request)
         async with uow() as work:
             notifications = await work.notifications.list(order_id)
-        return JSONResponse(
-            [
-                NotificationBody.model_validate(n, from_attributes=True).model_dump(
-                    mode="json", by_alias=True
-                )
-                for n in notifications
-            ]
-        )
+        return JSONResponse([wire(NotificationBody, n) for n in notifications])
 
     return [Route("/api/notifications", list_notifications, methods=["GET"])]

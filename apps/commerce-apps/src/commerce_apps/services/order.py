@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.body import read_json, validate
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import path_id
+from commerce_apps.http.params import not_found, path_id, wire
 from commerce_apps.http.problems import PROBLEM_JSON, Problem
 
 MAX_KEY_LENGTH = 255
@@ -84,7 +84,7 @@ def order_routes(service: OrderService, uow: Callable[[], OrderUnitOfWork]) -> l
             async with uow() as work:
                 order = await work.orders.get(order_id)
         if order is None:
-            raise Problem(404, "Not Found", f"no order {request.path_params['id']}")
+            raise not_found(request, "order")
         return order
 
     async def get_order(request: Request) -> JSONResponse:
@@ -92,13 +92,7 @@ def order_routes(service: OrderService, uow: Callable[[], OrderUnitOfWork]) -> l
 
     async def history(request: Request) -> JSONResponse:
         order = await find(request)
-        entries = [
-            HistoryEntry.model_validate(change, from_attributes=True).model_dump(
-                mode="json", by_alias=True
-            )
-            for change in order.history
-        ]
-        return JSONResponse(entries)
+        return JSONResponse([wire(HistoryEntry, change) for change in order.history])
 
     return [
         Route("/api/orders", place, methods=["POST"]),

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import query_order_id
+from commerce_apps.http.params import query_order_id, wire
 
 ORDER_ID_PARAM = {"name": "orderId", "in": "query", "schema": {"type": "string", "format": "uuid"}}
 
@@ -44,13 +44,6 @@ def payment_routes(uow: Callable[[], PaymentUnitOfWork]) -> list[BaseRoute]:
         order_id = query_order_id(request)
         async with uow() as work:
             payments = await work.payments.list(order_id)
-        return JSONResponse(
-            [
-                PaymentBody.model_validate(p, from_attributes=True).model_dump(
-                    mode="json", by_alias=True
-                )
-                for p in payments
-            ]
-        )
+        return JSONResponse([wire(PaymentBody, p) for p in payments])
 
     return [Route("/api/payments", list_payments, methods=["GET"])]
