@@ -6,11 +6,51 @@ from datetime import datetime
 from typing import Any
 
 from core_saga.ports import StoredResponse
-from sqlalchemy import null, select, update
+from sqlalchemy import bindparam, null, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres.tables import idempotency_keys
+
+# not named "key": an UPDATE would take a parameter named after a column as that column's SET
+_KEY = bindparam("idempotency_key", type_=idempotency_keys.c.key.type)
+_NOW = bindparam("now", type_=idempotency_keys.c.created_at.type)
+
+_NEW = insert(idempotency_keys).values(
+    key=_KEY,
+    request_hash=bindparam("request_hash", type_=idempotency_keys.c.request_hash.type),
+    status_code=null(),
+    response=null(),
+    created_at=_NOW,
+    expires_at=bindparam("expires_at", type_=idempotency_keys.c.expires_at.type),
+)
+_CLAIM = _NEW.on_conflict_do_update(
+    index_elements=[idempotency_keys.c.key],
+    set_={
+        "request_hash": _NEW.excluded.request_hash,
+        "status_code": null(),
+        "response": null(),
+        "created_at": _NEW.excluded.created_at,
+        "expires_at": _NEW.excluded.expires_at,
+    },
+    where=idempotency_keys.c.expires_at <= _NOW,
+).returning(idempotency_keys.c.key)
+"""Built once (with ``_STORED`` and ``_SAVE_RESPONSE``): every order placed runs them."""
+
+_STORED = select(
+    idempotency_keys.c.request_hash,
+    idempotency_keys.c.status_code,
+    idempotency_keys.c.response,
+).where(idempotency_keys.c.key == _KEY)
+
+_SAVE_RESPONSE = (
+    update(idempotency_keys)
+    .where(idempotency_keys.c.key == _KEY)
+    .values(
+        status_code=bindparam("status_code", type_=idempotency_keys.c.status_code.type),
+        response=bindparam("response", type_=idempotency_keys.c.response.type),
+    )
+)
 
 
 class PostgresIdempotencyStore:
@@ -29,41 +69,21 @@ class PostgresIdempotencyStore:
     async def claim(
         self, key: str, request_hash: str, now: datetime, expires_at: datetime
     ) -> StoredResponse | None:
-        new = insert(idempotency_keys).values(
-            key=key,
-            request_hash=request_hash,
-            status_code=None,
-            response=null(),
-            created_at=now,
-            expires_at=expires_at,
-        )
-        claim = new.on_conflict_do_update(
-            index_elements=[idempotency_keys.c.key],
-            set_={
-                "request_hash": new.excluded.request_hash,
-                "status_code": None,
-                "response": null(),
-                "created_at": new.excluded.created_at,
-                "expires_at": new.excluded.expires_at,
+        claimed = await self._conn.execute(
+            _CLAIM,
+            {
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "now": now,
+                "expires_at": expires_at,
             },
-            where=idempotency_keys.c.expires_at <= now,
-        ).returning(idempotency_keys.c.key)
-        if (await self._conn.execute(claim)).first() is not None:
+        )
+        if claimed.first() is not None:
             return None
-        row = (
-            await self._conn.execute(
-                select(
-                    idempotency_keys.c.request_hash,
-                    idempotency_keys.c.status_code,
-                    idempotency_keys.c.response,
-                ).where(idempotency_keys.c.key == key)
-            )
-        ).one()
+        row = (await self._conn.execute(_STORED, {"idempotency_key": key})).one()
         return StoredResponse(row.request_hash, row.status_code, row.response)
 
     async def save_response(self, key: str, status_code: int, body: Any) -> None:
         await self._conn.execute(
-            update(idempotency_keys)
-            .where(idempotency_keys.c.key == key)
-            .values(status_code=status_code, response=body)
+            _SAVE_RESPONSE, {"idempotency_key": key, "status_code": status_code, "response": body}
         )

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres.tables import processed_events
+
+_MARK_PROCESSED = (
+    insert(processed_events)
+    .values(
+        event_id=bindparam("event_id", type_=processed_events.c.event_id.type),
+        event_type=bindparam("event_type", type_=processed_events.c.event_type.type),
+    )
+    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+    .returning(processed_events.c.event_id)
+)
+"""Built once: every consumed message runs it, so it reuses the statement and its cache key."""
 
 
 class PostgresInbox:
@@ -23,9 +35,6 @@ class PostgresInbox:
 
     async def mark_processed(self, event_id: UUID, event_type: str) -> bool:
         result = await self._conn.execute(
-            insert(processed_events)
-            .values(event_id=event_id, event_type=event_type)
-            .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
-            .returning(processed_events.c.event_id)
+            _MARK_PROCESSED, {"event_id": event_id, "event_type": event_type}
         )
         return result.first() is not None

@@ -1,4 +1,10 @@
-"""Repositories: explicit SQL over the Core tables, mapped to the domain dataclasses by hand."""
+"""Repositories: explicit SQL over the Core tables, mapped to the domain dataclasses by hand.
+
+The hot statements are built once, at import, with typed ``bindparam`` placeholders: an
+``execute`` then reuses the statement and its memoized cache key instead of building both
+again. Batches travel as one array parameter per column (``unnest``) and a parent row and its
+children are written or read in one statement, to save round trips.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,29 @@ from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
 from core_saga.payments import Payment, PaymentStatus
-from sqlalchemy import Row, bindparam, exists, func, insert, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    Insert,
+    Integer,
+    Row,
+    Table,
+    TableValuedAlias,
+    any_,
+    bindparam,
+    column,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.functions import Function
 
 from adapters_postgres.tables import (
     cancelled_orders,
@@ -38,7 +64,196 @@ def order_lock_key(order_id: UUID) -> int:
     return int.from_bytes(order_id.bytes[:8], "big", signed=True)
 
 
+def _param(target: Column[Any], name: str | None = None) -> BindParameter[Any]:
+    """A placeholder typed like ``target``, so asyncpg encodes it with the column's codec.
+
+    In an UPDATE, a placeholder outside SET must not share a column's name: SQLAlchemy
+    would take that parameter as a value for the column.
+    """
+    return bindparam(name or target.key, type_=target.type)
+
+
+def _array(target: Column[Any], name: str) -> BindParameter[Any]:
+    """A placeholder for a list of ``target`` values (one PostgreSQL array)."""
+    return bindparam(name, type_=ARRAY(target.type))
+
+
+def _unnest(name: str, *targets: Column[Any]) -> TableValuedAlias:
+    """Rows ``name`` from one array parameter per column, named ``<name>_<column>``."""
+    arrays = (_array(target, f"{name}_{target.key}") for target in targets)
+    return (
+        func.unnest(*arrays)
+        .table_valued(*(column(target.key, target.type) for target in targets))
+        .render_derived(name=name)
+    )
+
+
+def _array_agg(target: Column[Any], order_by: Column[Any]) -> Function[Any]:
+    """``array_agg(target ORDER BY order_by)``, typed as an array of the column's type."""
+    return func.array_agg(aggregate_order_by(target, order_by))
+
+
+def _rows(name: str, values: Sequence[Sequence[Any]], *targets: Column[Any]) -> dict[str, Any]:
+    """The parameters of ``_unnest(name, *targets)`` for ``values``, one tuple per row."""
+    columns = list(zip(*values, strict=True)) if values else [() for _ in targets]
+    return {f"{name}_{target.key}": list(col) for target, col in zip(targets, columns, strict=True)}
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
 # --- order database ------------------------------------------------------------------------
+
+_ITEM_COLUMNS = (
+    order_items.c.line_no,
+    order_items.c.product_id,
+    order_items.c.quantity,
+    order_items.c.unit_price,
+)
+_HISTORY_COLUMNS = (
+    order_status_history.c.seq,
+    order_status_history.c.status,
+    order_status_history.c.at,
+    order_status_history.c.event_id,
+    order_status_history.c.event_type,
+)
+
+
+def _insert_children(
+    target: Table, name: str, parent: BindParameter[Any], *targets: Column[Any]
+) -> Insert:
+    """``INSERT INTO target SELECT :order_id, … FROM unnest(…)``: a parent's rows at once."""
+    rows = _unnest(name, *targets)
+    keys = ["order_id", *(each.key for each in targets)]
+    return insert(target).from_select(keys, select(parent, *rows.c))
+
+
+_ORDER_ID = _param(orders.c.id, "order_id")
+
+_ADD_ORDER = _insert_children(
+    order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS
+).add_cte(
+    insert(orders)
+    .values(
+        id=_ORDER_ID,
+        customer_id=_param(orders.c.customer_id),
+        status=_param(orders.c.status),
+        currency=_param(orders.c.currency),
+        total_amount=_param(orders.c.total_amount),
+        created_at=_param(orders.c.created_at),
+        updated_at=_param(orders.c.updated_at),
+        deadline_at=_param(orders.c.deadline_at),
+        cancellation_reason=_param(orders.c.cancellation_reason),
+    )
+    .cte("new_order"),
+    _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS).cte("new_items"),
+)
+"""The order, its items and its history in one statement (the foreign keys are checked at
+its end, when the order row is there)."""
+
+_SAVE_ORDER = _insert_children(
+    order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS
+).add_cte(
+    update(orders)
+    .where(orders.c.id == _ORDER_ID)
+    .values(
+        status=_param(orders.c.status),
+        updated_at=_param(orders.c.updated_at),
+        cancellation_reason=_param(orders.c.cancellation_reason),
+    )
+    .cte("saved_order")
+)
+"""The order's new state and its new history entries in one statement."""
+
+_HISTORY_COUNT = (
+    select(func.count())
+    .select_from(order_status_history)
+    .where(order_status_history.c.order_id == _ORDER_ID)
+)
+
+# An order's items and history as arrays (one per column) beside the order row, so a read
+# is one statement however many orders it loads.
+_ITEMS = (
+    select(
+        *(
+            _array_agg(col, order_items.c.line_no).label(f"item_{col.key}")
+            for col in _ITEM_COLUMNS[1:]
+        )
+    )
+    .where(order_items.c.order_id == orders.c.id)
+    .lateral("items")
+)
+_HISTORY = (
+    select(
+        *(
+            _array_agg(col, order_status_history.c.seq).label(f"history_{col.key}")
+            for col in _HISTORY_COLUMNS[1:]
+        )
+    )
+    .where(order_status_history.c.order_id == orders.c.id)
+    .lateral("history")
+)
+_WITH_CHILDREN = select(orders, *_ITEMS.c, *_HISTORY.c).select_from(
+    orders.join(_ITEMS, true()).join(_HISTORY, true())
+)
+_GET_ORDER = _WITH_CHILDREN.where(orders.c.id == _ORDER_ID)
+_GET_ORDERS = _WITH_CHILDREN.where(orders.c.id == any_(_array(orders.c.id, "order_ids")))
+
+_LOCK_ORDER = select(orders.c.id).where(orders.c.id == _ORDER_ID).with_for_update()
+"""The lock is a statement of its own: a read that waited for it would still see the
+history as of its start, without what the transaction it waited for appended."""
+
+_OVERDUE = (
+    select(orders.c.id)
+    .where(
+        orders.c.status.in_(OPEN_STATUSES),
+        orders.c.deadline_at <= _param(orders.c.deadline_at, "now"),
+    )
+    .order_by(orders.c.deadline_at)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+
+
+def _new_history(order: Order, stored: int) -> dict[str, Any]:
+    """The parameters that append the history entries past the ``stored`` first ones."""
+    new = [
+        (seq, change.status.value, change.at, change.event_id, change.event_type)
+        for seq, change in enumerate(order.history)
+        if seq >= stored
+    ]
+    return _rows("history", new, *_HISTORY_COLUMNS)
+
+
+def _order(row: Row[Any]) -> Order:
+    items = zip(
+        row.item_product_id or (), row.item_quantity or (), row.item_unit_price or (), strict=True
+    )
+    history = zip(
+        row.history_status or (),
+        row.history_at or (),
+        row.history_event_id or (),
+        row.history_event_type or (),
+        strict=True,
+    )
+    return Order(
+        id=row.id,
+        customer_id=row.customer_id,
+        items=tuple(
+            LineItem(product_id=product_id, quantity=quantity, unit_price=unit_price)
+            for product_id, quantity, unit_price in items
+        ),
+        currency=row.currency,
+        created_at=row.created_at,
+        deadline_at=row.deadline_at,
+        status=OrderStatus(row.status),
+        updated_at=row.updated_at,
+        cancellation_reason=row.cancellation_reason,
+        history=[
+            StatusChange(OrderStatus(status), at, event_id, event_type)
+            for status, at, event_id, event_type in history
+        ],
+    )
 
 
 class PostgresOrderRepository:
@@ -49,139 +264,67 @@ class PostgresOrderRepository:
         self._stored_history: dict[UUID, int] = {}  # entries already in the table, per order
 
     async def add(self, order: Order) -> None:
+        items = [
+            (line_no, item.product_id, item.quantity, item.unit_price)
+            for line_no, item in enumerate(order.items)
+        ]
         await self._conn.execute(
-            insert(orders).values(
-                id=order.id,
-                customer_id=order.customer_id,
-                status=order.status.value,
-                currency=order.currency,
-                total_amount=order.total_amount,
-                created_at=order.created_at,
-                updated_at=order.updated_at,
-                deadline_at=order.deadline_at,
-                cancellation_reason=order.cancellation_reason,
-            )
+            _ADD_ORDER,
+            {
+                "order_id": order.id,
+                "customer_id": order.customer_id,
+                "status": order.status.value,
+                "currency": order.currency,
+                "total_amount": order.total_amount,
+                "created_at": order.created_at,
+                "updated_at": order.updated_at,
+                "deadline_at": order.deadline_at,
+                "cancellation_reason": order.cancellation_reason,
+                **_rows("items", items, *_ITEM_COLUMNS),
+                **_new_history(order, 0),
+            },
         )
-        await self._conn.execute(
-            insert(order_items),
-            [
-                {
-                    "order_id": order.id,
-                    "line_no": line_no,
-                    "product_id": item.product_id,
-                    "quantity": item.quantity,
-                    "unit_price": item.unit_price,
-                }
-                for line_no, item in enumerate(order.items)
-            ],
-        )
-        await self._append_history(order, 0)
+        self._stored_history[order.id] = len(order.history)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
-        query = select(orders).where(orders.c.id == order_id)
         if for_update:
-            query = query.with_for_update()
-        row = (await self._conn.execute(query)).first()
+            locked = await self._conn.execute(_LOCK_ORDER, {"order_id": order_id})
+            if locked.first() is None:
+                return None
+        row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
         if row is None:
             return None
-        return (await self._load([row]))[0]
+        return self._loaded(row)
 
     async def save(self, order: Order) -> None:
-        await self._conn.execute(
-            update(orders)
-            .where(orders.c.id == order.id)
-            .values(
-                status=order.status.value,
-                updated_at=order.updated_at,
-                cancellation_reason=order.cancellation_reason,
-            )
-        )
         stored = self._stored_history.get(order.id)
         if stored is None:  # saved without being read in this unit of work
-            stored = await self._conn.scalar(
-                select(func.count())
-                .select_from(order_status_history)
-                .where(order_status_history.c.order_id == order.id)
-            )
-        await self._append_history(order, int(stored or 0))
+            stored = await self._conn.scalar(_HISTORY_COUNT, {"order_id": order.id})
+        await self._conn.execute(
+            _SAVE_ORDER,
+            {
+                "order_id": order.id,
+                "status": order.status.value,
+                "updated_at": order.updated_at,
+                "cancellation_reason": order.cancellation_reason,
+                **_new_history(order, int(stored or 0)),
+            },
+        )
+        self._stored_history[order.id] = len(order.history)
 
     async def overdue(self, now: datetime, limit: int) -> Sequence[Order]:
         """``SKIP LOCKED``: replicas sweeping at once each take different orders."""
-        query = (
-            select(orders)
-            .where(orders.c.status.in_(OPEN_STATUSES), orders.c.deadline_at <= now)
-            .order_by(orders.c.deadline_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await self._conn.execute(query)).all()
-        return await self._load(rows)
-
-    async def _append_history(self, order: Order, stored: int) -> None:
-        new = [
-            {
-                "order_id": order.id,
-                "seq": seq,
-                "status": change.status.value,
-                "at": change.at,
-                "event_id": change.event_id,
-                "event_type": change.event_type,
-            }
-            for seq, change in enumerate(order.history)
-            if seq >= stored
-        ]
-        if new:
-            await self._conn.execute(insert(order_status_history), new)
-        self._stored_history[order.id] = len(order.history)
-
-    async def _load(self, rows: Sequence[Row[Any]]) -> list[Order]:
-        """Orders for ``rows``, with items and history fetched in one query each."""
-        if not rows:
+        ids = (await self._conn.scalars(_OVERDUE, {"now": now, "limit": limit})).all()
+        if not ids:
             return []
-        ids = [row.id for row in rows]
-        items: dict[UUID, list[LineItem]] = {order_id: [] for order_id in ids}
-        item_rows = await self._conn.execute(
-            select(order_items)
-            .where(order_items.c.order_id.in_(ids))
-            .order_by(order_items.c.order_id, order_items.c.line_no)
-        )
-        for item in item_rows:
-            items[item.order_id].append(
-                LineItem(
-                    product_id=item.product_id,
-                    quantity=item.quantity,
-                    unit_price=item.unit_price,
-                )
-            )
-        history: dict[UUID, list[StatusChange]] = {order_id: [] for order_id in ids}
-        history_rows = await self._conn.execute(
-            select(order_status_history)
-            .where(order_status_history.c.order_id.in_(ids))
-            .order_by(order_status_history.c.order_id, order_status_history.c.seq)
-        )
-        for change in history_rows:
-            history[change.order_id].append(
-                StatusChange(
-                    OrderStatus(change.status), change.at, change.event_id, change.event_type
-                )
-            )
-        for order_id, changes in history.items():
-            self._stored_history[order_id] = len(changes)
-        return [
-            Order(
-                id=row.id,
-                customer_id=row.customer_id,
-                items=tuple(items[row.id]),
-                currency=row.currency,
-                created_at=row.created_at,
-                deadline_at=row.deadline_at,
-                status=OrderStatus(row.status),
-                updated_at=row.updated_at,
-                cancellation_reason=row.cancellation_reason,
-                history=history[row.id],
-            )
-            for row in rows
-        ]
+        rows = await self._conn.execute(_GET_ORDERS, {"order_ids": list(ids)})
+        loaded = {order.id: order for order in map(self._loaded, rows)}
+        return [loaded[order_id] for order_id in ids]  # by deadline, as locked
+
+    def _loaded(self, row: Row[Any]) -> Order:
+        order = _order(row)
+        self._stored_history[order.id] = len(order.history)
+        return order
 
 
 # --- inventory database --------------------------------------------------------------------
@@ -189,6 +332,26 @@ class PostgresOrderRepository:
 
 def _product(row: Row[Any]) -> Product:
     return Product(row.id, row.name, row.stock, row.reserved, row.sold)
+
+
+_GET_PRODUCT = select(product_table).where(product_table.c.id == _param(product_table.c.id))
+
+_LOCK_PRODUCTS = (
+    select(product_table)
+    .where(product_table.c.id == any_(_array(product_table.c.id, "product_ids")))
+    .order_by(product_table.c.id)
+    .with_for_update()
+)
+
+_SAVE_PRODUCT = (
+    update(product_table)
+    .where(product_table.c.id == _param(product_table.c.id, "product_id"))
+    .values(
+        stock=_param(product_table.c.stock, "new_stock"),
+        reserved=_param(product_table.c.reserved, "new_reserved"),
+        sold=_param(product_table.c.sold, "new_sold"),
+    )
+)
 
 
 class PostgresProductRepository:
@@ -202,34 +365,21 @@ class PostgresProductRepository:
         return [_product(row) for row in rows]
 
     async def get(self, product_id: UUID) -> Product | None:
-        row = (
-            await self._conn.execute(select(product_table).where(product_table.c.id == product_id))
-        ).first()
+        row = (await self._conn.execute(_GET_PRODUCT, {"id": product_id})).first()
         return None if row is None else _product(row)
 
     async def lock(self, product_ids: Sequence[UUID]) -> dict[UUID, Product]:
         """One ``SELECT … ORDER BY id FOR UPDATE``: PostgreSQL locks rows in the sorted order."""
         if not product_ids:
             return {}
-        rows = await self._conn.execute(
-            select(product_table)
-            .where(product_table.c.id.in_(sorted(set(product_ids))))
-            .order_by(product_table.c.id)
-            .with_for_update()
-        )
+        rows = await self._conn.execute(_LOCK_PRODUCTS, {"product_ids": sorted(set(product_ids))})
         return {row.id: _product(row) for row in rows}
 
     async def save(self, products: Sequence[Product]) -> None:
         if not products:
             return
         await self._conn.execute(
-            update(product_table)
-            .where(product_table.c.id == bindparam("product_id"))
-            .values(
-                stock=bindparam("new_stock"),
-                reserved=bindparam("new_reserved"),
-                sold=bindparam("new_sold"),
-            ),
+            _SAVE_PRODUCT,
             [
                 {
                     "product_id": product.id,
@@ -242,6 +392,43 @@ class PostgresProductRepository:
         )
 
 
+_RESERVATION_ID = _param(reservations.c.order_id)
+_LINE_COLUMNS = (reservation_lines.c.product_id, reservation_lines.c.quantity)
+
+_LINES = (
+    select(
+        *(
+            _array_agg(col, reservation_lines.c.product_id).label(f"line_{col.key}")
+            for col in _LINE_COLUMNS
+        )
+    )
+    .where(reservation_lines.c.order_id == reservations.c.order_id)
+    .lateral("lines")
+)
+_GET_RESERVATION = (
+    select(reservations, *_LINES.c)
+    .select_from(reservations.join(_LINES, true()))
+    .where(reservations.c.order_id == _RESERVATION_ID)
+)
+"""The reservation with its lines as arrays. Locking it in the same statement is safe: the
+advisory lock is taken first, and lines never change once the reservation is added."""
+_LOCK_RESERVATION = _GET_RESERVATION.with_for_update(of=reservations)
+
+_ADD_RESERVATION = _insert_children(
+    reservation_lines, "lines", _RESERVATION_ID, *_LINE_COLUMNS
+).add_cte(
+    insert(reservations)
+    .values(order_id=_RESERVATION_ID, status=_param(reservations.c.status))
+    .cte("new_reservation")
+)
+
+_SAVE_RESERVATION = (
+    update(reservations)
+    .where(reservations.c.order_id == _param(reservations.c.order_id, "reservation_id"))
+    .values(status=_param(reservations.c.status))
+)
+
+
 class PostgresReservationRepository:
     """What each order holds; a RELEASED row stays as the tombstone that blocks a re-reserve."""
 
@@ -251,47 +438,35 @@ class PostgresReservationRepository:
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
         """With ``for_update`` the order id is locked even while no row exists yet, so a
         reservation and a release racing on one order take turns instead of colliding."""
-        query = select(reservations).where(reservations.c.order_id == order_id)
+        query = _GET_RESERVATION
         if for_update:
-            await self._conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": order_lock_key(order_id)}
-            )
-            query = query.with_for_update()
-        row = (await self._conn.execute(query)).first()
+            await self._conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
+            query = _LOCK_RESERVATION
+        row = (await self._conn.execute(query, {"order_id": order_id})).first()
         if row is None:
             return None
-        lines = await self._conn.execute(
-            select(reservation_lines.c.product_id, reservation_lines.c.quantity)
-            .where(reservation_lines.c.order_id == order_id)
-            .order_by(reservation_lines.c.product_id)
-        )
+        lines = zip(row.line_product_id or (), row.line_quantity or (), strict=True)
         return Reservation(
             order_id=order_id,
-            lines={line.product_id: line.quantity for line in lines},
+            lines=dict(lines),
             status=ReservationStatus(row.status),
         )
 
     async def add(self, reservation: Reservation) -> None:
         await self._conn.execute(
-            insert(reservations).values(
-                order_id=reservation.order_id, status=reservation.status.value
-            )
+            _ADD_RESERVATION,
+            {
+                "order_id": reservation.order_id,
+                "status": reservation.status.value,
+                **_rows("lines", list(reservation.lines.items()), *_LINE_COLUMNS),
+            },
         )
-        if reservation.lines:
-            await self._conn.execute(
-                insert(reservation_lines),
-                [
-                    {"order_id": reservation.order_id, "product_id": pid, "quantity": qty}
-                    for pid, qty in reservation.lines.items()
-                ],
-            )
 
     async def save(self, reservation: Reservation) -> None:
         """Persist the status; lines are fixed when the reservation is added."""
         await self._conn.execute(
-            update(reservations)
-            .where(reservations.c.order_id == reservation.order_id)
-            .values(status=reservation.status.value)
+            _SAVE_RESERVATION,
+            {"reservation_id": reservation.order_id, "status": reservation.status.value},
         )
 
 
@@ -311,6 +486,40 @@ def _payment(row: Row[Any]) -> Payment:
     )
 
 
+_PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == _param(payments.c.order_id))
+
+_ADD_PAYMENT = insert(payments).values(
+    id=_param(payments.c.id),
+    order_id=_param(payments.c.order_id),
+    amount=_param(payments.c.amount),
+    currency=_param(payments.c.currency),
+    status=_param(payments.c.status),
+    reason=_param(payments.c.reason),
+    created_at=_param(payments.c.created_at),
+    updated_at=_param(payments.c.updated_at),
+)
+
+_SAVE_PAYMENT = (
+    update(payments)
+    .where(payments.c.id == _param(payments.c.id, "payment_id"))
+    .values(
+        status=_param(payments.c.status),
+        reason=_param(payments.c.reason),
+        updated_at=_param(payments.c.updated_at),
+    )
+)
+
+_MARK_CANCELLED = (
+    pg_insert(cancelled_orders)
+    .values(order_id=_param(cancelled_orders.c.order_id))
+    .on_conflict_do_nothing()
+)
+
+_WAS_CANCELLED = select(
+    exists().where(cancelled_orders.c.order_id == _param(cancelled_orders.c.order_id))
+)
+
+
 class PostgresPaymentRepository:
     """Payments (one per order, unique) and the orders already seen cancelled."""
 
@@ -319,14 +528,10 @@ class PostgresPaymentRepository:
 
     async def lock_order(self, order_id: UUID) -> None:
         """``pg_advisory_xact_lock``: works before any payment row exists; freed at commit."""
-        await self._conn.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": order_lock_key(order_id)}
-        )
+        await self._conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
 
     async def get_by_order(self, order_id: UUID) -> Payment | None:
-        row = (
-            await self._conn.execute(select(payments).where(payments.c.order_id == order_id))
-        ).first()
+        row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()
         return None if row is None else _payment(row)
 
     async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
@@ -337,40 +542,53 @@ class PostgresPaymentRepository:
 
     async def add(self, payment: Payment) -> None:
         await self._conn.execute(
-            insert(payments).values(
-                id=payment.id,
-                order_id=payment.order_id,
-                amount=payment.amount,
-                currency=payment.currency,
-                status=payment.status.value,
-                reason=payment.reason,
-                created_at=payment.created_at,
-                updated_at=payment.updated_at,
-            )
+            _ADD_PAYMENT,
+            {
+                "id": payment.id,
+                "order_id": payment.order_id,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "status": payment.status.value,
+                "reason": payment.reason,
+                "created_at": payment.created_at,
+                "updated_at": payment.updated_at,
+            },
         )
 
     async def save(self, payment: Payment) -> None:
         await self._conn.execute(
-            update(payments)
-            .where(payments.c.id == payment.id)
-            .values(
-                status=payment.status.value, reason=payment.reason, updated_at=payment.updated_at
-            )
+            _SAVE_PAYMENT,
+            {
+                "payment_id": payment.id,
+                "status": payment.status.value,
+                "reason": payment.reason,
+                "updated_at": payment.updated_at,
+            },
         )
 
     async def mark_cancelled(self, order_id: UUID) -> None:
-        await self._conn.execute(
-            pg_insert(cancelled_orders).values(order_id=order_id).on_conflict_do_nothing()
-        )
+        await self._conn.execute(_MARK_CANCELLED, {"order_id": order_id})
 
     async def was_cancelled(self, order_id: UUID) -> bool:
-        found = await self._conn.scalar(
-            select(exists().where(cancelled_orders.c.order_id == order_id))
-        )
+        found = await self._conn.scalar(_WAS_CANCELLED, {"order_id": order_id})
         return bool(found)
 
 
 # --- notification database -----------------------------------------------------------------
+
+_ADD_NOTIFICATION = (
+    pg_insert(notifications)
+    .values(
+        id=_param(notifications.c.id),
+        order_id=_param(notifications.c.order_id),
+        type=_param(notifications.c.type),
+        recipient=_param(notifications.c.recipient),
+        message=_param(notifications.c.message),
+        created_at=_param(notifications.c.created_at),
+    )
+    .on_conflict_do_nothing(index_elements=[notifications.c.order_id])
+    .returning(notifications.c.id)
+)
 
 
 class PostgresNotificationRepository:
@@ -381,17 +599,15 @@ class PostgresNotificationRepository:
 
     async def add(self, notification: Notification) -> bool:
         result = await self._conn.execute(
-            pg_insert(notifications)
-            .values(
-                id=notification.id,
-                order_id=notification.order_id,
-                type=notification.type.value,
-                recipient=notification.recipient,
-                message=notification.message,
-                created_at=notification.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=[notifications.c.order_id])
-            .returning(notifications.c.id)
+            _ADD_NOTIFICATION,
+            {
+                "id": notification.id,
+                "order_id": notification.order_id,
+                "type": notification.type.value,
+                "recipient": notification.recipient,
+                "message": notification.message,
+                "created_at": notification.created_at,
+            },
         )
         return result.first() is not None
 
