@@ -67,6 +67,14 @@ class SagaMachine(RuleBasedStateMachine):
         cursor = data.draw(st.sampled_from(self.harness.pending()), label="cursor")
         self.run(self.harness.deliver(cursor, crash_before_commit=crash))
 
+    @precondition(lambda self: bool(self.harness.pending()))
+    @rule(
+        data=st.data(), size=st.integers(2, 8), crash=st.sampled_from([False, False, False, True])
+    )
+    def deliver_batch(self, data: st.DataObject, size: int, crash: bool) -> None:
+        cursor = data.draw(st.sampled_from(self.harness.pending()), label="cursor")
+        self.run(self.harness.deliver_batch(cursor, size, crash_before_commit=crash))
+
     @rule(data=st.data())
     def settle(self, data: st.DataObject) -> None:
         """Relay and deliver until quiet, partitions served in an order Hypothesis picks."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 import pytest
-from core_saga.handlers.exactly_once import apply_once, new_envelope
+from core_saga.handlers.exactly_once import apply_batch, apply_once, new_envelope
 from core_saga.memory import ManualClock, MemoryNotificationDatabase
 from core_saga.messages import Envelope, Event, OrderConfirmed, StockReleased, decode
 from core_saga.ports import UnitOfWork
@@ -81,3 +81,41 @@ async def test_a_failure_rolls_back_the_inbox_row_so_a_redelivery_applies(
     assert await apply_once(db.unit_of_work, clock, cause, apply)
     assert len(attempts) == 2
     assert len(db.outbox.rows) == 1
+
+
+async def test_a_batch_applies_in_order_skips_duplicates_and_commits_once(
+    db: MemoryNotificationDatabase, clock: ManualClock
+) -> None:
+    first, second = incoming(clock), incoming(clock)
+    seen: list[Envelope] = []
+
+    async def apply(uow: UnitOfWork, envelope: Envelope) -> list[Event]:
+        seen.append(envelope)
+        return [StockReleased(order_id=envelope.payload.order_id)]
+
+    assert await apply_once(db.unit_of_work, clock, first, apply)
+    applied = await apply_batch(db.unit_of_work, clock, [first, second, second], apply)
+
+    assert applied == [second]
+    assert seen == [first, second]
+    assert [decode(row.message.value).causation_id for row in db.outbox.rows] == [
+        first.event_id,
+        second.event_id,
+    ]
+
+
+async def test_a_failing_batch_keeps_nothing_of_any_of_its_events(
+    db: MemoryNotificationDatabase, clock: ManualClock
+) -> None:
+    good, bad = incoming(clock), incoming(clock)
+
+    async def apply(uow: UnitOfWork, envelope: Envelope) -> list[Event]:
+        if envelope is bad:
+            raise ValueError("cannot apply")
+        return [StockReleased(order_id=envelope.payload.order_id)]
+
+    with pytest.raises(ValueError, match="cannot apply"):
+        await apply_batch(db.unit_of_work, clock, [good, bad], apply)
+
+    assert db.processed_events.rows == {}
+    assert db.outbox.rows == []

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from core_saga.messages import TOPIC_OF
-from core_saga.ports import Clock, EventHandler
+from core_saga.ports import BatchEventHandler, Clock, EventHandler
 
 from adapters_kafka.delivery import Delivery
 from adapters_kafka.policy import ConsumerHooks, InfrastructurePredicate, RetryPolicy
@@ -45,6 +45,10 @@ class ConsumerRunner:
     On a rebalance and on ``stop()`` the record in progress gets ``shutdown_grace`` seconds
     to finish, then is abandoned uncommitted (it will be delivered again); records fetched
     but not started are dropped. A partition holding ``max_buffered`` records is paused.
+
+    A handler with ``handle_batch`` gets up to ``max_batch`` of a partition's waiting
+    records in one transaction: batches form only when records wait, so a quiet partition
+    still applies each record as it comes, and a busy one commits far less often.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class ConsumerRunner:
         hooks: ConsumerHooks | None = None,
         clock: Clock | None = None,
         max_buffered: int = 500,
+        max_batch: int = 50,
         shutdown_grace: float = 10.0,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -78,6 +83,7 @@ class ConsumerRunner:
             outage=self._outage,
         )
         self._max_buffered = max_buffered
+        self._max_batch = max(1, max_batch) if isinstance(handler, BatchEventHandler) else 1
         self._grace = shutdown_grace
         self._options: dict[str, Any] = {
             **settings.client_options(),
@@ -200,7 +206,7 @@ class ConsumerRunner:
                 worker = self._workers.get(tp)
                 if worker is None:
                     worker = self._workers[tp] = _PartitionWorker(
-                        tp, self._delivery.deliver, self._finished
+                        tp, self._delivery.deliver_batch, self._finished, self._max_batch
                     )
                     worker.task.add_done_callback(self._on_task_done)
                 worker.feed(records)
@@ -280,17 +286,19 @@ class ConsumerRunner:
 
 
 class _PartitionWorker:
-    """Applies one partition's records one at a time, in offset order."""
+    """Applies one partition's records in offset order, up to ``max_batch`` at a time."""
 
     def __init__(
         self,
         tp: TopicPartition,
-        deliver: Callable[[Any], Awaitable[None]],
+        deliver: Callable[[Sequence[Any]], Awaitable[None]],
         finished: Callable[[TopicPartition, Any, int], None],
+        max_batch: int,
     ) -> None:
         self._tp = tp
         self._deliver = deliver
         self._finished = finished
+        self._max_batch = max_batch
         self._records: deque[Any] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -305,13 +313,13 @@ class _PartitionWorker:
         self._wakeup.set()
 
     async def close(self, grace: float) -> None:
-        """Drop records not started; give the current one ``grace`` seconds, else cancel it."""
+        """Drop records not started; give the current batch ``grace`` seconds, else cancel it."""
         self._closing = True
         self._records.clear()
         self._wakeup.set()
         await asyncio.wait([self.task], timeout=grace)
         if not self.task.done():
-            log.warning("abandoning the record in progress on %s", self._tp)
+            log.warning("abandoning the records in progress on %s", self._tp)
             self.task.cancel()
             await asyncio.wait([self.task])
 
@@ -321,9 +329,11 @@ class _PartitionWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            record = self._records.popleft()
-            await self._deliver(record)
-            self._finished(self._tp, record, len(self._records))
+            batch = [
+                self._records.popleft() for _ in range(min(self._max_batch, len(self._records)))
+            ]
+            await self._deliver(batch)
+            self._finished(self._tp, batch[-1], len(self._records))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

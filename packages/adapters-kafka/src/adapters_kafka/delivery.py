@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from core_saga.messages import (
     decode,
     format_instant,
 )
-from core_saga.ports import EventHandler, PublishError
+from core_saga.ports import BatchEventHandler, EventHandler, PublishError
 
 from adapters_kafka import headers as h
 from adapters_kafka.policy import ConsumerHooks, InfrastructurePredicate, RetryPolicy, is_transient
@@ -62,6 +62,30 @@ class Delivery:
 
     async def deliver(self, record: Any) -> None:
         """Decode ``record`` and bring it to the handler, or skip it, or dead-letter it."""
+        await self.deliver_batch([record])
+
+    async def deliver_batch(self, records: Sequence[Any]) -> None:
+        """``deliver`` for consecutive records of one partition, sharing one transaction.
+
+        The records to handle go to the handler's ``handle_batch`` together; if that fails,
+        each is delivered on its own, so poison is dead-lettered alone and the rest applied.
+        """
+        admitted = [
+            (record, envelope)
+            for record in records
+            if (envelope := await self._admit(record)) is not None
+        ]
+        if (
+            len(admitted) > 1
+            and isinstance(self._handler, BatchEventHandler)
+            and await self._handle_together(self._handler, admitted)
+        ):
+            return
+        for record, envelope in admitted:
+            await self._handle(record, envelope)
+
+    async def _admit(self, record: Any) -> Envelope | None:
+        """The record's envelope if the handler is to apply it; else skip or dead-letter it."""
         header = _header_event_type(record)
         if (
             header is not None
@@ -69,7 +93,7 @@ class Delivery:
             and header not in self._handler.subscriptions
         ):
             self._hooks.skipped(record.topic, header)  # not ours: no need to decode it
-            return
+            return None
         try:
             if record.value is None:
                 raise UndecodableMessage("value is empty")
@@ -80,11 +104,40 @@ class Delivery:
                 self._hooks.skipped(record.topic, claimed)
             else:  # decoding the same bytes again cannot succeed: no retries
                 await self._dead_letter(record, exc, attempts=1, first_failure=self._now())
-            return
+            return None
         if envelope.event_type not in self._handler.subscriptions:
             self._hooks.skipped(record.topic, envelope.event_type)
-            return
-        await self._handle(record, envelope)
+            return None
+        return envelope
+
+    async def _handle_together(
+        self, handler: BatchEventHandler, admitted: Sequence[tuple[Any, Envelope]]
+    ) -> bool:
+        """One transaction for all of ``admitted``; False (nothing kept) if it failed."""
+        topic_and_headers = {
+            id(envelope): (record.topic, h.decode_headers(record.headers))
+            for record, envelope in admitted
+        }
+
+        def around(envelope: Envelope) -> contextlib.AbstractContextManager[object]:
+            topic, headers = topic_and_headers[id(envelope)]
+            return self._hooks.handling(topic, envelope, headers)
+
+        started = time.perf_counter()
+        try:
+            await handler.handle_batch([envelope for _, envelope in admitted], around)
+        except Exception as exc:
+            log.info(
+                "a batch of %d from %s failed (%r); applying them one at a time",
+                len(admitted),
+                _where(admitted[0][0]),
+                exc,
+            )
+            return False
+        share = (time.perf_counter() - started) / len(admitted)
+        for record, envelope in admitted:
+            self._hooks.handled(record.topic, envelope.event_type, share)
+        return True
 
     async def _handle(self, record: Any, envelope: Envelope) -> None:
         attempts = outages = 0

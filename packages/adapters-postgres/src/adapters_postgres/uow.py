@@ -8,10 +8,11 @@ consumers back off and retry instead of dead-lettering a good message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
+from uuid import UUID
 
 from core_saga import ports
 from core_saga.ports import (
@@ -25,6 +26,8 @@ from core_saga.ports import (
     ProductRepository,
     ReservationRepository,
 )
+from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,6 +45,7 @@ from adapters_postgres.repositories import (
     PostgresPaymentRepository,
     PostgresProductRepository,
     PostgresReservationRepository,
+    order_lock_key,
 )
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization
@@ -59,6 +63,12 @@ def _retryable_sqlstate(exc: DBAPIError) -> bool:
     """serialization_failure, deadlock_detected, and class 08 (connection exceptions)."""
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return isinstance(code, str) and (code in ("40001", "40P01") or code.startswith("08"))
+
+
+# unnest yields the keys in array order, and the locks are taken in that order.
+_HOLD = text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
+    bindparam("keys", type_=ARRAY(BigInteger))
+)
 
 
 class PostgresUnitOfWork:
@@ -120,6 +130,16 @@ class PostgresUnitOfWork:
             raise InfrastructureError(f"{self.service} database failure: {failure}") from failure
         if failure is not exc:
             raise failure
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """Transaction advisory locks on the orders' keys, taken in ascending key order.
+
+        The same keys as the repositories' per-order locks, so a batch also excludes the
+        single-event transactions of its orders.
+        """
+        keys = sorted({order_lock_key(order_id) for order_id in order_ids})
+        if keys:
+            await self.connection.execute(_HOLD, {"keys": keys})
 
     async def commit(self) -> None:
         await self.connection.commit()

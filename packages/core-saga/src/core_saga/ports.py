@@ -7,12 +7,13 @@ A unit of work is one transaction on one service's database. Use it as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 from uuid import UUID
 
 from core_saga.inventory import Product, Reservation
@@ -212,6 +213,14 @@ class UnitOfWork(Protocol):
 
     async def rollback(self) -> None: ...
 
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """Lock these orders until the transaction ends, always in one global order.
+
+        A transaction that works on several orders (a consumer's batch) takes them all
+        first, so two of them running at once wait for each other but never in a cycle.
+        """
+        ...
+
 
 class OrderUnitOfWork(UnitOfWork, Protocol):
     orders: OrderRepository
@@ -271,6 +280,25 @@ class EventHandler(Protocol):
     subscriptions: frozenset[str]
 
     async def handle(self, envelope: Envelope) -> None: ...
+
+
+Around = Callable[[Envelope], AbstractContextManager[object]]
+"""Wraps the application of one envelope of a batch, e.g. in its tracing span."""
+
+
+@runtime_checkable
+class BatchEventHandler(EventHandler, Protocol):
+    """An ``EventHandler`` that can also apply a partition's backlog in one transaction.
+
+    ``handle_batch`` applies the envelopes in order, each exactly as ``handle`` would (inbox
+    first, duplicates skipped), and commits once. It is all or nothing: on any exception
+    nothing of the batch is kept, and the caller applies the envelopes one at a time with
+    ``handle``, which sorts the poison from the good ones.
+    """
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None: ...
 
 
 class DomainError(Exception):

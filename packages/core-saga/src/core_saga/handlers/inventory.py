@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from uuid import UUID
 
-from core_saga.handlers.exactly_once import apply_once
+from core_saga.handlers.exactly_once import apply_batch, apply_once
 from core_saga.inventory import (
     Reservation,
     ReservationRejected,
@@ -25,7 +26,7 @@ from core_saga.messages import (
     StockReleaseRequested,
     StockReserved,
 )
-from core_saga.ports import Clock, DomainError, InventoryUnitOfWork
+from core_saga.ports import Around, Clock, DomainError, InventoryUnitOfWork
 
 RELEASED_BEFORE_RESERVED = "Order was cancelled before its stock was reserved"
 
@@ -44,6 +45,28 @@ class InventoryService:
     async def handle(self, envelope: Envelope) -> None:
         if envelope.event_type in self.subscriptions:
             await apply_once(self.uow, self.clock, envelope, self._apply)
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None:
+        await apply_batch(
+            self.uow, self.clock, envelopes, self._apply, around=around, prepare=self._lock_stock
+        )
+
+    async def _lock_stock(self, uow: InventoryUnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        """Lock every product the batch may touch, in ascending id order, before any change.
+
+        Locking per order would take a batch's products out of order across its orders,
+        and two batches could then deadlock on them.
+        """
+        product_ids: set[UUID] = set()
+        for envelope in envelopes:
+            event = envelope.payload
+            if isinstance(event, OrderCreated | StockReleaseRequested):
+                product_ids.update(item.product_id for item in event.items)
+            elif (held := await uow.reservations.get(event.order_id)) is not None:
+                product_ids.update(held.lines)
+        await uow.products.lock(sorted(product_ids))
 
     async def _apply(self, uow: InventoryUnitOfWork, envelope: Envelope) -> list[Event]:
         event = envelope.payload

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import uuid4
 
-from core_saga.handlers.exactly_once import apply_once
+from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once
 from core_saga.messages import Envelope, Event, OrderCancelled, OrderConfirmed
 from core_saga.notifications import Notification, NotificationType
-from core_saga.ports import Clock, DomainError, NotificationUnitOfWork, Notifier
+from core_saga.ports import Around, Clock, DomainError, NotificationUnitOfWork, Notifier
 
 UNKNOWN_RECIPIENT = "unknown"
 
@@ -57,9 +57,20 @@ class NotificationService:
     )
 
     async def handle(self, envelope: Envelope) -> None:
-        if envelope.event_type not in self.subscriptions:
-            return
+        if envelope.event_type in self.subscriptions:
+            stored: list[Notification] = []
+            await apply_once(self.uow, self.clock, envelope, self._storing(stored))
+            await self._send(stored)
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None:
         stored: list[Notification] = []
+        await apply_batch(self.uow, self.clock, envelopes, self._storing(stored), around=around)
+        await self._send(stored)
+
+    def _storing(self, stored: list[Notification]) -> Apply[NotificationUnitOfWork]:
+        """Stores an event's notification; collects the new ones in ``stored``."""
 
         async def store(uow: NotificationUnitOfWork, envelope: Envelope) -> list[Event]:
             event = envelope.payload
@@ -70,6 +81,8 @@ class NotificationService:
                 stored.append(notification)
             return []
 
-        await apply_once(self.uow, self.clock, envelope, store)
+        return store
+
+    async def _send(self, stored: list[Notification]) -> None:
         for notification in stored:  # only after the commit: a rollback sends nothing
             await self.notifier.send(notification)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 from pydantic import Field, field_validator
 
-from core_saga.handlers.exactly_once import apply_once, new_envelope
+from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once, new_envelope
 from core_saga.messages import (
     MAX_AMOUNT,
     Currency,
@@ -39,7 +39,7 @@ from core_saga.orders import (
     OrderStatus,
     order_total,
 )
-from core_saga.ports import Clock, DomainError, OrderUnitOfWork, StoredResponse
+from core_saga.ports import Around, Clock, DomainError, OrderUnitOfWork, StoredResponse
 
 DEFAULT_KEY_TTL: Final = timedelta(hours=24)
 
@@ -206,12 +206,21 @@ class OrderService:
         if envelope.event_type not in self.subscriptions:
             return
         settled: list[Order] = []
+        if await apply_once(self.uow, self.clock, envelope, self._applying(settled)):
+            self._report(settled)
 
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None:
+        settled: list[Order] = []
+        await apply_batch(self.uow, self.clock, envelopes, self._applying(settled), around=around)
+        self._report(settled)  # only after the commit: a rolled-back batch settled nothing
+
+    def _applying(self, settled: list[Order]) -> Apply[OrderUnitOfWork]:
         async def apply(uow: OrderUnitOfWork, envelope: Envelope) -> list[Event]:
             return await self._apply(uow, envelope, settled)
 
-        if await apply_once(self.uow, self.clock, envelope, apply):
-            self._report(settled)
+        return apply
 
     def _report(self, settled: list[Order]) -> None:
         if self.on_settled is not None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from core_saga.handlers.exactly_once import apply_once
+from core_saga.handlers.exactly_once import apply_batch, apply_once
 from core_saga.messages import (
     Envelope,
     Event,
@@ -25,7 +25,7 @@ from core_saga.payments import (
     PaymentStatus,
     simulated_outcome,
 )
-from core_saga.ports import Clock, DomainError, PaymentGateway, PaymentUnitOfWork
+from core_saga.ports import Around, Clock, DomainError, PaymentGateway, PaymentUnitOfWork
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ class PaymentService:
     async def handle(self, envelope: Envelope) -> None:
         if envelope.event_type in self.subscriptions:
             await apply_once(self.uow, self.clock, envelope, self._apply)
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None:
+        await apply_batch(self.uow, self.clock, envelopes, self._apply, around=around)
 
     async def _apply(self, uow: PaymentUnitOfWork, envelope: Envelope) -> list[Event]:
         event = envelope.payload

@@ -50,9 +50,10 @@ from core_saga.memory.inventory import MemoryInventoryDatabase
 from core_saga.memory.notification import MemoryNotificationDatabase, MemoryNotifier
 from core_saga.memory.order import MemoryOrderDatabase
 from core_saga.memory.payment import MemoryPaymentDatabase
-from core_saga.messages import TOPIC_OF, PoisonMessage, decode
+from core_saga.messages import TOPIC_OF, Envelope, PoisonMessage, decode
 from core_saga.orders import DEFAULT_SAGA_TIMEOUT
 from core_saga.ports import (
+    BatchEventHandler,
     Clock,
     DomainError,
     EventHandler,
@@ -264,6 +265,41 @@ class SagaHarness:
             self._crashing = None
         self._offsets[cursor] = offset + 1
         return True
+
+    async def deliver_batch(
+        self, cursor: Cursor, size: int, *, crash_before_commit: bool = False
+    ) -> int:
+        """Up to ``size`` next messages in one ``handle_batch``; return how many were taken.
+
+        As the Kafka consumer does with records that waited: poison ends the batch (it is
+        delivered alone later), types the service does not subscribe to are left out, and
+        a batch the handler rejects is delivered again one message at a time.
+        """
+        handler = self.handlers[cursor.service]
+        start = self._offsets[cursor]
+        envelopes: list[Envelope] = []
+        for record in self.broker.log(cursor.topic, cursor.partition)[start : start + size]:
+            try:
+                envelopes.append(decode(record.value))
+            except PoisonMessage:
+                break
+        if len(envelopes) < 2 or not isinstance(handler, BatchEventHandler):
+            return int(await self.deliver(cursor, crash_before_commit=crash_before_commit))
+        self._crashing = cursor.service if crash_before_commit else None
+        try:
+            await handler.handle_batch(
+                [e for e in envelopes if e.event_type in handler.subscriptions]
+            )
+        except SimulatedCrash:
+            return 0
+        except DomainError:
+            for _ in envelopes:
+                await self.deliver(cursor)
+            return len(envelopes)
+        finally:
+            self._crashing = None
+        self._offsets[cursor] = start + len(envelopes)
+        return len(envelopes)
 
     def duplicate(self, topic: str, partition: int, offset: int) -> None:
         """Append that message again (a producer retry or a replayed batch)."""

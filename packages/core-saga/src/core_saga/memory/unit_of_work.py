@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
@@ -61,6 +61,11 @@ class MemoryUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         await self.rollback()
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        held = self.lock_scope("held_orders")
+        for order_id in sorted(order_ids):
+            await held.lock(order_id)
 
     async def commit(self) -> None:
         for staged in self._staged:  # no await in between: other tasks see all or nothing

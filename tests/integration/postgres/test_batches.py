@@ -1,0 +1,146 @@
+"""A consumer's batch in one transaction: all or nothing, and batches side by side never deadlock.
+
+Each batch below holds orders whose locks, taken order by order, would cross those of the
+batch running beside it; PostgreSQL's deadlock detector would then abort one of them with
+an error. ``UnitOfWork.hold`` and the inventory's up-front product locks take everything a
+batch needs in one global order first, so the batches only queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import pytest
+from adapters_postgres.uow import inventory_uow_factory, order_uow_factory
+from core_saga.handlers.inventory import InventoryService
+from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
+from core_saga.inventory import SEED_PRODUCTS
+from core_saga.messages import (
+    Envelope,
+    Event,
+    OrderConfirmed,
+    PaymentFailed,
+    PaymentSucceeded,
+    StockReleaseRequested,
+    StockReserved,
+)
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.postgres.conftest import ManualClock
+from tests.integration.postgres.test_inventory_concurrency import order_created, stock
+
+pytestmark = pytest.mark.integration
+
+PRODUCTS = [product.id for product in SEED_PRODUCTS]
+
+
+def envelope(event: Event) -> Envelope:
+    return Envelope(
+        event_id=uuid4(),
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        correlation_id=event.order_id,
+        payload=event,
+    )
+
+
+async def inbox_count(engine: AsyncEngine, event_ids: list[UUID]) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text("SELECT count(*) FROM processed_events WHERE event_id = ANY(:ids)"),
+            {"ids": event_ids},
+        )
+    return int(count or 0)
+
+
+async def test_inventory_batches_over_products_in_opposite_orders_all_commit(
+    inventory_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    service = InventoryService(uow=inventory_uow_factory(inventory_engine), clock=clock)
+    before = await stock(inventory_engine)
+    # One single-line order per product; every other batch walks the products backwards.
+    batches = [
+        [envelope(order_created([(product_id, 1)])) for product_id in products]
+        for products in [PRODUCTS, PRODUCTS[::-1]] * 4
+    ]
+
+    await asyncio.gather(*(service.handle_batch(batch) for batch in batches))
+    # Then the same orders again, each batch releasing half and confirming half.
+    follow_ups = [
+        [
+            envelope(
+                StockReleaseRequested(order_id=e.payload.order_id, items=e.payload.items)
+                if i % 2
+                else OrderConfirmed(order_id=e.payload.order_id)
+            )
+            for i, e in enumerate(batch)
+        ]
+        for batch in batches
+    ]
+    await asyncio.gather(*(service.handle_batch(batch[::-1]) for batch in follow_ups))
+
+    after = await stock(inventory_engine)
+    for product_id in PRODUCTS:
+        on_hand, reserved, sold = after[product_id]
+        assert on_hand >= 0
+        assert on_hand + reserved + sold == sum(before[product_id])
+        assert reserved == before[product_id][1]  # every reservation was released or sold
+    every = [e.event_id for batch in batches + follow_ups for e in batch]
+    assert await inbox_count(inventory_engine, every) == len(every)
+
+
+async def test_order_batches_from_two_topics_in_opposite_orders_all_commit(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    line = OrderLine(product_id=PRODUCTS[0], quantity=1, unit_price=Decimal("2.50"))
+    placed = [
+        await service.place_order(PlaceOrder(customer_id=uuid4(), items=(line,)), str(uuid4()))
+        for _ in range(12)
+    ]
+    ids = [UUID(str(outcome.body["id"])) for outcome in placed]
+    amount = Decimal("2.50")
+    reserved = [
+        envelope(StockReserved(order_id=i, items=(line,), total_amount=amount, currency="EUR"))
+        for i in ids
+    ]
+    paid = [
+        envelope(PaymentSucceeded(order_id=i, payment_id=uuid4(), amount=amount))
+        for i in reversed(ids)
+    ]
+
+    # As if from the inventory topic and the payment topic: the same orders, crosswise.
+    await asyncio.gather(
+        service.handle_batch(reserved[:6]),
+        service.handle_batch(paid[:6]),
+        service.handle_batch(reserved[6:]),
+        service.handle_batch(paid[6:]),
+    )
+
+    async with order_engine.connect() as conn:
+        statuses = await conn.scalars(
+            text("SELECT status FROM orders WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+        assert set(statuses) == {"CONFIRMED"}
+
+
+async def test_a_failing_batch_keeps_nothing_and_its_events_apply_one_at_a_time(
+    inventory_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    service = InventoryService(uow=inventory_uow_factory(inventory_engine), clock=clock)
+    good = [envelope(order_created([(product_id, 1)])) for product_id in PRODUCTS[:2]]
+    foreign = envelope(PaymentFailed(order_id=uuid4(), amount=Decimal(1), reason="declined"))
+    before = await stock(inventory_engine)
+
+    with pytest.raises(Exception, match="does not apply PaymentFailed"):
+        await service.handle_batch([good[0], foreign, good[1]])
+
+    assert await stock(inventory_engine) == before
+    assert await inbox_count(inventory_engine, [e.event_id for e in good]) == 0
+    for event in good:
+        await service.handle(event)
+    after = await stock(inventory_engine)
+    assert [after[p][1] - before[p][1] for p in PRODUCTS[:2]] == [1, 1]
