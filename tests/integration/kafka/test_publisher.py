@@ -11,6 +11,7 @@ from adapters_kafka.headers import decode_headers
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
+from aiokafka.partitioner import murmur2
 from core_saga.messages import decode
 from core_saga.ports import PublishError
 
@@ -50,6 +51,26 @@ async def test_a_batch_arrives_in_order_under_its_key_with_its_headers(
         "eventId": str(confirmed.event_id),
         **TRACE,
     }
+
+
+async def test_each_key_lands_on_the_partition_a_java_client_would_choose(
+    kafka_settings: KafkaSettings,
+    kafka_publisher: KafkaPublisher,
+    new_topic: Callable[..., Awaitable[str]],
+) -> None:
+    topic = await new_topic("partitioning", partitions=6)
+    messages = [order_event(topic) for _ in range(60)]
+
+    await kafka_publisher.publish(messages)
+
+    records = await read_topic(kafka_settings, topic, len(messages))
+    expected = {m.key.encode(): (murmur2(m.key.encode()) & 0x7FFFFFFF) % 6 for m in messages}
+    assert {record.key: record.partition for record in records} == expected
+    assert len(set(expected.values())) > 1
+    by_partition = [[r.value for r in records if r.partition == p] for p in range(6)]
+    assert by_partition == [
+        [m.value for m in messages if expected[m.key.encode()] == p] for p in range(6)
+    ]
 
 
 async def test_topics_are_created_once_with_their_dead_letter_topics(

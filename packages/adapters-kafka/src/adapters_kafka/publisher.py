@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from core_saga.ports import OutboundMessage, PublishError
 
 from adapters_kafka.headers import EVENT_ID, EVENT_TYPE, RawHeaders, encode_headers
@@ -29,7 +30,7 @@ class KafkaPublisher:
         self,
         settings: KafkaSettings,
         *,
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         max_batch_size: int = 512 * 1024,
         compression_type: str | None = None,
         ack_timeout: float = 30.0,
@@ -46,6 +47,7 @@ class KafkaPublisher:
             **(producer_options or {}),
         }
         self._producer: Any = None
+        self._partitioner = self._options.get("partitioner") or DefaultPartitioner()
 
     async def start(self) -> None:
         """Connect; raises aiokafka's KafkaConnectionError when no broker answers."""
@@ -114,6 +116,35 @@ class KafkaPublisher:
         """Send one record as given (dead letters keep the original bytes); wait for its ack."""
         await self._send_all([(topic, key, value, headers)])
 
+    async def _enqueue(self, records: Sequence[_Record]) -> list[asyncio.Future[Any]]:
+        """Queue ``records`` as one record batch per partition; a future per batch.
+
+        Partitioned here as the producer would (murmur2 of the key, as Java clients do), in
+        order within each partition. One future per batch instead of one per record is most
+        of what makes the relay fast.
+        """
+        producer = self._producer
+        by_partition: dict[tuple[str, int], list[_Record]] = {}
+        partitions: dict[str, list[int]] = {}
+        for record in records:
+            topic = record[0]
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = self._partitioner(record[1], partitions[topic], partitions[topic])
+            by_partition.setdefault((topic, partition), []).append(record)
+        acks: list[asyncio.Future[Any]] = []
+        for (topic, partition), group in by_partition.items():
+            batch = producer.create_batch()
+            for _, key, value, headers in group:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()  # that one was full: start the next
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        raise KafkaError(f"a record of {len(value or b'')} bytes fits no batch")
+            if batch.record_count():
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+        return acks
+
     async def _send_all(self, records: Sequence[_Record]) -> None:
         if self._producer is None:
             raise PublishError("the publisher is not started")
@@ -121,10 +152,7 @@ class KafkaPublisher:
         deadline = loop.time() + self._ack_timeout
         try:
             async with asyncio.timeout_at(deadline):  # enqueueing blocks while buffers are full
-                acks: list[asyncio.Future[Any]] = [
-                    await self._producer.send(topic, value, key=key, headers=headers)
-                    for topic, key, value, headers in records
-                ]
+                acks = await self._enqueue(records)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise PublishError(f"could not send to the broker: {exc!r}") from exc
         if not acks:
@@ -136,5 +164,5 @@ class KafkaPublisher:
             cause = failures[0] if failures else TimeoutError(f"no ack in {self._ack_timeout} s")
             raise PublishError(
                 f"broker did not acknowledge {len(pending) + len(failures)} of {len(acks)} "
-                f"messages: {cause!r}"
+                f"record batches: {cause!r}"
             ) from cause
