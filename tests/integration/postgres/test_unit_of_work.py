@@ -86,3 +86,21 @@ async def test_after_the_server_dropped_pooled_connections_work_resumes(
             assert await work.payments.was_cancelled(order_id)
     finally:
         await engine.dispose()
+
+
+async def test_a_read_only_unit_of_work_reads_outside_any_transaction(
+    payment_engine: AsyncEngine,
+) -> None:
+    """No BEGIN/ROLLBACK round trips for a one-statement read, and nothing to commit."""
+    order_id = uuid4()
+    async with payment_uow_factory(payment_engine)() as uow:
+        await uow.payments.mark_cancelled(order_id)
+        await uow.commit()
+
+    async with payment_uow_factory(payment_engine, read_only=True)() as reader:
+        assert await reader.payments.was_cancelled(order_id)
+        driver = (await reader.connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        assert not driver.is_in_transaction()  # asyncpg's view: no BEGIN was sent
+        with pytest.raises(RuntimeError, match="cannot commit"):
+            await reader.commit()

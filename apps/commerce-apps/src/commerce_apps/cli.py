@@ -64,8 +64,8 @@ def up(
         typer.Option(
             "--processes/--single-process",
             help="Each service in a process of its own, so the platform can use every core "
-            "(the default with more than two cores; on two, PostgreSQL and the broker already "
-            "take the second one); or all four services in this process, on one event loop",
+            "(the default with two cores or more); or all four services in this process, on "
+            "one event loop",
         ),
     ] = processes_pay_off(),
 ) -> None:

@@ -124,6 +124,9 @@ class OrderContainer(ServiceContainer):
     uow = providers.Singleton(
         order_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
     )
+    reader = providers.Singleton(
+        order_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context, read_only=True
+    )
     handler = providers.Singleton(
         OrderService,
         uow=uow,
@@ -136,7 +139,7 @@ class OrderContainer(ServiceContainer):
         ),
         on_settled=ServiceContainer.metrics.provided.saga_settled,
     )
-    routes = providers.Callable(order_routes, handler, uow)
+    routes = providers.Callable(order_routes, handler, reader)
     consumer = consumer_of(handler)
 
 
@@ -144,14 +147,23 @@ class InventoryContainer(ServiceContainer):
     uow = providers.Singleton(
         inventory_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
     )
+    reader = providers.Singleton(
+        inventory_uow_factory,
+        ServiceContainer.engine,
+        ServiceContainer.trace_context,
+        read_only=True,
+    )
     handler = providers.Singleton(InventoryService, uow=uow, clock=ServiceContainer.clock)
-    routes = providers.Callable(inventory_routes, uow)
+    routes = providers.Callable(inventory_routes, reader)
     consumer = consumer_of(handler)
 
 
 class PaymentContainer(ServiceContainer):
     uow = providers.Singleton(
         payment_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
+    )
+    reader = providers.Singleton(
+        payment_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context, read_only=True
     )
     gateway = providers.Singleton(
         SimulatedGateway,
@@ -161,7 +173,7 @@ class PaymentContainer(ServiceContainer):
     handler = providers.Singleton(
         PaymentService, uow=uow, clock=ServiceContainer.clock, gateway=gateway
     )
-    routes = providers.Callable(payment_routes, uow)
+    routes = providers.Callable(payment_routes, reader)
     consumer = consumer_of(handler)
 
 
@@ -169,10 +181,16 @@ class NotificationContainer(ServiceContainer):
     uow = providers.Singleton(
         notification_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
     )
+    reader = providers.Singleton(
+        notification_uow_factory,
+        ServiceContainer.engine,
+        ServiceContainer.trace_context,
+        read_only=True,
+    )
     handler = providers.Singleton(
         NotificationService, uow=uow, clock=ServiceContainer.clock, notifier=LoggingNotifier()
     )
-    routes = providers.Callable(notification_routes, uow)
+    routes = providers.Callable(notification_routes, reader)
     consumer = consumer_of(handler)
 
 

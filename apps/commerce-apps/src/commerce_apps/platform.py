@@ -50,13 +50,13 @@ class PlatformError(Exception):
 
 
 def processes_pay_off() -> bool:
-    """Whether a process per service beats one process on this machine.
+    """Whether a process per service beats one process on this machine: with two cores or more.
 
-    Measured on 2 cores (docs/benchmarks.md): PostgreSQL, the broker and one service process
-    already fill both, and four interpreters cost 1.4-1.8x the CPU for the same throughput.
-    With more cores the spare ones can run the services side by side.
+    Measured on 2 cores (docs/benchmarks.md): once consumers batch their transactions, one
+    event loop serving all four services is the bottleneck (it waits, not computes); a
+    process each nearly doubles throughput. On one core it only adds interpreters.
     """
-    return (os.cpu_count() or 1) > 2
+    return (os.cpu_count() or 1) >= 2
 
 
 @dataclass

@@ -78,9 +78,12 @@ class PostgresUnitOfWork:
     outbox: Outbox
     inbox: Inbox
 
-    def __init__(self, engine: AsyncEngine, context: HeaderSource | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
+    ) -> None:
         self._engine = engine
         self._context = context
+        self._read_only = read_only
         self._conn: AsyncConnection | None = None
 
     @property
@@ -96,8 +99,11 @@ class PostgresUnitOfWork:
             if is_transient(exc):
                 raise InfrastructureError(f"{self.service} database unreachable: {exc}") from exc
             raise
+        if self._read_only:  # no BEGIN and ROLLBACK around what is one statement anyway
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            await conn.begin()
         self._conn = conn
-        await conn.begin()
         self.outbox = PostgresOutbox(conn, outbox_channel(self.service), self._context)
         self.inbox = PostgresInbox(conn)
         self._bind(conn)
@@ -142,6 +148,8 @@ class PostgresUnitOfWork:
             await self.connection.execute(_HOLD, {"keys": keys})
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         await self.connection.commit()
         self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service), self._context)
 
@@ -187,27 +195,27 @@ class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
 
 
 def order_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None
+    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
 ) -> Callable[[], PostgresOrderUnitOfWork]:
-    return lambda: PostgresOrderUnitOfWork(engine, context)
+    return lambda: PostgresOrderUnitOfWork(engine, context, read_only=read_only)
 
 
 def inventory_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None
+    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
 ) -> Callable[[], PostgresInventoryUnitOfWork]:
-    return lambda: PostgresInventoryUnitOfWork(engine, context)
+    return lambda: PostgresInventoryUnitOfWork(engine, context, read_only=read_only)
 
 
 def payment_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None
+    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
 ) -> Callable[[], PostgresPaymentUnitOfWork]:
-    return lambda: PostgresPaymentUnitOfWork(engine, context)
+    return lambda: PostgresPaymentUnitOfWork(engine, context, read_only=read_only)
 
 
 def notification_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None
+    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
 ) -> Callable[[], PostgresNotificationUnitOfWork]:
-    return lambda: PostgresNotificationUnitOfWork(engine, context)
+    return lambda: PostgresNotificationUnitOfWork(engine, context, read_only=read_only)
 
 
 if TYPE_CHECKING:  # mypy proves each unit of work satisfies its port

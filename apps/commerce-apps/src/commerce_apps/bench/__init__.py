@@ -20,6 +20,7 @@ from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import LoadResult, print_table
 from commerce_apps.cli import app
 from commerce_apps.console import fail, run_async
+from commerce_apps.platform import processes_pay_off
 
 bench_app = typer.Typer(
     help="Place orders and time each saga to its end (the relay subcommand: the outbox alone)."
@@ -63,6 +64,13 @@ def load_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     log_level: Annotated[str, typer.Option(help="Embedded platform's log level")] = "WARNING",
     cprofile: Annotated[Path | None, typer.Option(help="cProfile the embedded platform")] = None,
+    processes: Annotated[
+        bool,
+        typer.Option(
+            "--processes/--single-process",
+            help="Embedded platform: a process per service, or all four in one",
+        ),
+    ] = processes_pay_off(),
 ) -> None:
     """Place orders and wait for each to be CONFIRMED or CANCELLED; report the latencies."""
     if ctx.invoked_subcommand is not None:
@@ -80,10 +88,11 @@ def load_command(
             await check_reachable(order_url)
             result = await _drive(config, quiet)
         else:
-            async with embedded_platform(log_level, cprofile) as url:
+            async with embedded_platform(log_level, cprofile, processes=processes) as url:
                 result = await _drive(LoadConfig(**{**vars(config), "order_url": url}), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
-        summary = result.summary(**mode, embedded=embedded)
+        setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}
+        summary = result.summary(**mode, **setup)
         if plot is not None:
             from commerce_apps.bench.plot import write_plot
 
