@@ -48,6 +48,9 @@ async def test_the_load_bench_reports_every_order(
     assert summary["orders"] == 20 and summary["errors"] == 0
     assert summary["terminal"] == 20
     assert sum(summary["statuses"].values()) == 20
+    by_status = summary["latency_ms_by_status"]
+    assert set(by_status) == set(summary["statuses"])
+    assert all(set(latency) == DISTRIBUTION for latency in by_status.values())
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 

@@ -71,12 +71,18 @@ def load_command(
             help="Embedded platform: a process per service, or all four in one",
         ),
     ] = processes_pay_off(),
+    stock: Annotated[
+        int | None,
+        typer.Option(min=0, help="Embedded: units of every product at the start"),
+    ] = None,
 ) -> None:
     """Place orders and wait for each to be CONFIRMED or CANCELLED; report the latencies."""
     if ctx.invoked_subcommand is not None:
         return
     if rate is not None and rate <= 0:
         raise fail("--rate must be positive")
+    if stock is not None and not embedded:
+        raise fail("--stock needs --embedded (it rewrites the platform's stock)")
 
     async def main() -> dict[str, Any]:
         from commerce_apps.bench.embedded import embedded_platform
@@ -88,7 +94,9 @@ def load_command(
             await check_reachable(order_url)
             result = await _drive(config, quiet)
         else:
-            async with embedded_platform(log_level, cprofile, processes=processes) as url:
+            async with embedded_platform(
+                log_level, cprofile, processes=processes, stock=stock
+            ) as url:
                 result = await _drive(LoadConfig(**{**vars(config), "order_url": url}), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
         setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}

@@ -75,6 +75,10 @@ class LoadResult:
             "errors": self.errors,
             "terminal": len(done),
             "statuses": statuses,
+            "latency_ms_by_status": {
+                status: distribution_ms([c.latency for c in done if c.status == status])
+                for status in sorted(statuses)
+            },
             "error_kinds": self.error_kinds,
             "duration_s": round(end, 3),
             "poll_requests": self.poll_requests,
