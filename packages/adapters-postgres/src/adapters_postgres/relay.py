@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 DATABASE_ERRORS = (DBAPIError, OSError)
 # The server notices a vanished leader host within about 25 s and frees its lock.
 KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
+# The claim must walk the partial index in id order and stop at the batch size. With stale
+# statistics (a backlog built up faster than autovacuum analyses, e.g. during a broker
+# outage) the planner bitmap-scans the whole backlog and sorts it instead: measured at 20,000
+# waiting rows, 70 ms per claim against 4.5 ms. The relay's session never needs either plan.
+PLANNER = {"enable_bitmapscan": "off", "enable_sort": "off"}
 
 RelayStep = Callable[[OutboxStore, EventPublisher, Clock, int], Awaitable[int]]
 
@@ -110,7 +115,7 @@ class RelayRunner:
             if raw is None:
                 raise LostLeadership("no driver connection")
             self.backend_pid = raw.get_server_pid()
-            for name, value in KEEPALIVES.items():
+            for name, value in {**KEEPALIVES, **PLANNER}.items():
                 await conn.execute(text(f"SET {name} = {value}"))
             await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._lock_key})
             wake, lost = asyncio.Event(), asyncio.Event()
