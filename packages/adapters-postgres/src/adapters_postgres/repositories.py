@@ -73,6 +73,11 @@ def _param(target: Column[Any], name: str | None = None) -> BindParameter[Any]:
     return bindparam(name or target.key, type_=target.type)
 
 
+def _every_column(table: Table, **given: BindParameter[Any]) -> dict[str, BindParameter[Any]]:
+    """A placeholder named after each column of ``table`` (or the one ``given`` for it)."""
+    return {column.key: given.get(column.key, _param(column)) for column in table.c}
+
+
 def _array(target: Column[Any], name: str) -> BindParameter[Any]:
     """A placeholder for a list of ``target`` values (one PostgreSQL array)."""
     return bindparam(name, type_=ARRAY(target.type))
@@ -133,19 +138,7 @@ _ORDER_ID = _param(orders.c.id, "order_id")
 _ADD_ORDER = _insert_children(
     order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS
 ).add_cte(
-    insert(orders)
-    .values(
-        id=_ORDER_ID,
-        customer_id=_param(orders.c.customer_id),
-        status=_param(orders.c.status),
-        currency=_param(orders.c.currency),
-        total_amount=_param(orders.c.total_amount),
-        created_at=_param(orders.c.created_at),
-        updated_at=_param(orders.c.updated_at),
-        deadline_at=_param(orders.c.deadline_at),
-        cancellation_reason=_param(orders.c.cancellation_reason),
-    )
-    .cte("new_order"),
+    insert(orders).values(_every_column(orders, id=_ORDER_ID)).cte("new_order"),
     _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS).cte("new_items"),
 )
 """The order, its items and its history in one statement (the foreign keys are checked at
@@ -171,27 +164,24 @@ _HISTORY_COUNT = (
     .where(order_status_history.c.order_id == _ORDER_ID)
 )
 
-# An order's items and history as arrays (one per column) beside the order row, so a read
-# is one statement however many orders it loads.
-_ITEMS = (
-    select(
-        *(
-            _array_agg(col, order_items.c.line_no).label(f"item_{col.key}")
-            for col in _ITEM_COLUMNS[1:]
-        )
+
+def _children_as_arrays(
+    table: Table, columns: Sequence[Column[Any]], order_by: Column[Any], name: str
+) -> Any:
+    """A LATERAL row of one array per column (``<name>_<column>``) of the order's children.
+
+    Beside the order row, so that a read is one statement however many orders it loads.
+    """
+    return (
+        select(*(_array_agg(col, order_by).label(f"{name}_{col.key}") for col in columns))
+        .where(table.c.order_id == orders.c.id)
+        .lateral(f"{name}_rows")
     )
-    .where(order_items.c.order_id == orders.c.id)
-    .lateral("items")
-)
-_HISTORY = (
-    select(
-        *(
-            _array_agg(col, order_status_history.c.seq).label(f"history_{col.key}")
-            for col in _HISTORY_COLUMNS[1:]
-        )
-    )
-    .where(order_status_history.c.order_id == orders.c.id)
-    .lateral("history")
+
+
+_ITEMS = _children_as_arrays(order_items, _ITEM_COLUMNS[1:], order_items.c.line_no, "item")
+_HISTORY = _children_as_arrays(
+    order_status_history, _HISTORY_COLUMNS[1:], order_status_history.c.seq, "history"
 )
 _WITH_CHILDREN = select(orders, *_ITEMS.c, *_HISTORY.c).select_from(
     orders.join(_ITEMS, true()).join(_HISTORY, true())
@@ -488,16 +478,7 @@ def _payment(row: Row[Any]) -> Payment:
 
 _PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == _param(payments.c.order_id))
 
-_ADD_PAYMENT = insert(payments).values(
-    id=_param(payments.c.id),
-    order_id=_param(payments.c.order_id),
-    amount=_param(payments.c.amount),
-    currency=_param(payments.c.currency),
-    status=_param(payments.c.status),
-    reason=_param(payments.c.reason),
-    created_at=_param(payments.c.created_at),
-    updated_at=_param(payments.c.updated_at),
-)
+_ADD_PAYMENT = insert(payments).values(_every_column(payments))
 
 _SAVE_PAYMENT = (
     update(payments)
