@@ -11,6 +11,7 @@ from adapters_kafka import headers as h
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
+from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
 from commerce_apps.cli import app
 from typer.testing import CliRunner, Result
 
@@ -120,3 +121,17 @@ def test_an_unknown_service_is_refused() -> None:
     result = commerce("run", "shipping")
     assert result.exit_code == 1
     assert "unknown service 'shipping'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--stock", "100"), "error: --stock needs --embedded"),
+        (("--rate", "0"), "error: --rate must be positive"),
+    ],
+)
+def test_bad_bench_options_are_one_line_and_exit_1(args: tuple[str, ...], message: str) -> None:
+    result = commerce("bench", *args)
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
