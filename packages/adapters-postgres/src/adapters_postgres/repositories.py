@@ -189,9 +189,10 @@ _WITH_CHILDREN = select(orders, *_ITEMS.c, *_HISTORY.c).select_from(
 _GET_ORDER = _WITH_CHILDREN.where(orders.c.id == _ORDER_ID)
 _GET_ORDERS = _WITH_CHILDREN.where(orders.c.id == any_(_array(orders.c.id, "order_ids")))
 
-_LOCK_ORDER = select(orders.c.id).where(orders.c.id == _ORDER_ID).with_for_update()
-"""The lock is a statement of its own: a read that waited for it would still see the
-history as of its start, without what the transaction it waited for appended."""
+_LOCK_AND_GET_ORDER = _GET_ORDER.with_for_update(of=orders)
+"""Lock and read in one statement. If the lock had to wait, the order row is the version
+the other transaction committed but the history arrays are as of the statement's start:
+``_consistent`` notices, and the order is read again under the lock."""
 
 _OVERDUE = (
     select(orders.c.id)
@@ -213,6 +214,17 @@ def _new_history(order: Order, stored: int) -> dict[str, Any]:
         if seq >= stored
     ]
     return _rows("history", new, *_HISTORY_COLUMNS)
+
+
+def _consistent(row: Row[Any]) -> bool:
+    """Whether the history read ends with the order's current state.
+
+    Every status change appends an entry with the order's new status and ``updated_at``,
+    so history that misses a committed change ends in another status.
+    """
+    statuses: Sequence[str] = row.history_status or ()
+    times: Sequence[datetime] = row.history_at or ()
+    return bool(statuses) and statuses[-1] == row.status and times[-1] == row.updated_at
 
 
 def _order(row: Row[Any]) -> Order:
@@ -277,11 +289,10 @@ class PostgresOrderRepository:
         self._stored_history[order.id] = len(order.history)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
-        if for_update:
-            locked = await self._conn.execute(_LOCK_ORDER, {"order_id": order_id})
-            if locked.first() is None:
-                return None
-        row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
+        query = _LOCK_AND_GET_ORDER if for_update else _GET_ORDER
+        row = (await self._conn.execute(query, {"order_id": order_id})).first()
+        if row is not None and not _consistent(row):  # waited for the lock: read again
+            row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
         if row is None:
             return None
         return self._loaded(row)
