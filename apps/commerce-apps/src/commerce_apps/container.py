@@ -120,13 +120,17 @@ def consumer_of(handler: Any) -> Any:
     )
 
 
+def units_of_work(factory: Any) -> tuple[Any, Any]:
+    """The unit-of-work providers of a service: read-write (handler), read-only (routes)."""
+    base = ServiceContainer
+    return (
+        providers.Singleton(factory, base.engine, base.trace_context),
+        providers.Singleton(factory, base.engine, base.trace_context, read_only=True),
+    )
+
+
 class OrderContainer(ServiceContainer):
-    uow = providers.Singleton(
-        order_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
-    )
-    reader = providers.Singleton(
-        order_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context, read_only=True
-    )
+    uow, reader = units_of_work(order_uow_factory)
     handler = providers.Singleton(
         OrderService,
         uow=uow,
@@ -144,27 +148,14 @@ class OrderContainer(ServiceContainer):
 
 
 class InventoryContainer(ServiceContainer):
-    uow = providers.Singleton(
-        inventory_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
-    )
-    reader = providers.Singleton(
-        inventory_uow_factory,
-        ServiceContainer.engine,
-        ServiceContainer.trace_context,
-        read_only=True,
-    )
+    uow, reader = units_of_work(inventory_uow_factory)
     handler = providers.Singleton(InventoryService, uow=uow, clock=ServiceContainer.clock)
     routes = providers.Callable(inventory_routes, reader)
     consumer = consumer_of(handler)
 
 
 class PaymentContainer(ServiceContainer):
-    uow = providers.Singleton(
-        payment_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
-    )
-    reader = providers.Singleton(
-        payment_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context, read_only=True
-    )
+    uow, reader = units_of_work(payment_uow_factory)
     gateway = providers.Singleton(
         SimulatedGateway,
         success_rate=ServiceContainer.settings.provided.payment_success_rate,
@@ -178,15 +169,7 @@ class PaymentContainer(ServiceContainer):
 
 
 class NotificationContainer(ServiceContainer):
-    uow = providers.Singleton(
-        notification_uow_factory, ServiceContainer.engine, ServiceContainer.trace_context
-    )
-    reader = providers.Singleton(
-        notification_uow_factory,
-        ServiceContainer.engine,
-        ServiceContainer.trace_context,
-        read_only=True,
-    )
+    uow, reader = units_of_work(notification_uow_factory)
     handler = providers.Singleton(
         NotificationService, uow=uow, clock=ServiceContainer.clock, notifier=LoggingNotifier()
     )
