@@ -31,13 +31,14 @@ class ConsumerRunner:
     """Runs ``handler`` for a consumer group: ordered per partition, concurrent across them.
 
     An offset is committed only once the handler returned for it and for everything before
-    it in its partition (so after its transaction committed). Poison (undecodable, invalid,
-    unknown type, a handler's domain or unexpected error) is retried ``retry.attempts``
-    times, then sent to ``<topic>.DLT`` with its key, value and headers naming where it came
-    from and why, and committed. Decoding failures are dead-lettered at once: decoding the
-    same bytes again cannot succeed. Infrastructure failures (``is_transient`` or the
-    ``is_infrastructure`` predicate) are never dead-lettered: the same message is retried
-    with capped exponential backoff and ``ready`` is False until it succeeds.
+    it in its partition (so after its transaction committed). A handler's domain or
+    unexpected error is retried ``retry.attempts`` times, then the record is sent to
+    ``<topic>.DLT`` with its key, value and headers naming where it came from and why, and
+    committed. Records that do not decode (undecodable, invalid, unknown type) are
+    dead-lettered at once: decoding the same bytes again cannot succeed. Infrastructure
+    failures (``is_transient`` or the ``is_infrastructure`` predicate) are never
+    dead-lettered: the same message is retried with capped exponential backoff and
+    ``ready`` is False until it succeeds.
 
     Event types outside ``handler.subscriptions`` are skipped and committed, even broken
     ones that claim such a type: the services subscribing to them dead-letter them.
@@ -135,13 +136,8 @@ class ConsumerRunner:
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is not None:
-                lags[tp] = max(0, end - self._committed.get(tp, self._done.get(tp, 0)))
+                lags[tp] = max(0, end - self._committed.get(tp, 0))
         return lags
-
-    @property
-    def assignment(self) -> frozenset[TopicPartition]:
-        """The partitions this member owns right now."""
-        return frozenset(self._consumer.assignment()) if self._running else frozenset()
 
     async def start(self) -> None:
         """Join the group and start consuming in the background."""
@@ -259,6 +255,14 @@ class ConsumerRunner:
             self._committed.update(offsets)
             return True
 
+    async def _load_committed(self, partitions: Iterable[TopicPartition]) -> None:
+        """The group's committed offsets of newly owned partitions: where ``lag`` counts from."""
+        if self._consumer is None:
+            return
+        for tp in partitions:
+            with contextlib.suppress(KafkaError):  # lag then counts from 0 until a commit
+                self._committed[tp] = await self._consumer.committed(tp) or 0
+
     async def _release(self, partitions: Iterable[TopicPartition]) -> None:
         """Stop working on ``partitions`` and commit what finished on them."""
         partitions = list(partitions)
@@ -347,4 +351,5 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("group %s: assigned %s", self._runner.group_id, sorted(assigned))
+        await self._runner._load_committed(assigned)
         self._runner._hooks.assigned(frozenset(assigned))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from core_saga.messages import dead_letter_topic
+from core_saga.messages import dead_letter_topic, is_dead_letter_topic
 
+from adapters_kafka.consumer import DEFAULT_CONSUMER_OPTIONS
 from adapters_kafka.headers import (
     DLT_ATTEMPTS,
     DLT_ERROR_MESSAGE,
@@ -35,7 +37,7 @@ class DeadLetter:
     value: bytes | None
     raw_headers: list[tuple[str, bytes]]
 
-    @property
+    @cached_property
     def headers(self) -> dict[str, str]:
         return decode_headers(self.raw_headers)
 
@@ -67,14 +69,14 @@ class DeadLetter:
 
 
 def _dlt_name(topic: str) -> str:
-    return topic if topic.endswith(".DLT") else dead_letter_topic(topic)
+    return topic if is_dead_letter_topic(topic) else dead_letter_topic(topic)
 
 
 async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
     """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing)."""
     name = _dlt_name(topic)
     consumer: Any = AIOKafkaConsumer(
-        **settings.client_options(), enable_auto_commit=False, fetch_max_wait_ms=50
+        **settings.client_options(), **DEFAULT_CONSUMER_OPTIONS, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -100,6 +102,9 @@ async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLet
                                 list(record.headers or ()),
                             )
                         )
+            # Every partition, not only those that returned records: one whose last offsets
+            # hold no records (deleted by retention, transaction markers) never returns any.
+            for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return sorted(letters, key=lambda letter: (letter.partition, letter.offset))

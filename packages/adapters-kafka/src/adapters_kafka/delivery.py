@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from core_saga.messages import (
     EVENT_TYPES,
@@ -60,33 +60,28 @@ class Delivery:
         self._now = now
         self._outage = outage
 
-    async def deliver(self, record: Any) -> None:
-        """Decode ``record`` and bring it to the handler, or skip it, or dead-letter it."""
-        await self.deliver_batch([record])
-
     async def deliver_batch(self, records: Sequence[Any]) -> None:
-        """``deliver`` for consecutive records of one partition, sharing one transaction.
+        """Decode consecutive records of one partition and handle them in one transaction.
 
-        The records to handle go to the handler's ``handle_batch`` together; if that fails,
-        each is delivered on its own, so poison is dead-lettered alone and the rest applied.
+        Records the handler does not subscribe to are skipped, undecodable ones
+        dead-lettered. The rest go to the handler's ``handle_batch`` together; if that
+        fails, each is handled on its own, so poison is dead-lettered alone and the rest
+        applied.
         """
-        admitted = [
-            (record, envelope)
-            for record in records
-            if (envelope := await self._admit(record)) is not None
-        ]
+        admitted = [item for record in records if (item := await self._admit(record))]
         if (
             len(admitted) > 1
             and isinstance(self._handler, BatchEventHandler)
             and await self._handle_together(self._handler, admitted)
         ):
             return
-        for record, envelope in admitted:
-            await self._handle(record, envelope)
+        for item in admitted:
+            await self._handle(item)
 
-    async def _admit(self, record: Any) -> Envelope | None:
-        """The record's envelope if the handler is to apply it; else skip or dead-letter it."""
-        header = _header_event_type(record)
+    async def _admit(self, record: Any) -> _Admitted | None:
+        """The record with its envelope if the handler is to apply it; else skip or DLT it."""
+        headers = h.decode_headers(record.headers)
+        header = headers.get(h.EVENT_TYPE) or None
         if (
             header is not None
             and header in EVENT_TYPES
@@ -99,7 +94,7 @@ class Delivery:
                 raise UndecodableMessage("value is empty")
             envelope = decode(record.value)
         except PoisonMessage as exc:
-            claimed = _claimed_event_type(record)
+            claimed = header or _event_type_in_json(record.value)
             if claimed in EVENT_TYPES and claimed not in self._handler.subscriptions:
                 self._hooks.skipped(record.topic, claimed)
             else:  # decoding the same bytes again cannot succeed: no retries
@@ -108,41 +103,38 @@ class Delivery:
         if envelope.event_type not in self._handler.subscriptions:
             self._hooks.skipped(record.topic, envelope.event_type)
             return None
-        return envelope
+        return _Admitted(record, envelope, headers)
 
     async def _handle_together(
-        self, handler: BatchEventHandler, admitted: Sequence[tuple[Any, Envelope]]
+        self, handler: BatchEventHandler, admitted: Sequence[_Admitted]
     ) -> bool:
         """One transaction for all of ``admitted``; False (nothing kept) if it failed."""
-        topic_and_headers = {
-            id(envelope): (record.topic, h.decode_headers(record.headers))
-            for record, envelope in admitted
-        }
+        by_envelope = {id(item.envelope): item for item in admitted}
 
         def around(envelope: Envelope) -> contextlib.AbstractContextManager[object]:
-            topic, headers = topic_and_headers[id(envelope)]
-            return self._hooks.handling(topic, envelope, headers)
+            item = by_envelope[id(envelope)]
+            return self._hooks.handling(item.record.topic, envelope, item.headers)
 
         started = time.perf_counter()
         try:
-            await handler.handle_batch([envelope for _, envelope in admitted], around)
+            await handler.handle_batch([item.envelope for item in admitted], around)
         except Exception as exc:
             log.info(
                 "a batch of %d from %s failed (%r); applying them one at a time",
                 len(admitted),
-                _where(admitted[0][0]),
+                _where(admitted[0].record),
                 exc,
             )
             return False
         share = (time.perf_counter() - started) / len(admitted)
-        for record, envelope in admitted:
-            self._hooks.handled(record.topic, envelope.event_type, share)
+        for item in admitted:
+            self._hooks.handled(item.record.topic, item.envelope.event_type, share)
         return True
 
-    async def _handle(self, record: Any, envelope: Envelope) -> None:
+    async def _handle(self, item: _Admitted) -> None:
+        record, envelope, headers = item
         attempts = outages = 0
         first_failure: datetime | None = None
-        headers = h.decode_headers(record.headers)
         while True:
             started = time.perf_counter()
             try:
@@ -210,22 +202,21 @@ class Delivery:
         return is_transient(error) or (extra is not None and extra(error))
 
 
-def _header_event_type(record: Any) -> str | None:
-    for name, value in record.headers or ():
-        if name == h.EVENT_TYPE and value is not None:
-            return bytes(value).decode("utf-8", "replace")
-    return None
+class _Admitted(NamedTuple):
+    """A record to handle: its envelope and its headers as text."""
+
+    record: Any
+    envelope: Envelope
+    headers: dict[str, str]
 
 
-def _claimed_event_type(record: Any) -> str:
-    """The event type a record says it carries (header, else the JSON), however broken."""
-    claimed = _header_event_type(record)
-    if claimed is None:
-        with contextlib.suppress(ValueError, TypeError):
-            document = json.loads(record.value)
-            if isinstance(document, dict) and isinstance(document.get("eventType"), str):
-                claimed = document["eventType"]
-    return claimed or ""
+def _event_type_in_json(value: bytes | None) -> str:
+    """The ``eventType`` a broken record's JSON claims, if it parses that far; else ""."""
+    with contextlib.suppress(ValueError, TypeError):
+        document = json.loads(value or b"")
+        if isinstance(document, dict) and isinstance(document.get("eventType"), str):
+            return str(document["eventType"])
+    return ""
 
 
 def _where(record: Any) -> str:

@@ -69,6 +69,7 @@ class EmbeddedBroker:
 
         SIGINT, not SIGTERM: on SIGTERM Tansu waits seconds for connected clients to leave.
         """
+        atexit.unregister(self.stop)
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGINT

@@ -9,8 +9,6 @@ RawHeaders = list[tuple[str, bytes]]
 
 EVENT_TYPE: Final = "eventType"
 EVENT_ID: Final = "eventId"
-TRACEPARENT: Final = "traceparent"
-TRACESTATE: Final = "tracestate"
 
 # Added to a dead-lettered record, beside its original headers.
 DLT_PREFIX: Final = "dlt-"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
-from core_saga.messages import dead_letter_topic
+from core_saga.messages import dead_letter_topic, is_dead_letter_topic
 
 from adapters_kafka.settings import KafkaSettings
 
@@ -43,5 +43,4 @@ async def ensure_topics(
 
 
 def _with_dead_letter(topic: str) -> tuple[str, ...]:
-    is_dead_letter = topic.endswith(dead_letter_topic(""))
-    return (topic,) if is_dead_letter else (topic, dead_letter_topic(topic))
+    return (topic,) if is_dead_letter_topic(topic) else (topic, dead_letter_topic(topic))

@@ -38,6 +38,10 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.DLT"
 
 
+def is_dead_letter_topic(topic: str) -> bool:
+    return topic.endswith(dead_letter_topic(""))
+
+
 def _two_places(value: Decimal) -> Decimal:
     if not value.is_finite() or value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise ValueError("money has at most 2 decimal places")
