@@ -290,10 +290,11 @@ Around = Callable[[Envelope], AbstractContextManager[object]]
 class BatchEventHandler(EventHandler, Protocol):
     """An ``EventHandler`` that can also apply a partition's backlog in one transaction.
 
-    ``handle_batch`` applies the envelopes in order, each exactly as ``handle`` would (inbox
-    first, duplicates skipped), and commits once. It is all or nothing: on any exception
-    nothing of the batch is kept, and the caller applies the envelopes one at a time with
-    ``handle``, which sorts the poison from the good ones.
+    ``handle_batch`` applies the envelopes in order, each as ``handle`` would (inbox first,
+    duplicates skipped), and commits once. Callers pass only ``subscriptions`` types: a
+    type the service does not apply is a ``DomainError`` that fails the batch. It is all
+    or nothing: on any exception nothing of the batch is kept, and the caller applies the
+    envelopes one at a time with ``handle``, which sorts the poison from the good ones.
     """
 
     async def handle_batch(

@@ -42,10 +42,8 @@ async def apply_once(
     the whole transaction back, inbox row included, so the redelivered message runs again.
     """
     async with uow() as tx:
-        if not await tx.inbox.mark_processed(envelope.event_id, envelope.event_type):
+        if not await _apply_in(tx, clock, envelope, apply):
             return False
-        for event in await apply(tx, envelope):
-            await tx.outbox.add(new_envelope(event, clock.now(), envelope.event_id))
         await tx.commit()
     return True
 
@@ -74,10 +72,16 @@ async def apply_batch(
             await prepare(tx, envelopes)
         for envelope in envelopes:
             with around(envelope) if around else nullcontext():
-                if not await tx.inbox.mark_processed(envelope.event_id, envelope.event_type):
-                    continue
-                for event in await apply(tx, envelope):
-                    await tx.outbox.add(new_envelope(event, clock.now(), envelope.event_id))
-                applied.append(envelope)
+                if await _apply_in(tx, clock, envelope, apply):
+                    applied.append(envelope)
         await tx.commit()
     return applied
+
+
+async def _apply_in(tx: U, clock: Clock, envelope: Envelope, apply: Apply[U]) -> bool:
+    """Inbox first, then the effect and its follow-up events; False for a duplicate."""
+    if not await tx.inbox.mark_processed(envelope.event_id, envelope.event_type):
+        return False
+    for event in await apply(tx, envelope):
+        await tx.outbox.add(new_envelope(event, clock.now(), envelope.event_id))
+    return True

@@ -66,7 +66,7 @@ class InventoryService:
                 product_ids.update(item.product_id for item in event.items)
             elif (held := await uow.reservations.get(event.order_id)) is not None:
                 product_ids.update(held.lines)
-        await uow.products.lock(sorted(product_ids))
+        await uow.products.lock(list(product_ids))  # the port locks in ascending id order
 
     async def _apply(self, uow: InventoryUnitOfWork, envelope: Envelope) -> list[Event]:
         event = envelope.payload

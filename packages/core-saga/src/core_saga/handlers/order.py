@@ -206,8 +206,8 @@ class OrderService:
         if envelope.event_type not in self.subscriptions:
             return
         settled: list[Order] = []
-        if await apply_once(self.uow, self.clock, envelope, self._applying(settled)):
-            self._report(settled)
+        await apply_once(self.uow, self.clock, envelope, self._applying(settled))
+        self._report(settled)  # only after the commit; empty for a duplicate
 
     async def handle_batch(
         self, envelopes: Sequence[Envelope], around: Around | None = None

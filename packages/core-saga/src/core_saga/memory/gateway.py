@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import UUID
 
-from core_saga.payments import DECLINED, ChargeResult, simulated_outcome
+from core_saga.payments import ChargeResult, ForcedOutcome, simulated_outcome
 
 
 class ScriptedGateway:
@@ -22,9 +22,11 @@ class ScriptedGateway:
 
     async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
         self.charges.append((order_id, amount))
-        if order_id in self.outcomes:
-            return ChargeResult(True) if self.outcomes[order_id] else ChargeResult(False, DECLINED)
-        return simulated_outcome(order_id, self.success_rate)
+        decided = self.outcomes.get(order_id)
+        forced: ForcedOutcome | None = (
+            None if decided is None else ("success" if decided else "failure")
+        )
+        return simulated_outcome(order_id, self.success_rate, forced)
 
     async def refund(self, payment_id: UUID, amount: Decimal) -> None:
         self.refunds.append((payment_id, amount))

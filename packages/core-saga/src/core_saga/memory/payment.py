@@ -7,7 +7,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from core_saga.memory.tables import LockScope, Staged, Table
-from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
+from core_saga.memory.unit_of_work import HELD_ORDERS, MemoryDatabase, MemoryUnitOfWork
 from core_saga.payments import Payment
 from core_saga.ports import Clock, PaymentRepository
 
@@ -61,5 +61,5 @@ class MemoryPaymentUnitOfWork(MemoryUnitOfWork):
         self.payments: PaymentRepository = MemoryPayments(
             self.stage(db.payments),
             self.stage(db.cancelled_orders),
-            self.lock_scope("payments_by_order"),
+            self.lock_scope(HELD_ORDERS),  # as in PostgreSQL: the key ``hold`` takes
         )

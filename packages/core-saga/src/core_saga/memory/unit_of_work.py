@@ -15,6 +15,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+HELD_ORDERS = "held_orders"  # per-order locks: ``hold`` and the payments' ``lock_order``
+
+
 class MemoryDatabase:
     """What every service database holds: row locks, the inbox and the outbox."""
 
@@ -63,7 +66,7 @@ class MemoryUnitOfWork:
         await self.rollback()
 
     async def hold(self, order_ids: Collection[UUID]) -> None:
-        held = self.lock_scope("held_orders")
+        held = self.lock_scope(HELD_ORDERS)
         for order_id in sorted(order_ids):
             await held.lock(order_id)
 
