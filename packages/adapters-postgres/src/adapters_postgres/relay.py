@@ -86,7 +86,10 @@ class RelayRunner:
         self.published = 0
         self.failures = 0  # publish attempts failed in a row (0 while the broker is fine)
         self._reconnects = 0
-        self._engine = create_engine(url, poolclass=NullPool)  # the lock dies with the socket
+        session = {name: str(value) for name, value in {**KEEPALIVES, **PLANNER}.items()}
+        self._engine = create_engine(  # NullPool: the lock dies with the socket
+            url, poolclass=NullPool, connect_args={"server_settings": session}
+        )
         self._publisher = publisher
         self._clock = clock
         self._step = step
@@ -115,8 +118,6 @@ class RelayRunner:
             if raw is None:
                 raise LostLeadership("no driver connection")
             self.backend_pid = raw.get_server_pid()
-            for name, value in {**KEEPALIVES, **PLANNER}.items():
-                await conn.execute(text(f"SET {name} = {value}"))
             await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._lock_key})
             wake, lost = asyncio.Event(), asyncio.Event()
             raw.add_termination_listener(lambda *_: lost.set())

@@ -107,6 +107,11 @@ def _rows(name: str, values: Sequence[Sequence[Any]], *targets: Column[Any]) -> 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
+async def lock_order_key(conn: AsyncConnection, order_id: UUID) -> None:
+    """``pg_advisory_xact_lock`` on the order's key (``order_lock_key``), until commit."""
+    await conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
+
+
 # --- order database ------------------------------------------------------------------------
 
 _ITEM_COLUMNS = (
@@ -441,7 +446,7 @@ class PostgresReservationRepository:
         reservation and a release racing on one order take turns instead of colliding."""
         query = _GET_RESERVATION
         if for_update:
-            await self._conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
+            await lock_order_key(self._conn, order_id)
             query = _LOCK_RESERVATION
         row = (await self._conn.execute(query, {"order_id": order_id})).first()
         if row is None:
@@ -519,8 +524,8 @@ class PostgresPaymentRepository:
         self._conn = conn
 
     async def lock_order(self, order_id: UUID) -> None:
-        """``pg_advisory_xact_lock``: works before any payment row exists; freed at commit."""
-        await self._conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
+        """Works before any payment row exists; freed at commit."""
+        await lock_order_key(self._conn, order_id)
 
     async def get_by_order(self, order_id: UUID) -> Payment | None:
         row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()

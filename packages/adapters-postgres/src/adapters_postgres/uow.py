@@ -104,7 +104,7 @@ class PostgresUnitOfWork:
         else:
             await conn.begin()
         self._conn = conn
-        self.outbox = PostgresOutbox(conn, outbox_channel(self.service), self._context)
+        self.outbox = self._new_outbox(conn)
         self.inbox = PostgresInbox(conn)
         self._bind(conn)
         return self
@@ -140,8 +140,9 @@ class PostgresUnitOfWork:
     async def hold(self, order_ids: Collection[UUID]) -> None:
         """Transaction advisory locks on the orders' keys, taken in ascending key order.
 
-        The same keys as the repositories' per-order locks, so a batch also excludes the
-        single-event transactions of its orders.
+        The same keys as the inventory's and the payments' per-order locks, so there a batch
+        also excludes the single-event transactions of its orders. Orders themselves are
+        serialised by their row lock (``get(for_update=True)``).
         """
         keys = sorted({order_lock_key(order_id) for order_id in order_ids})
         if keys:
@@ -151,11 +152,15 @@ class PostgresUnitOfWork:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
         await self.connection.commit()
-        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service), self._context)
+        self.outbox = self._new_outbox(self.connection)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
-        self.outbox = PostgresOutbox(self.connection, outbox_channel(self.service), self._context)
+        self.outbox = self._new_outbox(self.connection)
+
+    def _new_outbox(self, conn: AsyncConnection) -> PostgresOutbox:
+        """The outbox of the next transaction on ``conn`` (it sends its own NOTIFY)."""
+        return PostgresOutbox(conn, outbox_channel(self.service), self._context)
 
 
 class PostgresOrderUnitOfWork(PostgresUnitOfWork):

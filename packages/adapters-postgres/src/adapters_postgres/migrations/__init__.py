@@ -7,6 +7,7 @@ advisory lock, so replicas that start together upgrade one after the other.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -83,8 +84,10 @@ async def downgrade(target: str | AsyncEngine, service: str, revision: str = "ba
     await _run(target, service, revision, up=False)
 
 
-def head_revisions(service: str) -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config(service)).get_heads())
+@functools.cache
+def head_revisions(service: str) -> frozenset[str]:
+    """The newest revisions this code knows; read once (alembic loads every script to tell)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config(service)).get_heads())
 
 
 async def current_revisions(target: str | AsyncEngine, service: str) -> set[str]:
