@@ -177,7 +177,10 @@ def test_invalid_requests_are_refused(change: dict[str, object]) -> None:
 
 
 def test_currency_defaults_to_eur() -> None:
-    assert order_request({MOUSE: 1}).currency == "EUR"
+    line = {"productId": str(MOUSE), "quantity": 1, "unitPrice": 1}
+    assert (
+        PlaceOrder.model_validate({"customerId": str(uuid4()), "items": [line]}).currency == "EUR"
+    )
 
 
 # --- the saga rules -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from adapters_kafka.policy import ConsumerHooks
 from adapters_kafka.settings import KafkaSettings
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from core_saga.clock import SystemClock
 from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
 from core_saga.messages import EVENT_TYPES, Envelope, OrderConfirmed, encode
 from core_saga.ports import OutboundMessage
@@ -90,7 +91,7 @@ class InboxHandler:
     ) -> None:
         self.probe = probe
         self.after_commit = after_commit
-        self.db = MemoryDatabase(_Clock())
+        self.db = MemoryDatabase(SystemClock())
         self.deliveries: Counter[UUID] = Counter()
         self.applied: defaultdict[str, list[UUID]] = defaultdict(list)  # per key, in order
 
@@ -108,11 +109,6 @@ class InboxHandler:
         self.probe.changed()
         if self.after_commit is not None:
             await self.after_commit(envelope)
-
-
-class _Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 def order_event(topic: str, order_id: UUID | None = None) -> OutboundMessage:

@@ -94,6 +94,13 @@ async def wait_for_lock_waiters(engine: AsyncEngine, count: int, within: float =
 
 
 @pytest.fixture
+async def empty_outbox(order_engine: AsyncEngine) -> None:
+    """The order database's outbox, emptied (for tests that count or relay its rows)."""
+    async with order_engine.begin() as conn:
+        await conn.execute(text("TRUNCATE outbox"))
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 

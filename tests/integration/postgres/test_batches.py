@@ -9,7 +9,6 @@ batch needs in one global order first, so the batches only queue.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -19,8 +18,6 @@ from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
 from core_saga.inventory import SEED_PRODUCTS
 from core_saga.messages import (
-    Envelope,
-    Event,
     OrderConfirmed,
     PaymentFailed,
     PaymentSucceeded,
@@ -31,20 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.postgres.conftest import ManualClock
-from tests.integration.postgres.test_inventory_concurrency import order_created, stock
+from tests.integration.postgres.test_inventory_concurrency import envelope, order_created, stock
 
 pytestmark = pytest.mark.integration
 
 PRODUCTS = [product.id for product in SEED_PRODUCTS]
-
-
-def envelope(event: Event) -> Envelope:
-    return Envelope(
-        event_id=uuid4(),
-        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
-        correlation_id=event.order_id,
-        payload=event,
-    )
 
 
 async def inbox_count(engine: AsyncEngine, event_ids: list[UUID]) -> int:
@@ -62,23 +50,24 @@ async def test_inventory_batches_over_products_in_opposite_orders_all_commit(
     service = InventoryService(uow=inventory_uow_factory(inventory_engine), clock=clock)
     before = await stock(inventory_engine)
     # One single-line order per product; every other batch walks the products backwards.
-    batches = [
-        [envelope(order_created([(product_id, 1)])) for product_id in products]
+    orders = [
+        [order_created([(product_id, 1)]) for product_id in products]
         for products in [PRODUCTS, PRODUCTS[::-1]] * 4
     ]
+    batches = [[envelope(order) for order in batch] for batch in orders]
 
     await asyncio.gather(*(service.handle_batch(batch) for batch in batches))
     # Then the same orders again, each batch releasing half and confirming half.
     follow_ups = [
         [
             envelope(
-                StockReleaseRequested(order_id=e.payload.order_id, items=e.payload.items)
+                StockReleaseRequested(order_id=order.order_id, items=order.items)
                 if i % 2
-                else OrderConfirmed(order_id=e.payload.order_id)
+                else OrderConfirmed(order_id=order.order_id)
             )
-            for i, e in enumerate(batch)
+            for i, order in enumerate(batch)
         ]
-        for batch in batches
+        for batch in orders
     ]
     await asyncio.gather(*(service.handle_batch(batch[::-1]) for batch in follow_ups))
 

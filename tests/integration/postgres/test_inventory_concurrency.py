@@ -13,7 +13,7 @@ import pytest
 from adapters_postgres.uow import inventory_uow_factory
 from core_saga.handlers.inventory import InventoryService
 from core_saga.inventory import SEED_PRODUCTS
-from core_saga.messages import Envelope, LineItem, OrderCreated, StockReleaseRequested
+from core_saga.messages import Envelope, Event, LineItem, OrderCreated, StockReleaseRequested
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,7 +25,7 @@ MONITOR = UUID("44444444-4444-4444-4444-444444444444")  # seeded with 30
 INITIAL = {product.id: product.stock for product in SEED_PRODUCTS}
 
 
-def envelope(event: OrderCreated | StockReleaseRequested) -> Envelope:
+def envelope(event: Event) -> Envelope:
     return Envelope(
         event_id=uuid4(),
         occurred_at=datetime(2026, 1, 1, tzinfo=UTC),

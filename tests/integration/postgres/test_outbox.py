@@ -13,13 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.postgres.conftest import ManualClock, order_created
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-async def empty_outbox(order_engine: AsyncEngine) -> None:
-    async with order_engine.begin() as conn:
-        await conn.execute(text("TRUNCATE outbox"))
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_outbox")]
 
 
 async def outbox_ids(engine: AsyncEngine) -> list[object]:

@@ -18,17 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.postgres.conftest import ManualClock, RecordingPublisher, order_created
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_outbox")]
 
 FAST = RelaySettings(
     batch_size=3, poll_interval=3600.0, backoff=RelayBackoff(initial=0.01, maximum=0.05)
 )
-
-
-@pytest.fixture(autouse=True)
-async def empty_outbox(order_engine: AsyncEngine) -> None:
-    async with order_engine.begin() as conn:
-        await conn.execute(text("TRUNCATE outbox"))
 
 
 @pytest.fixture
