@@ -160,10 +160,7 @@ def migrate(
 @app.command()
 def topics() -> None:
     """Create the saga topics and their dead-letter topics (idempotent)."""
-    from adapters_kafka.topics import ensure_topics
-    from core_saga.messages import SAGA_TOPICS
-
-    from commerce_apps.container import kafka_settings
+    from commerce_apps.container import ensure_saga_topics
 
     settings = load_settings()
     quiet_logs()
@@ -171,12 +168,7 @@ def topics() -> None:
     async def main() -> None:
         created = await on_broker(
             settings.kafka_bootstrap_servers,
-            ensure_topics(
-                kafka_settings(settings, "admin"),
-                SAGA_TOPICS,
-                partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-            ),
+            ensure_saga_topics(settings),
         )
         Console().print(f"created: {', '.join(created) or 'none (all existed)'}")
 

@@ -13,6 +13,7 @@ from adapters_kafka.consumer import ConsumerRunner
 from adapters_kafka.policy import RetryPolicy
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
+from adapters_kafka.topics import ensure_topics
 from adapters_postgres.engine import create_engine
 from adapters_postgres.relay import RelayRunner, RelaySettings
 from adapters_postgres.uow import (
@@ -26,6 +27,7 @@ from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.notification import LoggingNotifier, NotificationService
 from core_saga.handlers.order import OrderService
 from core_saga.handlers.payment import PaymentService, SimulatedGateway
+from core_saga.messages import SAGA_TOPICS
 from dependency_injector import containers, providers
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,6 +41,16 @@ from commerce_apps.services.order import order_routes
 from commerce_apps.services.payment import payment_routes
 from commerce_apps.settings import Settings
 from commerce_apps.tracing import instrument_engine, trace_headers, tracer_provider
+
+
+async def ensure_saga_topics(settings: Settings, client: str = "admin") -> list[str]:
+    """Create the saga topics and their DLTs with the configured partitions and replicas."""
+    return await ensure_topics(
+        kafka_settings(settings, client),
+        SAGA_TOPICS,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+    )
 
 
 def kafka_settings(settings: Settings, service: str) -> KafkaSettings:

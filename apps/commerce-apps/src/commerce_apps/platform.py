@@ -29,14 +29,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
-from adapters_kafka.topics import ensure_topics
 from adapters_postgres.embedded import EmbeddedPostgres
 from adapters_postgres.engine import create_databases, with_database
 from adapters_postgres.migrations import migrate
-from core_saga.messages import SAGA_TOPICS
 
 from commerce_apps.app import build_app
-from commerce_apps.container import ServiceContainer, container_for, kafka_settings
+from commerce_apps.container import (
+    ServiceContainer,
+    container_for,
+    ensure_saga_topics,
+)
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
 
 if TYPE_CHECKING:
@@ -189,10 +191,8 @@ class Platform:
         self._broker.resume()
 
     async def _ensure_topics(self) -> None:
-        kafka = kafka_settings(self._settings_for("order"), "admin")
-        partitions = self.config.settings.topic_partitions
         try:
-            await asyncio.wait_for(ensure_topics(kafka, SAGA_TOPICS, partitions=partitions), 30)
+            await asyncio.wait_for(ensure_saga_topics(self._settings_for("order")), 30)
         except Exception as exc:
             raise PlatformError(f"broker unreachable at {self.bootstrap_servers}: {exc}") from exc
 

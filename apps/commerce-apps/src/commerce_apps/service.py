@@ -30,15 +30,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from adapters_kafka.topics import ensure_topics
 from adapters_postgres.engine import create_engine
 from adapters_postgres.migrations import is_at_head
-from core_saga.messages import SAGA_TOPICS
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import build_app
-from commerce_apps.container import container_for, kafka_settings
+from commerce_apps.container import container_for, ensure_saga_topics
 from commerce_apps.logs import configure_logging, log_context
 from commerce_apps.platform import PlatformError, check_port_free
 from commerce_apps.settings import ServiceName, Settings
@@ -63,11 +61,8 @@ async def preflight(service: ServiceName, settings: Settings, seconds: float = 1
         await engine.dispose()
     if not migrated:
         raise PlatformError(f"{service} database is not migrated: run 'commerce migrate {service}'")
-    kafka = kafka_settings(settings, service)
     try:
-        await asyncio.wait_for(
-            ensure_topics(kafka, SAGA_TOPICS, partitions=settings.topic_partitions), seconds
-        )
+        await asyncio.wait_for(ensure_saga_topics(settings, service), seconds)
     except Exception as exc:
         raise PlatformError(
             f"broker unreachable at {settings.kafka_bootstrap_servers}: {exc!r}"
