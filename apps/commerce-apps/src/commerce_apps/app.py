@@ -1,7 +1,9 @@
 """A service as a Starlette app: routes, docs, health, metrics, and its background workers.
 
 The lifespan starts the Kafka publisher, the outbox relay, the consumer and (for the order
-service) the deadline sweep, and stops them in reverse order, so a SIGTERM drains cleanly.
+service) the deadline sweep. On SIGTERM it drains the consumer first, cancels the relay,
+sweeps and gauges, and stops the publisher last (dead letters in flight still go out).
+Outbox rows not yet relayed stay in the outbox for the next start.
 """
 
 from __future__ import annotations

@@ -14,14 +14,19 @@ from rich.table import Table
 from commerce_apps.console import (
     fail,
     load_settings,
-    on_broker,
     quiet_logs,
     run_async,
     run_fast,
 )
 from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
-from commerce_apps.platform import Platform, PlatformConfig, PlatformError, processes_pay_off
+from commerce_apps.platform import (
+    Platform,
+    PlatformConfig,
+    PlatformError,
+    on_broker,
+    processes_pay_off,
+)
 from commerce_apps.settings import SERVICES, ServiceName
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -69,7 +74,7 @@ def up(
         ),
     ] = processes_pay_off(),
 ) -> None:
-    """Run the whole platform: infrastructure, migrations, topics, four APIs (a process each)."""
+    """Run the whole platform: infrastructure, migrations, topics, the four APIs."""
     settings = load_settings()
     configure_logging("console", settings.log_level)
     config = PlatformConfig(

@@ -26,9 +26,10 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value is one line and exit 1."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings()
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]).upper()
@@ -55,14 +56,6 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
-
-
-async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
-    """Await a broker call; an unreachable broker becomes one line, not a traceback."""
-    try:
-        return await asyncio.wait_for(call, seconds)
-    except Exception as exc:
-        raise PlatformError(f"broker unreachable at {servers}: {exc}") from None
 
 
 def quiet_logs() -> None:

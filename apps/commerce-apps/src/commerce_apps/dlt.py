@@ -10,8 +10,9 @@ from adapters_kafka.publisher import KafkaPublisher
 from rich.console import Console
 from rich.table import Table
 
-from commerce_apps.console import fail, load_settings, on_broker, quiet_logs, run_async
+from commerce_apps.console import fail, load_settings, quiet_logs, run_async
 from commerce_apps.container import kafka_settings
+from commerce_apps.platform import on_broker
 
 dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 

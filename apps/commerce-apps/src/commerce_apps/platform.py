@@ -21,10 +21,10 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import uvicorn
@@ -47,8 +47,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+
 class PlatformError(Exception):
     """A start-up failure worth one clear line: port in use, database or broker unreachable."""
+
+
+async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
+    """Await a broker call; an unreachable broker becomes one line, not a traceback."""
+    try:
+        return await asyncio.wait_for(call, seconds)
+    except Exception as exc:
+        raise PlatformError(f"broker unreachable at {servers}: {exc}") from None
 
 
 def processes_pay_off() -> bool:
@@ -191,10 +202,7 @@ class Platform:
         self._broker.resume()
 
     async def _ensure_topics(self) -> None:
-        try:
-            await asyncio.wait_for(ensure_saga_topics(self._settings_for("order")), 30)
-        except Exception as exc:
-            raise PlatformError(f"broker unreachable at {self.bootstrap_servers}: {exc}") from exc
+        await on_broker(self.bootstrap_servers, ensure_saga_topics(self._settings_for("order")))
 
     def _settings_for(self, service: ServiceName) -> Settings:
         overrides: dict[str, Any] = {
@@ -258,6 +266,7 @@ class Platform:
             service=service,
             settings=settings,
             consumer_options=None if options is None else dict(options),
+            topics_ready=True,
             profile=None if profile is None else str(profile_path(profile, service)),
         )
         self._children[service] = await ServiceProcess.start(spec, self.urls[service])

@@ -35,22 +35,27 @@ from adapters_postgres.migrations import is_at_head
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.pool import NullPool
 
-from commerce_apps.app import build_app
+from commerce_apps.app import SHUTDOWN_SECONDS, build_app
 from commerce_apps.container import container_for, ensure_saga_topics
 from commerce_apps.logs import configure_logging, log_context
-from commerce_apps.platform import PlatformError, check_port_free
+from commerce_apps.platform import PlatformError, check_port_free, on_broker
 from commerce_apps.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
 
 CHILD_COMMAND = "from commerce_apps.service import child_main; child_main()"
 TAIL_LINES = 20
-STOP_SECONDS = 30.0  # above the app's bounded drain (consumer, then publisher)
+STOP_SECONDS = 2 * SHUTDOWN_SECONDS + 5  # above the app's drain: consumer, then publisher
 LINE_LIMIT = 1 << 20
 
 
-async def preflight(service: ServiceName, settings: Settings, seconds: float = 15) -> None:
-    """Fail fast, in one line, when the database or broker is unreachable or not set up."""
+async def preflight(
+    service: ServiceName, settings: Settings, seconds: float = 15, *, topics: bool = True
+) -> None:
+    """Fail fast, in one line, when the database or broker is unreachable or not set up.
+
+    ``topics=False`` when the caller created the saga topics already (``commerce up``).
+    """
     engine = create_engine(settings.database_url or "", poolclass=NullPool)
     try:
         async with asyncio.timeout(seconds):
@@ -61,23 +66,23 @@ async def preflight(service: ServiceName, settings: Settings, seconds: float = 1
         await engine.dispose()
     if not migrated:
         raise PlatformError(f"{service} database is not migrated: run 'commerce migrate {service}'")
-    try:
-        await asyncio.wait_for(ensure_saga_topics(settings, service), seconds)
-    except Exception as exc:
-        raise PlatformError(
-            f"broker unreachable at {settings.kafka_bootstrap_servers}: {exc!r}"
-        ) from None
+    if topics:
+        await on_broker(
+            settings.kafka_bootstrap_servers, ensure_saga_topics(settings, service), seconds
+        )
 
 
 async def serve_one(
     service: ServiceName,
     settings: Settings,
     consumer_options: Mapping[str, Any] | None = None,
+    *,
+    topics_ready: bool = False,
 ) -> None:
     """Serve ``service`` until SIGINT/SIGTERM; ``consumer_options`` go to aiokafka's consumer."""
     port = settings.port_for(service)
     check_port_free(settings.host, port)
-    await preflight(service, settings)
+    await preflight(service, settings, topics=not topics_ready)
     overrides = {} if consumer_options is None else {"consumer_options": dict(consumer_options)}
     app = build_app(container_for(service, settings, **overrides))
     config = uvicorn.Config(app, host=settings.host, port=port, log_config=None, lifespan="on")
@@ -93,6 +98,7 @@ class ServiceSpec(BaseModel):
     settings: Settings  # complete: the child reads no environment for these
     consumer_options: dict[str, Any] | None = None
     profile: str | None = None  # write cProfile stats of the child to this file at exit
+    topics_ready: bool = False  # the parent created the saga topics already
 
 
 # --- the child -----------------------------------------------------------------------------
@@ -106,20 +112,25 @@ def child_main() -> None:
     signal.signal(signal.SIGTERM, _exit_quietly)
     threading.Thread(target=_stop_at_eof, name="parent-watch", daemon=True).start()
     with log_context(service=spec.service):
-        _profiled(spec.profile, lambda: _serve_child(spec))
+        profiled(spec.profile, lambda: _serve_child(spec))
 
 
 def _serve_child(spec: ServiceSpec) -> None:
     from commerce_apps.console import run_fast
 
     try:
-        run_fast(serve_one(spec.service, spec.settings, spec.consumer_options))
+        run_fast(
+            serve_one(
+                spec.service, spec.settings, spec.consumer_options, topics_ready=spec.topics_ready
+            )
+        )
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 
-def _profiled(path: str | None, run: Callable[[], None]) -> None:
+def profiled(path: str | None, run: Callable[[], None]) -> None:
+    """Run ``run``; with a ``path``, under cProfile, writing its stats there."""
     if path is None:
         run()
         return

@@ -63,7 +63,10 @@ def load_command(
     plot: Annotated[Path | None, typer.Option(help="PNG of latency over time")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     log_level: Annotated[str, typer.Option(help="Embedded platform's log level")] = "WARNING",
-    cprofile: Annotated[Path | None, typer.Option(help="cProfile the embedded platform")] = None,
+    cprofile: Annotated[
+        Path | None,
+        typer.Option(help="cProfile the embedded platform (a file per service process)"),
+    ] = None,
     processes: Annotated[
         bool,
         typer.Option(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import cProfile
 import logging
 import multiprocessing
 import shutil
@@ -105,14 +104,10 @@ async def restock(inventory_url: str, units: int) -> None:
 
 
 def _child(conn: Connection, plan: _Plan) -> None:
-    if plan.profile is None or plan.processes:  # process mode: the services profile themselves
-        _serve(conn, plan)
-        return
-    profiler = cProfile.Profile()
-    try:
-        profiler.runcall(_serve, conn, plan)
-    finally:
-        profiler.dump_stats(plan.profile)
+    from commerce_apps.service import profiled
+
+    # In process mode the services profile themselves, a file each.
+    profiled(None if plan.processes else plan.profile, lambda: _serve(conn, plan))
 
 
 @contextlib.asynccontextmanager

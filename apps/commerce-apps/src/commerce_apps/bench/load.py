@@ -147,7 +147,6 @@ class LoadRun:
             await asyncio.gather(polling, return_exceptions=True)
             await asyncio.gather(posts.aclose(), polls.aclose())
         self.result.poll_requests = poller.requests
-        self.result.elapsed = time.perf_counter() - self._start
         self.result.client_cpu = time.process_time() - cpu
         return self.result
 
@@ -189,7 +188,7 @@ class LoadRun:
         except TimeoutError:
             poller.forget(order_id)
             return self._failed("terminal-timeout")
-        self.result.completions.append(Completion(sent, post_seconds, observed, status))
+        self.result.completions.append(Completion(sent, observed, status))
         self._progress("terminal")
 
     async def _post(

@@ -9,7 +9,8 @@ Profiles, both on that same code path:
 
 - ``default``: a large batch, the batched publisher.
 - ``seed``: the seed's parameters: 100 rows per poll, 500 ms between polls, and one message
-  sent and awaited at a time (``linger_ms=0``, as Java's producer defaults).
+  sent and awaited at a time. Both use the same ``KafkaPublisher`` (``linger_ms=0``, as
+  Java's producer defaults).
 """
 
 from __future__ import annotations
@@ -187,8 +188,7 @@ async def run_relay_bench(config: RelayBenchConfig) -> dict[str, Any]:
             await ensure_topics(kafka, SAGA_TOPICS, partitions=config.partitions)
             await fill_outbox(url, config.events)
             watch = Stopwatch(config.events, SEED_PAUSE if seed else 0.0)
-            producer = KafkaPublisher(kafka, linger_ms=0) if seed else KafkaPublisher(kafka)
-            async with producer:
+            async with KafkaPublisher(kafka) as producer:
                 publisher: EventPublisher = OneByOne(producer) if seed else producer
                 settings = RelaySettings(
                     batch_size=batch, poll_interval=SEED_PAUSE if seed else 1.0

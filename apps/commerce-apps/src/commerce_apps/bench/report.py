@@ -34,7 +34,6 @@ class Completion:
     """One order that reached a terminal state; times in seconds since the run started."""
 
     posted_at: float
-    post_seconds: float
     terminal_at: float
     status: str
 
@@ -53,7 +52,6 @@ class LoadResult:
     error_kinds: dict[str, int] = field(default_factory=dict)
     poll_requests: int = 0
     post_retries: int = 0
-    elapsed: float = 0.0
     client_cpu: float = 0.0  # the load generator's own CPU seconds
 
     def error(self, kind: str) -> None:
