@@ -20,9 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from commerce_apps.bench.clients import ClientPool
+from commerce_apps.bench.clients import BenchClient, TransportError
 from commerce_apps.bench.report import Completion, LoadResult
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
@@ -64,18 +62,22 @@ def order_body(rng: random.Random) -> dict[str, Any]:
 
 async def check_reachable(order_url: str) -> None:
     """Raise ``OSError`` naming the URL unless the order service answers ``/health/live``."""
+    client = BenchClient(order_url, 1, 5)
     try:
-        async with httpx.AsyncClient(base_url=order_url, timeout=5) as client:
-            (await client.get("/health/live")).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise OSError(f"no order service answers at {order_url}: {exc}") from None
+        status, _ = await client.get("/health/live")
+    except (TimeoutError, TransportError, ValueError) as exc:
+        raise OSError(f"no order service answers at {order_url}: {exc!r}") from None
+    finally:
+        await client.aclose()
+    if status != 200:
+        raise OSError(f"no order service answers at {order_url}: HTTP {status}")
 
 
 class Poller:
     """Polls every pending order each round; resolves each with (observed time, status)."""
 
-    def __init__(self, clients: ClientPool, config: LoadConfig, start: float) -> None:
-        self._clients = clients
+    def __init__(self, client: BenchClient, config: LoadConfig, start: float) -> None:
+        self._client = client
         self._config = config
         self._start = start
         self._pending: dict[str, asyncio.Future[tuple[float, str]]] = {}
@@ -100,18 +102,15 @@ class Poller:
             await asyncio.sleep(self._config.poll_interval)
 
     async def _check(self, order_id: str) -> None:
-        async with self._clients.client() as client:
-            if order_id not in self._pending:
-                return
-            self.requests += 1
-            try:
-                response = await client.get(f"/api/orders/{order_id}")
-            except httpx.HTTPError:
-                return  # tried again next round; the order's own timeout bounds it
-            observed = time.perf_counter() - self._start
-        if response.status_code != 200:
+        self.requests += 1
+        try:
+            code, body = await self._client.get(f"/api/orders/{order_id}")
+        except (TimeoutError, TransportError, ValueError):
+            return  # tried again next round; the order's own timeout bounds it
+        observed = time.perf_counter() - self._start
+        if code != 200:
             return
-        status = response.json().get("status")
+        status = body.get("status")
         future = self._pending.get(order_id)
         if status in TERMINAL and future is not None:
             del self._pending[order_id]
@@ -132,8 +131,8 @@ class LoadRun:
 
     async def run(self) -> LoadResult:
         cfg = self.config
-        posts = ClientPool(cfg.order_url, max(cfg.concurrency, 1), cfg.timeout)
-        polls = ClientPool(cfg.order_url, cfg.poll_parallel, cfg.timeout)
+        posts = BenchClient(cfg.order_url, max(cfg.concurrency, 1), cfg.timeout)
+        polls = BenchClient(cfg.order_url, cfg.poll_parallel, cfg.timeout)
         self._start, cpu = time.perf_counter(), time.process_time()
         poller = Poller(polls, cfg, self._start)
         polling = asyncio.create_task(poller.run(), name="bench-poller")
@@ -150,37 +149,36 @@ class LoadRun:
         self.result.client_cpu = time.process_time() - cpu
         return self.result
 
-    async def _worker(self, clients: ClientPool, poller: Poller) -> None:
+    async def _worker(self, client: BenchClient, poller: Poller) -> None:
         while self._next < self.config.orders:
             self._next += 1
-            await self._one(clients, poller)
+            await self._one(client, poller)
 
-    async def _open_loop(self, clients: ClientPool, poller: Poller, rate: float) -> None:
+    async def _open_loop(self, client: BenchClient, poller: Poller, rate: float) -> None:
         tasks = []
         for index in range(self.config.orders):
             delay = self._start + index / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(clients, poller)))
+            tasks.append(asyncio.create_task(self._one(client, poller)))
         await asyncio.gather(*tasks)
 
-    async def _one(self, clients: ClientPool, poller: Poller) -> None:
+    async def _one(self, client: BenchClient, poller: Poller) -> None:
         body = order_body(self._rng)
         headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
         sent = time.perf_counter() - self._start
         try:
-            async with clients.client() as client:
-                response = await self._post(client, body, headers)
-        except httpx.TimeoutException:
+            code, answer = await self._post(client, body, headers)
+        except TimeoutError:
             return self._failed("post-timeout")
-        except httpx.HTTPError as exc:
+        except (TransportError, ValueError) as exc:
             return self._failed(type(exc).__name__)
         post_seconds = time.perf_counter() - self._start - sent
         self._progress("posted")
-        if response.status_code not in (200, 201):
-            return self._failed(f"http-{response.status_code}")
+        if code not in (200, 201):
+            return self._failed(f"http-{code}")
         self.result.post_seconds.append(post_seconds)
-        order_id = str(response.json()["id"])
+        order_id = str(answer["id"])
         try:
             observed, status = await asyncio.wait_for(
                 poller.watch(order_id), self.config.timeout - post_seconds
@@ -192,15 +190,15 @@ class LoadRun:
         self._progress("terminal")
 
     async def _post(
-        self, client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]
-    ) -> httpx.Response:
+        self, client: BenchClient, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, Any]:
         """POST; a dropped connection is retried with the same Idempotency-Key (safe)."""
         for attempt in range(POST_ATTEMPTS):
             try:
-                return await client.post("/api/orders", json=body, headers=headers)
-            except httpx.TimeoutException:
+                return await client.post("/api/orders", body, headers)
+            except TimeoutError:
                 raise
-            except httpx.TransportError:
+            except TransportError:
                 if attempt + 1 == POST_ATTEMPTS:
                     raise
                 self.result.post_retries += 1
