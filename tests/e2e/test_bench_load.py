@@ -54,6 +54,24 @@ async def test_the_load_bench_reports_every_order(
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+async def test_the_bench_sees_each_end_on_order_events(succeeding: RunningPlatform) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLI, "bench",
+        "--order-url", succeeding.url("order", ""), "--orders", "12", "--concurrency", "3",
+        "--kafka", succeeding.platform.bootstrap_servers, "--json", "--quiet",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    await settle(succeeding)
+
+    assert summary["watch"] == "events" and summary["poll_requests"] == 0
+    # every order ended on the topic, and its status over HTTP agreed (else an error)
+    assert (summary["terminal"], summary["errors"]) == (12, 0)
+    assert summary["statuses"] == {"CONFIRMED": 12}  # the ``succeeding`` platform
+
+
 async def test_the_open_loop_places_every_order(succeeding: RunningPlatform) -> None:
     config = LoadConfig(succeeding.url("order", ""), orders=8, rate=40.0, seed=7)
     result = await LoadRun(config).run()

@@ -128,6 +128,7 @@ def test_an_unknown_service_is_refused() -> None:
     [
         (("--stock", "100"), "error: --stock needs --embedded"),
         (("--rate", "0"), "error: --rate must be positive"),
+        (("--embedded", "--kafka", "localhost:9092"), "error: --kafka is for a running platform"),
     ],
 )
 def test_bad_bench_options_are_one_line_and_exit_1(args: tuple[str, ...], message: str) -> None:

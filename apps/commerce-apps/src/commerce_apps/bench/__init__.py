@@ -8,6 +8,7 @@ measures the outbox relay alone. Imported by ``commerce_apps.cli.main``, which r
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,6 +79,13 @@ def load_command(
         int | None,
         typer.Option(min=0, help="Embedded: units of every product at the start"),
     ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="The platform's broker: see each end on order-events, not by polling"),
+    ] = None,
+    poll: Annotated[
+        bool, typer.Option(help="See each end by polling over HTTP even where the broker is known")
+    ] = False,
 ) -> None:
     """Place orders and wait for each to be CONFIRMED or CANCELLED; report the latencies."""
     if ctx.invoked_subcommand is not None:
@@ -86,6 +94,8 @@ def load_command(
         raise fail("--rate must be positive")
     if stock is not None and not embedded:
         raise fail("--stock needs --embedded (it rewrites the platform's stock)")
+    if kafka is not None and embedded:
+        raise fail("--kafka is for a running platform (--embedded knows its broker)")
 
     async def main() -> dict[str, Any]:
         from commerce_apps.bench.embedded import embedded_platform
@@ -95,14 +105,21 @@ def load_command(
         )
         if not embedded:
             await check_reachable(order_url)
-            result = await _drive(config, quiet)
+            result = await _drive(replace(config, kafka=None if poll else kafka), quiet)
         else:
-            async with embedded_platform(
-                log_level, cprofile, processes=processes, stock=stock
-            ) as url:
-                result = await _drive(LoadConfig(**{**vars(config), "order_url": url}), quiet)
+            async with embedded_platform(log_level, cprofile, processes=processes, stock=stock) as (
+                url,
+                broker,
+            ):
+                watched = replace(config, order_url=url, kafka=None if poll else broker)
+                result = await _drive(watched, quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
-        setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}
+        watch = "poll" if poll or not (embedded or kafka) else "events"
+        setup = {
+            "embedded": embedded,
+            **({"processes": processes} if embedded else {}),
+            "watch": watch,
+        }
         summary = result.summary(**mode, **setup)
         if plot is not None:
             from commerce_apps.bench.plot import write_plot

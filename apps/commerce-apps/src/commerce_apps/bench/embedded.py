@@ -81,7 +81,7 @@ def _serve(conn: Connection, plan: _Plan) -> None:
         try:
             if plan.stock is not None:
                 await restock(platform.database_urls["inventory"], plan.stock)
-            conn.send(("up", platform.urls["order"]))
+            conn.send(("up", platform.urls["order"], platform.bootstrap_servers))
             await asyncio.to_thread(conn.recv)  # any message (or the parent gone): stop
         except EOFError:
             pass
@@ -117,8 +117,8 @@ async def embedded_platform(
     start_timeout: float = 180.0,
     processes: bool | None = None,
     stock: int | None = None,
-) -> AsyncIterator[str]:
-    """A fresh platform (temporary data, reset, free ports); yields the order service URL."""
+) -> AsyncIterator[tuple[str, str]]:
+    """A fresh platform (temporary data, reset, free ports); yields (order URL, broker)."""
     data_dir = tempfile.mkdtemp(prefix="commerce-bench-")
     plan = _Plan(
         data_dir=data_dir,
@@ -137,7 +137,7 @@ async def embedded_platform(
         ready = await asyncio.wait_for(asyncio.to_thread(_receive, parent), start_timeout)
         if ready[0] != "up":
             raise PlatformError(f"the embedded platform did not start: {ready[1]}")
-        yield ready[1]
+        yield ready[1], ready[2]
     finally:
         with contextlib.suppress(OSError):
             parent.send("stop")
@@ -149,9 +149,10 @@ async def embedded_platform(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _receive(conn: Connection) -> tuple[str, str]:
+def _receive(conn: Connection) -> tuple[str, ...]:
+    """("up", order URL, broker) or ("error", why)."""
     try:
-        kind, value = conn.recv()
+        message = conn.recv()
     except EOFError:
         return ("error", "the platform process exited")
-    return (str(kind), str(value))
+    return tuple(str(part) for part in message)

@@ -1,13 +1,16 @@
-"""The order load generator: POST orders closed-loop or at a rate, poll them to the end.
+"""The order load generator: POST orders closed-loop or at a rate, and time each to its end.
 
 Closed loop (``concurrency``): that many workers each place an order and wait until it is
 CONFIRMED or CANCELLED before placing the next, so ``concurrency`` sagas are in flight.
 Open loop (``rate``): orders are placed on a fixed schedule whatever the platform's pace.
 
-One poller owns every order still pending: each round it GETs all of them (at most
-``poll_parallel`` at a time), resolves those that turned terminal with the time their
-response arrived, then sleeps ``poll_interval``. The terminal time is therefore late by at
-most one round plus the interval: that is the resolution of the POST→terminal latency.
+The end of an order is seen one of two ways. With ``kafka`` (the broker's address) an
+``EventWatcher`` reads the order's OrderConfirmed or OrderCancelled from ``order-events``;
+after the run every order is read once over HTTP, and one whose status differs from its
+event counts as an error. Without it one poller owns every order still pending: each round
+it GETs all of them (at most ``poll_parallel`` at a time), resolves those that turned
+terminal with the time their response arrived, then sleeps ``poll_interval``; the terminal
+time is late by at most one round plus the interval, and the GETs load the order service.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from commerce_apps.bench.clients import BenchClient, TransportError
 from commerce_apps.bench.report import Completion, LoadResult
+from commerce_apps.bench.watch import EventWatcher
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
 PRICES = {  # the five seeded products (ids: the digit repeated in UUID form)
@@ -45,6 +49,7 @@ class LoadConfig:
     poll_parallel: int = 32
     timeout: float = 60.0  # per order, POST to terminal
     seed: int | None = None
+    kafka: str | None = None  # bootstrap servers: watch order-events instead of polling
 
 
 def order_body(rng: random.Random) -> dict[str, Any]:
@@ -76,10 +81,10 @@ async def check_reachable(order_url: str) -> None:
 class Poller:
     """Polls every pending order each round; resolves each with (observed time, status)."""
 
-    def __init__(self, client: BenchClient, config: LoadConfig, start: float) -> None:
+    def __init__(self, client: BenchClient, config: LoadConfig, start: float = 0.0) -> None:
         self._client = client
         self._config = config
-        self._start = start
+        self.start = start
         self._pending: dict[str, asyncio.Future[tuple[float, str]]] = {}
         self._wake = asyncio.Event()
         self.requests = 0
@@ -107,7 +112,7 @@ class Poller:
             code, body = await self._client.get(f"/api/orders/{order_id}")
         except (TimeoutError, TransportError, ValueError):
             return  # tried again next round; the order's own timeout bounds it
-        observed = time.perf_counter() - self._start
+        observed = time.perf_counter() - self.start
         if code != 200:
             return
         status = body.get("status")
@@ -116,6 +121,9 @@ class Poller:
             del self._pending[order_id]
             if not future.done():
                 future.set_result((observed, status))
+
+
+Watcher = Poller | EventWatcher
 
 
 class LoadRun:
@@ -128,33 +136,57 @@ class LoadRun:
         self._rng = random.Random(config.seed)
         self._start = 0.0
         self._next = 0
+        self._ended: dict[str, str] = {}  # order id → status its event reported
 
     async def run(self) -> LoadResult:
         cfg = self.config
         posts = BenchClient(cfg.order_url, max(cfg.concurrency, 1), cfg.timeout)
         polls = BenchClient(cfg.order_url, cfg.poll_parallel, cfg.timeout)
-        self._start, cpu = time.perf_counter(), time.process_time()
-        poller = Poller(polls, cfg, self._start)
-        polling = asyncio.create_task(poller.run(), name="bench-poller")
+        watcher: Watcher = Poller(polls, cfg) if cfg.kafka is None else EventWatcher(cfg.kafka)
         try:
-            if cfg.rate is None:
-                await asyncio.gather(*(self._worker(posts, poller) for _ in range(cfg.concurrency)))
-            else:
-                await self._open_loop(posts, poller, cfg.rate)
+            if isinstance(watcher, EventWatcher):
+                await watcher.open()
+            self._start, cpu = time.perf_counter(), time.process_time()
+            watcher.start = self._start
+            watching = asyncio.create_task(watcher.run(), name="bench-watcher")
+            try:
+                if cfg.rate is None:
+                    workers = (self._worker(posts, watcher) for _ in range(cfg.concurrency))
+                    await asyncio.gather(*workers)
+                else:
+                    await self._open_loop(posts, watcher, cfg.rate)
+            finally:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+            self.result.client_cpu = time.process_time() - cpu
+            if isinstance(watcher, EventWatcher):
+                await self._verify(polls)
         finally:
-            polling.cancel()
-            await asyncio.gather(polling, return_exceptions=True)
+            if isinstance(watcher, EventWatcher):
+                await watcher.close()
             await asyncio.gather(posts.aclose(), polls.aclose())
-        self.result.poll_requests = poller.requests
-        self.result.client_cpu = time.process_time() - cpu
+        self.result.poll_requests = watcher.requests
         return self.result
 
-    async def _worker(self, client: BenchClient, poller: Poller) -> None:
+    async def _verify(self, client: BenchClient) -> None:
+        """Every order's status over HTTP is the one its event reported (after the timing)."""
+
+        async def check(order_id: str, status: str) -> None:
+            try:
+                code, body = await client.get(f"/api/orders/{order_id}")
+            except (TimeoutError, TransportError, ValueError) as exc:
+                return self.result.error(f"verify-{type(exc).__name__}")
+            if code != 200 or body.get("status") != status:
+                self.result.error("status-differs-from-event")
+
+        await asyncio.gather(*(check(order_id, s) for order_id, s in self._ended.items()))
+
+    async def _worker(self, client: BenchClient, poller: Watcher) -> None:
         while self._next < self.config.orders:
             self._next += 1
             await self._one(client, poller)
 
-    async def _open_loop(self, client: BenchClient, poller: Poller, rate: float) -> None:
+    async def _open_loop(self, client: BenchClient, poller: Watcher, rate: float) -> None:
         tasks = []
         for index in range(self.config.orders):
             delay = self._start + index / rate - time.perf_counter()
@@ -163,7 +195,7 @@ class LoadRun:
             tasks.append(asyncio.create_task(self._one(client, poller)))
         await asyncio.gather(*tasks)
 
-    async def _one(self, client: BenchClient, poller: Poller) -> None:
+    async def _one(self, client: BenchClient, poller: Watcher) -> None:
         body = order_body(self._rng)
         headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
         sent = time.perf_counter() - self._start
@@ -187,6 +219,7 @@ class LoadRun:
             poller.forget(order_id)
             return self._failed("terminal-timeout")
         self.result.completions.append(Completion(sent, observed, status))
+        self._ended[order_id] = status
         self._progress("terminal")
 
     async def _post(
