@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from core_saga.ports import StoredResponse
-from sqlalchemy import bindparam, null, select, update
+from sqlalchemy import JSON, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,11 +16,13 @@ from adapters_postgres.tables import idempotency_keys
 _KEY = bindparam("idempotency_key", type_=idempotency_keys.c.key.type)
 _NOW = bindparam("now", type_=idempotency_keys.c.created_at.type)
 
+_STATUS_CODE = bindparam("status_code", type_=idempotency_keys.c.status_code.type)
+_RESPONSE = bindparam("response", type_=JSON(none_as_null=True))  # no body: SQL NULL
 _NEW = insert(idempotency_keys).values(
     key=_KEY,
     request_hash=bindparam("request_hash", type_=idempotency_keys.c.request_hash.type),
-    status_code=null(),
-    response=null(),
+    status_code=_STATUS_CODE,
+    response=_RESPONSE,
     created_at=_NOW,
     expires_at=bindparam("expires_at", type_=idempotency_keys.c.expires_at.type),
 )
@@ -28,8 +30,8 @@ _CLAIM = _NEW.on_conflict_do_update(
     index_elements=[idempotency_keys.c.key],
     set_={
         "request_hash": _NEW.excluded.request_hash,
-        "status_code": null(),
-        "response": null(),
+        "status_code": _NEW.excluded.status_code,
+        "response": _NEW.excluded.response,
         "created_at": _NEW.excluded.created_at,
         "expires_at": _NEW.excluded.expires_at,
     },
@@ -46,10 +48,7 @@ _STORED = select(
 _SAVE_RESPONSE = (
     update(idempotency_keys)
     .where(idempotency_keys.c.key == _KEY)
-    .values(
-        status_code=bindparam("status_code", type_=idempotency_keys.c.status_code.type),
-        response=bindparam("response", type_=idempotency_keys.c.response.type),
-    )
+    .values(status_code=_STATUS_CODE, response=_RESPONSE)
 )
 
 
@@ -67,8 +66,14 @@ class PostgresIdempotencyStore:
         self._conn = conn
 
     async def claim(
-        self, key: str, request_hash: str, now: datetime, expires_at: datetime
+        self,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        response: tuple[int, Any] | None = None,
     ) -> StoredResponse | None:
+        status_code, body = response or (None, None)
         claimed = await self._conn.execute(
             _CLAIM,
             {
@@ -76,6 +81,8 @@ class PostgresIdempotencyStore:
                 "request_hash": request_hash,
                 "now": now,
                 "expires_at": expires_at,
+                "status_code": status_code,
+                "response": body,
             },
         )
         if claimed.first() is not None:

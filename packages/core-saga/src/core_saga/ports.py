@@ -114,12 +114,19 @@ class StoredResponse:
 
 class IdempotencyStore(Protocol):
     async def claim(
-        self, key: str, request_hash: str, now: datetime, expires_at: datetime
+        self,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        response: tuple[int, Any] | None = None,
     ) -> StoredResponse | None:
         """Claim ``key`` for this request; None means it is ours, else what is stored.
 
         Concurrent claims of one key are serialised: the later one waits for the earlier
         transaction and then sees its stored response. An expired key counts as absent.
+        ``response`` (status code, body), when known before the work, is stored with the
+        claim: one write instead of a claim and a ``save_response``.
         """
         ...
 

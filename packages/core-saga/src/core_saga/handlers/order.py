@@ -158,22 +158,22 @@ class OrderService:
     async def place_order(self, request: PlaceOrder, idempotency_key: str) -> PlaceOrderOutcome:
         """Create the order, its OrderCreated and the saved response in one transaction.
 
-        The key is claimed first: a repeat with the same request replays the stored body,
-        one with another request is a conflict, and neither creates anything.
+        The key is claimed first, with the response it will replay (the order is made in
+        memory before): a repeat with the same request replays the stored body, one with
+        another request is a conflict, and neither creates anything.
         """
         fingerprint = request_hash(request)
         async with self.uow() as uow:
             now = self.clock.now()
+            order, created = self._new_order(request, now)
+            body = order_view(order)
             stored = await uow.idempotency.claim(
-                idempotency_key, fingerprint, now, now + self.key_ttl
+                idempotency_key, fingerprint, now, now + self.key_ttl, (201, body)
             )
             if stored is not None:
                 return _repeat(stored, fingerprint)
-            order, created = self._new_order(request, now)
-            body = order_view(order)
             await uow.orders.add(order)
             await uow.outbox.add(created)
-            await uow.idempotency.save_response(idempotency_key, 201, body)
             await uow.commit()
         return PlaceOrderOutcome("created", 201, body)
 

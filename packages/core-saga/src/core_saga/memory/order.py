@@ -62,13 +62,21 @@ class MemoryIdempotencyStore:
         self._rows, self._locks = rows, locks
 
     async def claim(
-        self, key: str, request_hash: str, now: datetime, expires_at: datetime
+        self,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        response: tuple[int, Any] | None = None,
     ) -> StoredResponse | None:
         await self._locks.lock(key)  # a concurrent claim waits for this transaction to end
         held = self._rows.get(key)
         if held is not None and held.expires_at > now:
             return StoredResponse(held.request_hash, held.status_code, deepcopy(held.body))
-        self._rows.put(key, IdempotencyRecord(request_hash, None, None, expires_at))
+        status_code, body = response or (None, None)
+        self._rows.put(
+            key, IdempotencyRecord(request_hash, status_code, deepcopy(body), expires_at)
+        )
         return None
 
     async def save_response(self, key: str, status_code: int, body: Any) -> None:
