@@ -33,9 +33,14 @@ def with_database(url: str, database: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 5, max_overflow: int = 5, **options: Any
+    url: str, *, pool_size: int = 10, max_overflow: int = 0, **options: Any
 ) -> AsyncEngine:
     """An asyncpg engine; small pools, because every replica of four services shares one server.
+
+    No overflow: an overflow connection is closed as soon as it is returned to a full pool,
+    so under load every burst opened new ones (a backend forked, asyncpg's type set-up, every
+    statement prepared again): 172 connections in a 1,000-order run of the order service.
+    The same ten connections at most, all kept, cost none of that.
 
     No ``pool_pre_ping``: it costs a round trip on every checkout (a quarter of all statements
     under load). A connection the server dropped fails its next use once, which SQLAlchemy
