@@ -24,6 +24,7 @@ from core_saga.messages import (
     StockReleaseRequested,
     StockReserved,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -133,3 +134,27 @@ async def test_a_failing_batch_keeps_nothing_and_its_events_apply_one_at_a_time(
         await service.handle(event)
     after = await stock(inventory_engine)
     assert [after[p][1] - before[p][1] for p in PRODUCTS[:2]] == [1, 1]
+
+
+async def test_an_order_key_the_transaction_holds_is_not_locked_again(
+    inventory_engine: AsyncEngine,
+) -> None:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    held, other = uuid4(), uuid4()
+    sa_event.listen(inventory_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with inventory_uow_factory(inventory_engine)() as uow:
+            await uow.hold({held})
+            await uow.reservations.get(held, for_update=True)  # held: no second lock
+            await uow.reservations.get(other, for_update=True)  # not held: locked here
+            await uow.reservations.get(other, for_update=True)  # now held
+            await uow.commit()
+            await uow.reservations.get(held, for_update=True)  # a new transaction locks again
+            await uow.rollback()
+    finally:
+        sa_event.remove(inventory_engine.sync_engine, "before_cursor_execute", record)
+    assert sum("pg_advisory_xact_lock" in statement for statement in statements) == 3

@@ -8,7 +8,7 @@ children are written or read in one statement, to save round trips.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,6 +19,7 @@ from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
 from core_saga.payments import Payment, PaymentStatus
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     Column,
     Insert,
@@ -105,11 +106,35 @@ def _rows(name: str, values: Sequence[Sequence[Any]], *targets: Column[Any]) -> 
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# unnest yields the keys in array order, and the locks are taken in that order.
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
+    bindparam("keys", type_=ARRAY(BigInteger))
+)
 
 
-async def lock_order_key(conn: AsyncConnection, order_id: UUID) -> None:
-    """``pg_advisory_xact_lock`` on the order's key (``order_lock_key``), until commit."""
-    await conn.execute(_ADVISORY_LOCK, {"key": order_lock_key(order_id)})
+class OrderLocks:
+    """``pg_advisory_xact_lock`` on order keys (``order_lock_key``) for one transaction.
+
+    A key is locked once per transaction: a batch holds all its orders' keys up front, and
+    the reservation and payment reads that lock their order again inside it then cost no
+    round trip. ``released()`` when the transaction ends (the server frees them then).
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._held: set[int] = set()
+
+    async def take(self, order_ids: Collection[UUID]) -> None:
+        """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
+        keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
+        if len(keys) == 1:
+            await self._conn.execute(_ADVISORY_LOCK, {"key": keys[0]})
+        elif keys:
+            await self._conn.execute(_ADVISORY_LOCKS, {"keys": keys})
+        self._held.update(keys)
+
+    def released(self) -> None:
+        self._held.clear()
 
 
 # --- order database ------------------------------------------------------------------------
@@ -438,15 +463,16 @@ _SAVE_RESERVATION = (
 class PostgresReservationRepository:
     """What each order holds; a RELEASED row stays as the tombstone that blocks a re-reserve."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, locks: OrderLocks | None = None) -> None:
         self._conn = conn
+        self._locks = locks or OrderLocks(conn)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
         """With ``for_update`` the order id is locked even while no row exists yet, so a
         reservation and a release racing on one order take turns instead of colliding."""
         query = _GET_RESERVATION
         if for_update:
-            await lock_order_key(self._conn, order_id)
+            await self._locks.take((order_id,))
             query = _LOCK_RESERVATION
         row = (await self._conn.execute(query, {"order_id": order_id})).first()
         if row is None:
@@ -520,12 +546,13 @@ _WAS_CANCELLED = select(
 class PostgresPaymentRepository:
     """Payments (one per order, unique) and the orders already seen cancelled."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, locks: OrderLocks | None = None) -> None:
         self._conn = conn
+        self._locks = locks or OrderLocks(conn)
 
     async def lock_order(self, order_id: UUID) -> None:
         """Works before any payment row exists; freed at commit."""
-        await lock_order_key(self._conn, order_id)
+        await self._locks.take((order_id,))
 
     async def get_by_order(self, order_id: UUID) -> Payment | None:
         row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()

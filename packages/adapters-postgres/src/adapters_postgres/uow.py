@@ -26,8 +26,6 @@ from core_saga.ports import (
     ProductRepository,
     ReservationRepository,
 )
-from sqlalchemy import BigInteger, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,12 +38,12 @@ from adapters_postgres.outbox import (
     outbox_channel,
 )
 from adapters_postgres.repositories import (
+    OrderLocks,
     PostgresNotificationRepository,
     PostgresOrderRepository,
     PostgresPaymentRepository,
     PostgresProductRepository,
     PostgresReservationRepository,
-    order_lock_key,
 )
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization
@@ -63,12 +61,6 @@ def _retryable_sqlstate(exc: DBAPIError) -> bool:
     """serialization_failure, deadlock_detected, and class 08 (connection exceptions)."""
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return isinstance(code, str) and (code in ("40001", "40P01") or code.startswith("08"))
-
-
-# unnest yields the keys in array order, and the locks are taken in that order.
-_HOLD = text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
-    bindparam("keys", type_=ARRAY(BigInteger))
-)
 
 
 class PostgresUnitOfWork:
@@ -106,11 +98,12 @@ class PostgresUnitOfWork:
         self._conn = conn
         self.outbox = self._new_outbox(conn)
         self.inbox = PostgresInbox(conn)
-        self._bind(conn)
+        self._locks = OrderLocks(conn)
+        self._bind(conn, self._locks)
         return self
 
-    def _bind(self, conn: AsyncConnection) -> None:
-        """Create the service's repositories on ``conn``."""
+    def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
+        """Create the service's repositories on ``conn``, sharing the transaction's locks."""
 
     async def __aexit__(
         self,
@@ -144,18 +137,18 @@ class PostgresUnitOfWork:
         also excludes the single-event transactions of its orders. Orders themselves are
         serialised by their row lock (``get(for_update=True)``).
         """
-        keys = sorted({order_lock_key(order_id) for order_id in order_ids})
-        if keys:
-            await self.connection.execute(_HOLD, {"keys": keys})
+        await self._locks.take(order_ids)
 
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
         await self.connection.commit()
+        self._locks.released()
         self.outbox = self._new_outbox(self.connection)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
+        self._locks.released()
         self.outbox = self._new_outbox(self.connection)
 
     def _new_outbox(self, conn: AsyncConnection) -> PostgresOutbox:
@@ -168,7 +161,7 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
     orders: OrderRepository
     idempotency: IdempotencyStore
 
-    def _bind(self, conn: AsyncConnection) -> None:
+    def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self.orders = PostgresOrderRepository(conn)
         self.idempotency = PostgresIdempotencyStore(conn)
 
@@ -178,24 +171,24 @@ class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
     products: ProductRepository
     reservations: ReservationRepository
 
-    def _bind(self, conn: AsyncConnection) -> None:
+    def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self.products = PostgresProductRepository(conn)
-        self.reservations = PostgresReservationRepository(conn)
+        self.reservations = PostgresReservationRepository(conn, locks)
 
 
 class PostgresPaymentUnitOfWork(PostgresUnitOfWork):
     service = "payment"
     payments: PaymentRepository
 
-    def _bind(self, conn: AsyncConnection) -> None:
-        self.payments = PostgresPaymentRepository(conn)
+    def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
+        self.payments = PostgresPaymentRepository(conn, locks)
 
 
 class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
     service = "notification"
     notifications: NotificationRepository
 
-    def _bind(self, conn: AsyncConnection) -> None:
+    def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self.notifications = PostgresNotificationRepository(conn)
 
 
