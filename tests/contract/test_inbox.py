@@ -58,3 +58,34 @@ async def test_a_concurrent_duplicate_goes_ahead_when_the_first_rolls_back(
         await assert_waiting(second)
     assert await asyncio.wait_for(second, 10)
     assert not await mark(database, event_id)
+
+
+async def test_marking_all_returns_the_new_ids_once_each(database: Database[UnitOfWork]) -> None:
+    seen, new_a, new_b = uuid4(), uuid4(), uuid4()
+    assert await mark(database, seen)
+    async with database.unit_of_work() as uow:
+        events = [(new_a, "StockReserved"), (seen, "StockReserved"), (new_b, "PaymentFailed")]
+        assert await uow.inbox.mark_all([*events, (new_a, "StockReserved")]) == {new_a, new_b}
+        assert await uow.inbox.mark_all(events) == set()  # marked in this transaction
+        await uow.commit()
+    assert not await mark(database, new_a)
+    assert not await mark(database, new_b)
+
+
+async def test_marking_all_waits_for_a_concurrent_mark_of_one_of_them(
+    database: Database[UnitOfWork],
+) -> None:
+    taken, free = uuid4(), uuid4()
+
+    async def mark_both() -> set[UUID]:
+        async with database.unit_of_work() as uow:
+            fresh = await uow.inbox.mark_all([(free, "StockReserved"), (taken, "StockReserved")])
+            await uow.commit()
+        return fresh
+
+    async with database.unit_of_work() as first:
+        assert await first.inbox.mark_processed(taken, "StockReserved")
+        second = asyncio.create_task(mark_both())
+        await assert_waiting(second)
+        await first.commit()
+    assert await asyncio.wait_for(second, 10) == {free}

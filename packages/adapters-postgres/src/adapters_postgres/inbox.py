@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import bindparam
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres.tables import processed_events
@@ -20,6 +21,16 @@ _MARK_PROCESSED = (
     .returning(processed_events.c.event_id)
 )
 """Built once: every consumed message runs it, so it reuses the statement and its cache key."""
+
+_MARK_ALL = text(
+    "INSERT INTO processed_events (event_id, event_type)"
+    " SELECT * FROM unnest(:event_ids, :event_types)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+).bindparams(
+    bindparam("event_ids", type_=ARRAY(processed_events.c.event_id.type)),
+    bindparam("event_types", type_=ARRAY(processed_events.c.event_type.type)),
+)
+"""A batch's marks in one statement; unnest inserts them in array order (sorted ids)."""
 
 
 class PostgresInbox:
@@ -38,3 +49,14 @@ class PostgresInbox:
             _MARK_PROCESSED, {"event_id": event_id, "event_type": event_type}
         )
         return result.first() is not None
+
+    async def mark_all(self, events: Sequence[tuple[UUID, str]]) -> set[UUID]:
+        ordered = sorted(events)
+        result = await self._conn.execute(
+            _MARK_ALL,
+            {
+                "event_ids": [event_id for event_id, _ in ordered],
+                "event_types": [event_type for _, event_type in ordered],
+            },
+        )
+        return set(result.scalars())

@@ -91,6 +91,14 @@ class Inbox(Protocol):
         """Record the event; False when it was already processed (a duplicate: skip it)."""
         ...
 
+    async def mark_all(self, events: Sequence[tuple[UUID, str]]) -> set[UUID]:
+        """``mark_processed`` for each (event id, type) at once; the ids that were new.
+
+        Ids are recorded in ascending order, so two transactions marking overlapping sets
+        wait for each other instead of deadlocking.
+        """
+        ...
+
 
 class EventPublisher(Protocol):
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:

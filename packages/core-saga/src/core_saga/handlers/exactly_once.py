@@ -61,19 +61,24 @@ async def apply_batch(
 
     The orders of the batch are held first (``UnitOfWork.hold``), then ``prepare`` may take
     the batch's other locks, also in a global order: batches on other partitions or
-    replicas then queue behind each other instead of deadlocking. One commit for the whole
-    batch is what makes it cheaper than one transaction per event. Any exception rolls
-    everything back, inbox rows included.
+    replicas then queue behind each other instead of deadlocking. Then the whole batch goes
+    into the inbox at once, before any effect; an event already processed, or met earlier
+    in the batch, is skipped. One commit for the whole batch is what makes it cheaper than
+    one transaction per event. Any exception rolls everything back, inbox rows included.
     """
     applied: list[Envelope] = []
     async with uow() as tx:
         await tx.hold({envelope.payload.order_id for envelope in envelopes})
         if prepare is not None:
             await prepare(tx, envelopes)
+        fresh = await tx.inbox.mark_all([(e.event_id, e.event_type) for e in envelopes])
         for envelope in envelopes:
+            if envelope.event_id not in fresh:
+                continue  # a duplicate
+            fresh.discard(envelope.event_id)
             with around(envelope) if around else nullcontext():
-                if await _apply_in(tx, clock, envelope, apply):
-                    applied.append(envelope)
+                await _effect(tx, clock, envelope, apply)
+            applied.append(envelope)
         await tx.commit()
     return applied
 
@@ -82,6 +87,11 @@ async def _apply_in(tx: U, clock: Clock, envelope: Envelope, apply: Apply[U]) ->
     """Inbox first, then the effect and its follow-up events; False for a duplicate."""
     if not await tx.inbox.mark_processed(envelope.event_id, envelope.event_type):
         return False
+    await _effect(tx, clock, envelope, apply)
+    return True
+
+
+async def _effect(tx: U, clock: Clock, envelope: Envelope, apply: Apply[U]) -> None:
+    """The event's effect and its follow-up events, in the outbox."""
     for event in await apply(tx, envelope):
         await tx.outbox.add(new_envelope(event, clock.now(), envelope.event_id))
-    return True

@@ -94,3 +94,10 @@ class MemoryInbox:
             return False
         self._rows.put(event_id, event_type)
         return True
+
+    async def mark_all(self, events: Sequence[tuple[UUID, str]]) -> set[UUID]:
+        return {
+            event_id
+            for event_id, event_type in sorted(events)
+            if await self.mark_processed(event_id, event_type)
+        }
