@@ -78,24 +78,19 @@ async def test_an_expired_key_counts_as_absent(
 async def test_a_claim_can_store_its_response_at_once(
     orders: Database[OrderUnitOfWork], clock: ManualClock
 ) -> None:
-    async with orders.unit_of_work() as uow:
-        now = clock.now()
-        response = (201, {"id": "order-1"})
-        assert await uow.idempotency.claim("key-1", "hash-a", now, now + TTL, response) is None
-        await uow.commit()
-    assert await claim(orders, clock, "key-1", "hash-a") == StoredResponse(
-        "hash-a", 201, {"id": "order-1"}
-    )
+    async def claim_with_response(request_hash: str, body: dict[str, str]) -> None:
+        async with orders.unit_of_work() as uow:
+            now = clock.now()
+            stored = await uow.idempotency.claim("key-1", request_hash, now, now + TTL, (201, body))
+            assert stored is None
+            await uow.commit()
+        assert await claim(orders, clock, "key-1", request_hash) == StoredResponse(
+            request_hash, 201, body
+        )
 
+    await claim_with_response("hash-a", {"id": "order-1"})
     clock.advance(TTL)  # an expired key taken over with a response keeps the new one
-    async with orders.unit_of_work() as uow:
-        now = clock.now()
-        response = (201, {"id": "order-2"})
-        assert await uow.idempotency.claim("key-1", "hash-b", now, now + TTL, response) is None
-        await uow.commit()
-    assert await claim(orders, clock, "key-1", "hash-b") == StoredResponse(
-        "hash-b", 201, {"id": "order-2"}
-    )
+    await claim_with_response("hash-b", {"id": "order-2"})
 
 
 async def test_a_concurrent_claim_waits_and_then_reads_the_stored_response(

@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from commerce_apps.bench.load import LoadConfig, LoadRun
@@ -28,24 +29,31 @@ async def settle(platform: RunningPlatform) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_the_load_bench_reports_every_order(
-    succeeding: RunningPlatform, tmp_path: Path
-) -> None:
-    plot = tmp_path / "latency.png"
+async def bench(platform: RunningPlatform, *args: str) -> dict[str, Any]:
+    """``commerce bench`` on ``platform`` with ``args``; its JSON summary, once it settled."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLI, "bench",
-        "--order-url", succeeding.url("order", ""), "--orders", "20", "--concurrency", "4",
-        "--json", "--quiet", "--plot", str(plot),
+        sys.executable, "-c", CLI, "bench", "--order-url", platform.url("order", ""),
+        *args, "--json", "--quiet",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
-    summary = json.loads(out.decode().strip().splitlines()[-1])
-    await settle(succeeding)
+    await settle(platform)
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def test_the_load_bench_reports_every_order(
+    succeeding: RunningPlatform, tmp_path: Path
+) -> None:
+    plot = tmp_path / "latency.png"
+    summary = await bench(
+        succeeding, "--orders", "20", "--concurrency", "4", "--plot", str(plot), "--poll"
+    )
 
     assert {"orders", "throughput_per_s", "latency_ms", "post_latency_ms", "errors"} <= set(summary)
     assert set(summary["latency_ms"]) == DISTRIBUTION == set(summary["post_latency_ms"])
     assert summary["orders"] == 20 and summary["errors"] == 0
+    assert summary["watch"] == "poll" and summary["poll_requests"] >= 20
     assert summary["terminal"] == 20
     assert sum(summary["statuses"].values()) == 20
     by_status = summary["latency_ms_by_status"]
@@ -55,16 +63,8 @@ async def test_the_load_bench_reports_every_order(
 
 
 async def test_the_bench_sees_each_end_on_order_events(succeeding: RunningPlatform) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLI, "bench",
-        "--order-url", succeeding.url("order", ""), "--orders", "12", "--concurrency", "3",
-        "--kafka", succeeding.platform.bootstrap_servers, "--json", "--quiet",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, err.decode()
-    summary = json.loads(out.decode().strip().splitlines()[-1])
-    await settle(succeeding)
+    kafka = succeeding.platform.bootstrap_servers
+    summary = await bench(succeeding, "--orders", "12", "--concurrency", "3", "--kafka", kafka)
 
     assert summary["watch"] == "events" and summary["poll_requests"] == 0
     # every order ended on the topic, and its status over HTTP agreed (else an error)
