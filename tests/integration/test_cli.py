@@ -136,3 +136,10 @@ def test_bad_bench_options_are_one_line_and_exit_1(args: tuple[str, ...], messag
     assert result.exit_code == 1
     assert result.output.strip().startswith(message)
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_bench_reads_the_broker_security_settings_the_services_read() -> None:
+    result = commerce("bench", "--kafka", "localhost:9092", KAFKA_SECURITY_PROTOCOL="SMOKE")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: bad setting KAFKA_SECURITY_PROTOCOL")
+    assert len(result.output.strip().splitlines()) == 1

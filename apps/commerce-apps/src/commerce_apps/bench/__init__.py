@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from adapters_kafka.settings import KafkaSettings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -44,6 +45,15 @@ async def _drive(config: LoadConfig, quiet: bool) -> LoadResult:
             "terminal": progress.add_task("terminal", total=config.orders),
         }
         return await LoadRun(config, lambda what: progress.advance(bars[what])).run()
+
+
+def _kafka(bootstrap_servers: str) -> KafkaSettings:
+    """``bootstrap_servers`` with the security settings the services read (KAFKA_*)."""
+    from commerce_apps.console import load_settings
+    from commerce_apps.container import kafka_settings
+
+    settings = load_settings().model_copy(update={"kafka_bootstrap_servers": bootstrap_servers})
+    return kafka_settings(settings, "bench")
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -104,15 +114,16 @@ def load_command(
             order_url, orders, concurrency, rate, poll_interval, poll_parallel, timeout, seed
         )
         if not embedded:
+            watched = None if poll or kafka is None else _kafka(kafka)
             await check_reachable(order_url)
-            result = await _drive(replace(config, kafka=None if poll else kafka), quiet)
+            result = await _drive(replace(config, kafka=watched), quiet)
         else:
             async with embedded_platform(log_level, cprofile, processes=processes, stock=stock) as (
                 url,
-                broker,
+                bootstrap,
             ):
-                watched = replace(config, order_url=url, kafka=None if poll else broker)
-                result = await _drive(watched, quiet)
+                broker = None if poll else KafkaSettings(bootstrap, client_id="commerce-bench")
+                result = await _drive(replace(config, order_url=url, kafka=broker), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
         watch = "poll" if poll or not (embedded or kafka) else "events"
         setup = {

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters_kafka.settings import KafkaSettings
+
 from commerce_apps.bench.clients import BenchClient, TransportError
 from commerce_apps.bench.report import Completion, LoadResult
 from commerce_apps.bench.watch import EventWatcher
@@ -49,7 +51,7 @@ class LoadConfig:
     poll_parallel: int = 32
     timeout: float = 60.0  # per order, POST to terminal
     seed: int | None = None
-    kafka: str | None = None  # bootstrap servers: watch order-events instead of polling
+    kafka: KafkaSettings | None = None  # the broker: watch order-events instead of polling
 
 
 def order_body(rng: random.Random) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import asyncio
 import time
 
 from adapters_kafka.headers import EVENT_TYPE, decode_headers
+from adapters_kafka.settings import KafkaSettings
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from core_saga.messages import PoisonMessage, decode
 
@@ -26,9 +27,9 @@ Outcome = tuple[float, str]  # (seconds since the run started, final status)
 class EventWatcher:
     """Resolves each watched order with (observed time, status) when its terminal event comes."""
 
-    def __init__(self, bootstrap_servers: str, start: float = 0.0) -> None:
+    def __init__(self, kafka: KafkaSettings, start: float = 0.0) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=10,  # the broker answers a waiting fetch only when it ends
