@@ -105,7 +105,6 @@ def _rows(name: str, values: Sequence[Sequence[Any]], *targets: Column[Any]) -> 
     return {f"{name}_{target.key}": list(col) for target, col in zip(targets, columns, strict=True)}
 
 
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # unnest yields the keys in array order, and the locks are taken in that order.
 _ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
     bindparam("keys", type_=ARRAY(BigInteger))
@@ -127,9 +126,7 @@ class OrderLocks:
     async def take(self, order_ids: Collection[UUID]) -> None:
         """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
         keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
-        if len(keys) == 1:
-            await self._conn.execute(_ADVISORY_LOCK, {"key": keys[0]})
-        elif keys:
+        if keys:
             await self._conn.execute(_ADVISORY_LOCKS, {"keys": keys})
         self._held.update(keys)
 
@@ -463,9 +460,9 @@ _SAVE_RESERVATION = (
 class PostgresReservationRepository:
     """What each order holds; a RELEASED row stays as the tombstone that blocks a re-reserve."""
 
-    def __init__(self, conn: AsyncConnection, locks: OrderLocks | None = None) -> None:
+    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self._conn = conn
-        self._locks = locks or OrderLocks(conn)
+        self._locks = locks
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
         """With ``for_update`` the order id is locked even while no row exists yet, so a
@@ -546,9 +543,9 @@ _WAS_CANCELLED = select(
 class PostgresPaymentRepository:
     """Payments (one per order, unique) and the orders already seen cancelled."""
 
-    def __init__(self, conn: AsyncConnection, locks: OrderLocks | None = None) -> None:
+    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self._conn = conn
-        self._locks = locks or OrderLocks(conn)
+        self._locks = locks
 
     async def lock_order(self, order_id: UUID) -> None:
         """Works before any payment row exists; freed at commit."""

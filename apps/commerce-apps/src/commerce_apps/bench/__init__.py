@@ -125,12 +125,7 @@ def load_command(
                 broker = None if poll else KafkaSettings(bootstrap, client_id="commerce-bench")
                 result = await _drive(replace(config, order_url=url, kafka=broker), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
-        watch = "poll" if poll or not (embedded or kafka) else "events"
-        setup = {
-            "embedded": embedded,
-            **({"processes": processes} if embedded else {}),
-            "watch": watch,
-        }
+        setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}
         summary = result.summary(**mode, **setup)
         if plot is not None:
             from commerce_apps.bench.plot import write_plot

@@ -83,10 +83,12 @@ async def check_reachable(order_url: str) -> None:
 class Poller:
     """Polls every pending order each round; resolves each with (observed time, status)."""
 
-    def __init__(self, client: BenchClient, config: LoadConfig, start: float = 0.0) -> None:
+    verifies = False  # what it saw is what the API said
+
+    def __init__(self, client: BenchClient, config: LoadConfig) -> None:
         self._client = client
         self._config = config
-        self.start = start
+        self.start = 0.0  # perf_counter() when the run started: times are relative to it
         self._pending: dict[str, asyncio.Future[tuple[float, str]]] = {}
         self._wake = asyncio.Event()
         self.requests = 0
@@ -99,6 +101,12 @@ class Poller:
 
     def forget(self, order_id: str) -> None:
         self._pending.pop(order_id, None)
+
+    async def open(self) -> None:
+        """Nothing to connect: the GETs use the run's client."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     async def run(self) -> None:
         while True:
@@ -145,9 +153,9 @@ class LoadRun:
         posts = BenchClient(cfg.order_url, max(cfg.concurrency, 1), cfg.timeout)
         polls = BenchClient(cfg.order_url, cfg.poll_parallel, cfg.timeout)
         watcher: Watcher = Poller(polls, cfg) if cfg.kafka is None else EventWatcher(cfg.kafka)
+        self.result.watch = "events" if watcher.verifies else "poll"
         try:
-            if isinstance(watcher, EventWatcher):
-                await watcher.open()
+            await watcher.open()
             self._start, cpu = time.perf_counter(), time.process_time()
             watcher.start = self._start
             watching = asyncio.create_task(watcher.run(), name="bench-watcher")
@@ -161,11 +169,10 @@ class LoadRun:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
             self.result.client_cpu = time.process_time() - cpu
-            if isinstance(watcher, EventWatcher):
+            if watcher.verifies:
                 await self._verify(polls)
         finally:
-            if isinstance(watcher, EventWatcher):
-                await watcher.close()
+            await watcher.close()
             await asyncio.gather(posts.aclose(), polls.aclose())
         self.result.poll_requests = watcher.requests
         return self.result

@@ -53,6 +53,7 @@ class LoadResult:
     poll_requests: int = 0
     post_retries: int = 0
     client_cpu: float = 0.0  # the load generator's own CPU seconds
+    watch: str = "poll"  # how each end was seen: "events" (order-events) or "poll" (HTTP)
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -82,6 +83,7 @@ class LoadResult:
             "poll_requests": self.poll_requests,
             "post_retries": self.post_retries,
             "client_cpu_s": round(self.client_cpu, 2),
+            "watch": self.watch,
             **extra,
         }
 

@@ -27,16 +27,18 @@ Outcome = tuple[float, str]  # (seconds since the run started, final status)
 class EventWatcher:
     """Resolves each watched order with (observed time, status) when its terminal event comes."""
 
-    def __init__(self, kafka: KafkaSettings, start: float = 0.0) -> None:
+    verifies = True  # an event, not the API: each order's status is checked over HTTP after
+
+    def __init__(self, kafka: KafkaSettings) -> None:
         self._consumer = AIOKafkaConsumer(
             **kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=10,  # the broker answers a waiting fetch only when it ends
         )
-        self.start = start
+        self.start = 0.0  # perf_counter() when the run started: times are relative to it
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
-        self._early: dict[str, Outcome] = {}  # ended before its POST returned
+        self._early: dict[str, Outcome] = {}  # not watched (yet): ended before its POST returned
         self.requests = 0  # no HTTP: the same field as the poller's
 
     async def open(self) -> None:
