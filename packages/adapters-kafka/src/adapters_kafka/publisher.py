@@ -9,10 +9,10 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from core_saga.ports import OutboundMessage, PublishError
 
 from adapters_kafka.headers import EVENT_ID, EVENT_TYPE, RawHeaders, encode_headers
+from adapters_kafka.partitioning import KeyPartitioner
 from adapters_kafka.settings import KafkaSettings
 
 _Record = tuple[str, bytes | None, bytes | None, RawHeaders]  # topic, key, value, headers
@@ -47,7 +47,7 @@ class KafkaPublisher:
             **(producer_options or {}),
         }
         self._producer: Any = None
-        self._partitioner = self._options.get("partitioner") or DefaultPartitioner()
+        self._partitioner = self._options.get("partitioner") or KeyPartitioner()
 
     async def start(self) -> None:
         """Connect; raises aiokafka's KafkaConnectionError when no broker answers."""

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 DRIVER: Final = "postgresql+asyncpg"
@@ -50,6 +50,21 @@ def create_engine(
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     return _create_async_engine(async_url(url), **options)
+
+
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under ``conn``, inside ``conn``'s transaction if it has one.
+
+    For hot statements whose rows SQLAlchemy would process one by one in Python. SQLAlchemy
+    sends ``BEGIN`` lazily, with its first statement: it is started here when still due, so
+    a statement sent here is never outside the transaction it was meant for.
+    """
+    fairy = await conn.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    if conn.in_transaction() and not adapted.autocommit and adapted._transaction is None:
+        await adapted._start_transaction()
+    raw: asyncpg.Connection = fairy.driver_connection
+    return raw
 
 
 async def create_databases(admin_url: str, names: Iterable[str]) -> None:

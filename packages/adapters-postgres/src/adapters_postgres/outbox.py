@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -9,21 +10,17 @@ from datetime import datetime
 from core_saga.messages import Envelope
 from core_saga.ports import OutboundMessage, PendingMessage
 from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Integer,
     Text,
     bindparam,
-    cast,
     delete,
     func,
     literal_column,
     select,
-    text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from adapters_postgres.engine import driver
 from adapters_postgres.tables import outbox
 
 
@@ -90,25 +87,18 @@ class PostgresOutbox:
             self._notified = True
 
 
-_CLAIM_BATCH = (
-    select(
-        outbox.c.id,
-        outbox.c.event_id,
-        outbox.c.topic,
-        outbox.c.key,
-        outbox.c.event_type,
-        cast(outbox.c.payload, Text).label("value"),
-        outbox.c.headers,
-        outbox.c.created_at,
-    )
-    .where(outbox.c.published_at.is_(None))
-    .order_by(outbox.c.id)
-    .limit(bindparam("limit", type_=Integer))
-)
+# The relay's two statements run on the driver connection: SQLAlchemy's per-row result
+# processing was half the relay's CPU (py-spy, 20,000 events), and these rows go straight
+# out as bytes. The ``published_at IS NULL`` partial index serves both.
+_CLAIM_BATCH = """
+SELECT id, event_id, topic, key, event_type, payload::text AS value, headers::text AS headers,
+       created_at
+FROM outbox WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1
+"""
 
-_MARK_PUBLISHED = text(
-    "UPDATE outbox SET published_at = :at WHERE id = ANY(:ids) AND published_at IS NULL"
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("at", type_=DateTime(True)))
+_MARK_PUBLISHED = (
+    "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
+)
 
 _DELETE_PUBLISHED = delete(outbox).where(
     outbox.c.published_at < bindparam("cutoff", type_=outbox.c.published_at.type)
@@ -136,30 +126,30 @@ class PostgresOutboxStore:
             async with self._bind.begin() as conn:
                 yield conn
 
-    async def claim_batch(self, limit: int) -> Sequence[PendingMessage]:
+    async def claim_batch(self, limit: int, skip: Sequence[int] = ()) -> Sequence[PendingMessage]:
         async with self._connection() as conn:
-            rows = (await conn.execute(_CLAIM_BATCH, {"limit": limit})).all()
+            rows = await (await driver(conn)).fetch(_CLAIM_BATCH, limit, list(skip))
         return [
             PendingMessage(
-                position=row.id,
+                position=position,
                 message=OutboundMessage(
-                    event_id=row.event_id,
-                    topic=row.topic,
-                    key=row.key,
-                    event_type=row.event_type,
-                    value=row.value.encode(),
-                    headers=dict(row.headers or {}),
+                    event_id=event_id,
+                    topic=topic,
+                    key=key,
+                    event_type=event_type,
+                    value=value.encode(),
+                    headers=json.loads(headers) if headers and headers != "{}" else {},
                 ),
-                created_at=row.created_at,
+                created_at=created_at,
             )
-            for row in rows
+            for position, event_id, topic, key, event_type, value, headers, created_at in rows
         ]
 
     async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
         if not positions:
             return
         async with self._connection() as conn:  # one array parameter, however large the batch
-            await conn.execute(_MARK_PUBLISHED, {"ids": list(positions), "at": at})
+            await (await driver(conn)).execute(_MARK_PUBLISHED, list(positions), at)
 
     async def delete_published_before(self, cutoff: datetime) -> int:
         async with self._connection() as conn:

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from core_saga.ports import Clock, EventPublisher, OutboxStore
-from core_saga.relay import RelayBackoff, relay_once
+from core_saga.relay import RelayBackoff, relay_batches
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,7 +76,7 @@ class RelayRunner:
         publisher: EventPublisher,
         clock: Clock,
         settings: RelaySettings | None = None,
-        step: RelayStep = relay_once,
+        step: RelayStep = relay_batches,
     ) -> None:
         self.service = service
         self.settings = settings or RelaySettings()

@@ -69,8 +69,9 @@ class Outbox(Protocol):
 class OutboxStore(Protocol):
     """The relay's side of the outbox (one active relay per database)."""
 
-    async def claim_batch(self, limit: int) -> Sequence[PendingMessage]:
-        """The oldest unpublished rows, in outbox id order."""
+    async def claim_batch(self, limit: int, skip: Sequence[int] = ()) -> Sequence[PendingMessage]:
+        """The oldest unpublished rows, in outbox id order, but none at a ``skip`` position
+        (a batch still at the broker)."""
         ...
 
     async def mark_published(self, positions: Sequence[int], at: datetime) -> None:

@@ -2,26 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core_saga.ports import Clock, EventPublisher, OutboxStore
+from core_saga.ports import Clock, EventPublisher, OutboxStore, PendingMessage
+
+
+async def relay_batches(
+    store: OutboxStore,
+    publisher: EventPublisher,
+    clock: Clock,
+    batch_size: int = 500,
+    max_batches: int | None = None,
+) -> int:
+    """Publish the outbox batch by batch, in id order, until it is drained; return rows sent.
+
+    Each batch is marked published only after the publisher returned (every message
+    acknowledged), and the next batch is sent only after that, so a failure leaves the
+    refused batch and all later rows unpublished for the next call to send again: at least
+    once, in outbox order. A ``PublishError`` propagates for the caller to back off.
+
+    While a batch is out at the broker, the previous one is marked and the next one claimed
+    (past the rows in flight), so the database and the broker work at the same time. It
+    stops after a short batch, or after ``max_batches``.
+    """
+    sent, done = 0, 0
+    batch = await store.claim_batch(batch_size)
+    marked: Sequence[PendingMessage] = ()
+    while batch:
+        done += 1
+        publishing = asyncio.ensure_future(publisher.publish([p.message for p in batch]))
+        try:
+            if marked:
+                await store.mark_published([p.position for p in marked], clock.now())
+            more = len(batch) >= batch_size and (max_batches is None or done < max_batches)
+            following = (
+                await store.claim_batch(batch_size, skip=[p.position for p in batch])
+                if more
+                else ()
+            )
+            await publishing
+        finally:
+            if not publishing.done():  # the database failed meanwhile
+                publishing.cancel()
+        sent += len(batch)
+        marked, batch = batch, following
+    if marked:
+        await store.mark_published([p.position for p in marked], clock.now())
+    return sent
 
 
 async def relay_once(
     store: OutboxStore, publisher: EventPublisher, clock: Clock, batch_size: int = 500
 ) -> int:
-    """Publish the oldest unpublished batch, then mark it published; return its size.
-
-    The batch is marked only after the publisher returned (every message acknowledged), so a
-    failure leaves the rows unpublished and the next step sends them again: at least once,
-    in outbox order. A ``PublishError`` propagates for the caller to back off.
-    """
-    batch = await store.claim_batch(batch_size)
-    if not batch:
-        return 0
-    await publisher.publish([pending.message for pending in batch])
-    await store.mark_published([pending.position for pending in batch], clock.now())
-    return len(batch)
+    """Publish the oldest unpublished batch, then mark it published; return its size."""
+    return await relay_batches(store, publisher, clock, batch_size, max_batches=1)
 
 
 @dataclass(frozen=True)

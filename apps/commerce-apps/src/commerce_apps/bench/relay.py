@@ -1,16 +1,17 @@
 """``commerce bench relay``: outbox throughput from committed rows to broker acknowledgements.
 
 It writes ``events`` real outbox rows (OrderCreated envelopes) into a fresh, migrated order
-database, commits them, then runs the project's ``RelayRunner`` (``relay_once`` on a
+database, commits them, then runs the project's ``RelayRunner`` (``relay_batches`` on a
 ``PostgresOutboxStore`` bound to its leader connection) with a ``KafkaPublisher`` until every
-row is marked published, which ``relay_once`` does only after every ack came back.
+row is marked published, which ``relay_batches`` does only after every ack came back.
 
 Profiles, both on that same code path:
 
-- ``default``: a large batch, the batched publisher.
-- ``seed``: the seed's parameters: 100 rows per poll, 500 ms between polls, and one message
-  sent and awaited at a time. Both use the same ``KafkaPublisher`` (``linger_ms=0``, as
-  Java's producer defaults).
+- ``default``: large batches, the batched publisher, claims and marks overlapping the sends.
+- ``seed``: the seed's parameters: 100 rows per poll, one batch per poll (claim, send, mark,
+  nothing overlapping), 500 ms between polls, and one message sent and awaited at a time.
+
+Both use the same ``KafkaPublisher`` (``linger_ms=0``, as Java's producer defaults).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from adapters_postgres.tables import outbox
 from core_saga.clock import SystemClock
 from core_saga.messages import ORDER_TOPIC, SAGA_TOPICS, Envelope, LineItem, OrderCreated
 from core_saga.ports import Clock, EventPublisher, OutboundMessage, OutboxStore
-from core_saga.relay import relay_once
+from core_saga.relay import relay_batches
 from sqlalchemy import func, select
 
 Profile = Literal["default", "seed"]
@@ -69,7 +70,8 @@ class OneByOne:
 
 
 class Stopwatch:
-    """Wraps ``relay_once``: times the steps, and pauses after each one in the seed profile."""
+    """Wraps ``relay_batches``: times the steps; the seed profile sends one batch a step and
+    pauses after each."""
 
     def __init__(self, target: int, pause: float) -> None:
         self.target = target
@@ -84,7 +86,8 @@ class Stopwatch:
     ) -> int:
         if self.first is None:
             self.first = time.perf_counter()
-        sent = await relay_once(store, publisher, clock, batch_size)
+        one = 1 if self.pause else None
+        sent = await relay_batches(store, publisher, clock, batch_size, max_batches=one)
         self.last = time.perf_counter()
         self.sent += sent
         if self.sent >= self.target:

@@ -41,11 +41,10 @@ class MemoryOutboxStore:
     def unpublished(self) -> list[OutboxRow]:
         return [row for row in self.rows if row.published_at is None]
 
-    async def claim_batch(self, limit: int) -> Sequence[PendingMessage]:
-        return [
-            PendingMessage(row.position, row.message, row.created_at)
-            for row in self.unpublished()[:limit]
-        ]
+    async def claim_batch(self, limit: int, skip: Sequence[int] = ()) -> Sequence[PendingMessage]:
+        skipped = set(skip)
+        rows = [row for row in self.unpublished() if row.position not in skipped]
+        return [PendingMessage(row.position, row.message, row.created_at) for row in rows[:limit]]
 
     async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
         wanted = set(positions)
