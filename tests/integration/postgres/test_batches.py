@@ -45,6 +45,19 @@ async def inbox_count(engine: AsyncEngine, event_ids: list[UUID]) -> int:
     return int(count or 0)
 
 
+line = OrderLine(product_id=PRODUCTS[0], quantity=1, unit_price=Decimal("2.50"))
+amount = Decimal("2.50")
+
+
+async def place(service: OrderService, count: int) -> list[UUID]:
+    """``count`` orders of one ``line`` each; their ids."""
+    placed = [
+        await service.place_order(PlaceOrder(customer_id=uuid4(), items=(line,)), str(uuid4()))
+        for _ in range(count)
+    ]
+    return [UUID(str(outcome.body["id"])) for outcome in placed]
+
+
 async def test_inventory_batches_over_products_in_opposite_orders_all_commit(
     inventory_engine: AsyncEngine, clock: ManualClock
 ) -> None:
@@ -86,13 +99,7 @@ async def test_order_batches_from_two_topics_in_opposite_orders_all_commit(
     order_engine: AsyncEngine, clock: ManualClock
 ) -> None:
     service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
-    line = OrderLine(product_id=PRODUCTS[0], quantity=1, unit_price=Decimal("2.50"))
-    placed = [
-        await service.place_order(PlaceOrder(customer_id=uuid4(), items=(line,)), str(uuid4()))
-        for _ in range(12)
-    ]
-    ids = [UUID(str(outcome.body["id"])) for outcome in placed]
-    amount = Decimal("2.50")
+    ids = await place(service, 12)
     reserved = [
         envelope(StockReserved(order_id=i, items=(line,), total_amount=amount, currency="EUR"))
         for i in ids
@@ -158,3 +165,54 @@ async def test_an_order_key_the_transaction_holds_is_not_locked_again(
     finally:
         sa_event.remove(inventory_engine.sync_engine, "before_cursor_execute", record)
     assert sum("pg_advisory_xact_lock" in statement for statement in statements) == 3
+
+
+async def test_an_order_batch_reads_its_orders_once_and_writes_them_once(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    ids = await place(service, 4)
+    batch = [
+        event
+        for i in ids
+        for event in (
+            envelope(StockReserved(order_id=i, items=(line,), total_amount=amount, currency="EUR")),
+            envelope(PaymentSucceeded(order_id=i, payment_id=uuid4(), amount=amount)),
+        )
+    ]
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    sa_event.listen(order_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await service.handle_batch(batch)
+    finally:
+        sa_event.remove(order_engine.sync_engine, "before_cursor_execute", record)
+
+    # 8 events, 4 orders: one locked read, one (many-parameter) write, one outbox insert
+    assert sum(s.startswith("SELECT orders.id") for s in statements) == 1
+    assert sum("UPDATE orders" in s for s in statements) == 1
+    assert sum("INSERT INTO outbox" in s for s in statements) == 1
+    async with order_engine.connect() as conn:
+        statuses = await conn.scalars(
+            text("SELECT status FROM orders WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+        assert sorted(statuses) == ["CONFIRMED"] * 4
+        history = await conn.scalars(
+            text(
+                "SELECT string_agg(status, ',' ORDER BY seq) FROM order_status_history"
+                " WHERE order_id = ANY(:ids) GROUP BY order_id"
+            ),
+            {"ids": ids},
+        )
+        assert set(history) == {"PENDING,STOCK_RESERVED,CONFIRMED"}
+        confirmed = await conn.scalar(
+            text(
+                "SELECT count(*) FROM outbox WHERE event_type = 'OrderConfirmed'"
+                " AND key = ANY(:keys)"
+            ),
+            {"keys": [str(i) for i in ids]},
+        )
+        assert confirmed == 4

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres.engine import driver
+from adapters_postgres.sql import unnest_params, unnest_rows
 from adapters_postgres.tables import outbox
 
 
@@ -32,32 +33,32 @@ def outbox_channel(service: str) -> str:
 HeaderSource = Callable[[], Mapping[str, str]]
 """Headers every outbox row gets when written, e.g. the current trace context."""
 
-_ADD = (
-    insert(outbox)
-    .values(
-        event_id=bindparam("event_id", type_=outbox.c.event_id.type),
-        topic=bindparam("topic", type_=outbox.c.topic.type),
-        key=bindparam("key", type_=outbox.c.key.type),
-        event_type=bindparam("event_type", type_=outbox.c.event_type.type),
-        payload=bindparam("payload", type_=outbox.c.payload.type),
-        headers=bindparam("headers", type_=outbox.c.headers.type),
-        created_at=bindparam("created_at", type_=outbox.c.created_at.type),
-    )
-    .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
+_COLUMNS = (
+    outbox.c.event_id,
+    outbox.c.topic,
+    outbox.c.key,
+    outbox.c.event_type,
+    outbox.c.payload,
+    outbox.c.headers,
+    outbox.c.created_at,
 )
-"""Built once, like the inbox's statement: every event written runs it."""
-
-_ADD_AND_NOTIFY = select(
+_ADD_ALL_AND_NOTIFY = select(
     func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))
-).add_cte(_ADD.cte("added"))
-"""A transaction's first row and its ``NOTIFY`` in one round trip (an insert in ``WITH``
-runs whether or not the query reads it)."""
+).add_cte(
+    insert(outbox)
+    .from_select([each.key for each in _COLUMNS], select(*unnest_params("rows", *_COLUMNS).c))
+    .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
+    .cte("added")
+)
+"""A transaction's rows and its ``NOTIFY`` in one statement (an insert in ``WITH`` runs
+whether or not the query reads it). Built once: every transaction that emits runs it."""
 
 
 class PostgresOutbox:
-    """``Outbox`` on the unit of work's connection: the row commits or vanishes with it.
+    """``Outbox`` on the unit of work's connection: the rows commit or vanish with it.
 
-    The first ``add`` also queues ``NOTIFY outbox_<service>``; PostgreSQL delivers it only
+    ``add`` keeps the row; ``flush`` (the unit of work's commit) writes them all in one
+    statement with ``NOTIFY outbox_<service>``. PostgreSQL delivers the notification only
     when the transaction commits, so a relay wakes exactly when there is something to read.
     """
 
@@ -67,24 +68,28 @@ class PostgresOutbox:
         self._conn = conn
         self._channel = channel
         self._context = context
-        self._notified = False  # one NOTIFY per transaction is enough
+        self._rows: list[tuple[object, ...]] = []
 
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
-        row = {
-            "event_id": envelope.event_id,
-            "topic": envelope.topic,
-            "key": envelope.key,
-            "event_type": envelope.event_type,
-            "payload": envelope.to_dict(),
-            "headers": {**(self._context() if self._context else {}), **(headers or {})},
-            # the event's own time: the app's clock, not the database's
-            "created_at": envelope.occurred_at,
-        }
-        if self._notified:
-            await self._conn.execute(_ADD, row)
-        else:
-            await self._conn.execute(_ADD_AND_NOTIFY, {**row, "channel": self._channel})
-            self._notified = True
+        self._rows.append(
+            (
+                envelope.event_id,
+                envelope.topic,
+                envelope.key,
+                envelope.event_type,
+                envelope.to_dict(),
+                {**(self._context() if self._context else {}), **(headers or {})},
+                envelope.occurred_at,  # the event's own time: the app's clock, not the database's
+            )
+        )
+
+    async def flush(self) -> None:
+        """Write the rows added since the last flush, in the order they were added."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        params = unnest_rows("rows", rows, *_COLUMNS)
+        await self._conn.execute(_ADD_ALL_AND_NOTIFY, {**params, "channel": self._channel})
 
 
 # The relay's two statements run on the driver connection: SQLAlchemy's per-row result

@@ -26,10 +26,8 @@ from sqlalchemy import (
     Integer,
     Row,
     Table,
-    TableValuedAlias,
     any_,
     bindparam,
-    column,
     exists,
     func,
     insert,
@@ -43,6 +41,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.functions import Function
 
+from adapters_postgres.sql import array_param as _array
+from adapters_postgres.sql import unnest_params as _unnest
+from adapters_postgres.sql import unnest_rows as _rows
 from adapters_postgres.tables import (
     cancelled_orders,
     notifications,
@@ -79,30 +80,9 @@ def _every_column(table: Table, **given: BindParameter[Any]) -> dict[str, BindPa
     return {column.key: given.get(column.key, _param(column)) for column in table.c}
 
 
-def _array(target: Column[Any], name: str) -> BindParameter[Any]:
-    """A placeholder for a list of ``target`` values (one PostgreSQL array)."""
-    return bindparam(name, type_=ARRAY(target.type))
-
-
-def _unnest(name: str, *targets: Column[Any]) -> TableValuedAlias:
-    """Rows ``name`` from one array parameter per column, named ``<name>_<column>``."""
-    arrays = (_array(target, f"{name}_{target.key}") for target in targets)
-    return (
-        func.unnest(*arrays)
-        .table_valued(*(column(target.key, target.type) for target in targets))
-        .render_derived(name=name)
-    )
-
-
 def _array_agg(target: Column[Any], order_by: Column[Any]) -> Function[Any]:
     """``array_agg(target ORDER BY order_by)``, typed as an array of the column's type."""
     return func.array_agg(aggregate_order_by(target, order_by))
-
-
-def _rows(name: str, values: Sequence[Sequence[Any]], *targets: Column[Any]) -> dict[str, Any]:
-    """The parameters of ``_unnest(name, *targets)`` for ``values``, one tuple per row."""
-    columns = list(zip(*values, strict=True)) if values else [() for _ in targets]
-    return {f"{name}_{target.key}": list(col) for target, col in zip(targets, columns, strict=True)}
 
 
 # unnest yields the keys in array order, and the locks are taken in that order.
@@ -220,6 +200,7 @@ _LOCK_AND_GET_ORDER = _GET_ORDER.with_for_update(of=orders)
 """Lock and read in one statement. If the lock had to wait, the order row is the version
 the other transaction committed but the history arrays are as of the statement's start:
 ``_consistent`` notices, and the order is read again under the lock."""
+_LOCK_AND_GET_ORDERS = _GET_ORDERS.order_by(orders.c.id).with_for_update(of=orders)
 
 _OVERDUE = (
     select(orders.c.id)
@@ -286,11 +267,19 @@ def _order(row: Row[Any]) -> Order:
 
 
 class PostgresOrderRepository:
-    """Orders with their items and status history (append-only, numbered per order)."""
+    """Orders with their items and status history (append-only, numbered per order).
+
+    Within a transaction it is an identity map: an order read under its lock is kept, and
+    ``get`` answers from it; ``save`` only notes the order, and ``flush`` (the unit of
+    work's commit) writes every noted order in one round trip. A consumer batch of n events
+    so costs one read (``lock_all``) and one write, not n of each.
+    """
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self._stored_history: dict[UUID, int] = {}  # entries already in the table, per order
+        self._locked: dict[UUID, Order] = {}  # read under its row lock in this transaction
+        self._unsaved: dict[UUID, Order] = {}
 
     async def add(self, order: Order) -> None:
         items = [
@@ -315,30 +304,65 @@ class PostgresOrderRepository:
         )
         self._stored_history[order.id] = len(order.history)
 
+    async def lock_all(self, order_ids: Collection[UUID]) -> None:
+        """Lock and read the orders in one statement (in id order); ``get`` returns them."""
+        wanted = sorted(set(order_ids) - self._locked.keys() - self._unsaved.keys())
+        if not wanted:
+            return
+        rows = (await self._conn.execute(_LOCK_AND_GET_ORDERS, {"order_ids": wanted})).all()
+        stale = [row.id for row in rows if not _consistent(row)]
+        if stale:  # some lock waited: read those again, under the lock now held
+            rows = [row for row in rows if _consistent(row)]
+            rows += (await self._conn.execute(_GET_ORDERS, {"order_ids": stale})).all()
+        for row in rows:
+            self._locked[row.id] = self._loaded(row)
+
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
+        known = self._unsaved.get(order_id) or self._locked.get(order_id)
+        if known is not None:
+            return known
         query = _LOCK_AND_GET_ORDER if for_update else _GET_ORDER
         row = (await self._conn.execute(query, {"order_id": order_id})).first()
         if row is not None and not _consistent(row):  # waited for the lock: read again
             row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
         if row is None:
             return None
-        return self._loaded(row)
+        order = self._loaded(row)
+        if for_update:
+            self._locked[order.id] = order
+        return order
 
     async def save(self, order: Order) -> None:
-        stored = self._stored_history.get(order.id)
-        if stored is None:  # saved without being read in this unit of work
-            stored = await self._conn.scalar(_HISTORY_COUNT, {"order_id": order.id})
-        await self._conn.execute(
-            _SAVE_ORDER,
-            {
-                "order_id": order.id,
-                "status": order.status.value,
-                "updated_at": order.updated_at,
-                "cancellation_reason": order.cancellation_reason,
-                **_new_history(order, int(stored or 0)),
-            },
-        )
-        self._stored_history[order.id] = len(order.history)
+        self._unsaved[order.id] = order
+
+    async def flush(self) -> None:
+        """Write every saved order: one statement per order, sent in one round trip."""
+        if not self._unsaved:
+            return
+        unsaved = list(self._unsaved.values())
+        params = []
+        for order in unsaved:
+            stored = self._stored_history.get(order.id)
+            if stored is None:  # saved without being read in this unit of work
+                stored = await self._conn.scalar(_HISTORY_COUNT, {"order_id": order.id})
+            params.append(
+                {
+                    "order_id": order.id,
+                    "status": order.status.value,
+                    "updated_at": order.updated_at,
+                    "cancellation_reason": order.cancellation_reason,
+                    **_new_history(order, int(stored or 0)),
+                }
+            )
+        await self._conn.execute(_SAVE_ORDER, params)
+        for order in unsaved:
+            self._stored_history[order.id] = len(order.history)
+        self._unsaved.clear()
+
+    def transaction_ended(self) -> None:
+        """Forget what was locked and unsaved: the locks are gone, and so is unsaved work."""
+        self._locked.clear()
+        self._unsaved.clear()
 
     async def overdue(self, now: datetime, limit: int) -> Sequence[Order]:
         """``SKIP LOCKED``: replicas sweeping at once each take different orders."""
@@ -347,6 +371,7 @@ class PostgresOrderRepository:
             return []
         rows = await self._conn.execute(_GET_ORDERS, {"order_ids": list(ids)})
         loaded = {order.id: order for order in map(self._loaded, rows)}
+        self._locked.update(loaded)
         return [loaded[order_id] for order_id in ids]  # by deadline, as locked
 
     def _loaded(self, row: Row[Any]) -> Order:

@@ -96,7 +96,7 @@ class PostgresUnitOfWork:
         else:
             await conn.begin()
         self._conn = conn
-        self.outbox = self._new_outbox(conn)
+        self.outbox = self._outbox = self._new_outbox(conn)
         self.inbox = PostgresInbox(conn)
         self._locks = OrderLocks(conn)
         self._bind(conn, self._locks)
@@ -142,14 +142,15 @@ class PostgresUnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        await self._outbox.flush()
         await self.connection.commit()
         self._locks.released()
-        self.outbox = self._new_outbox(self.connection)
+        self.outbox = self._outbox = self._new_outbox(self.connection)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
         self._locks.released()
-        self.outbox = self._new_outbox(self.connection)
+        self.outbox = self._outbox = self._new_outbox(self.connection)
 
     def _new_outbox(self, conn: AsyncConnection) -> PostgresOutbox:
         """The outbox of the next transaction on ``conn`` (it sends its own NOTIFY)."""
@@ -162,8 +163,22 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
     idempotency: IdempotencyStore
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self.orders = PostgresOrderRepository(conn)
+        self.orders = self._orders = PostgresOrderRepository(conn)
         self.idempotency = PostgresIdempotencyStore(conn)
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """The batch's keys, then its orders, locked and read at once for ``orders.get``."""
+        await super().hold(order_ids)
+        await self._orders.lock_all(order_ids)
+
+    async def commit(self) -> None:
+        await self._orders.flush()
+        await super().commit()
+        self._orders.transaction_ended()
+
+    async def rollback(self) -> None:
+        await super().rollback()
+        self._orders.transaction_ended()
 
 
 class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
