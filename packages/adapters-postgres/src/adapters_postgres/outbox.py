@@ -98,7 +98,8 @@ class PostgresOutbox:
 _CLAIM_BATCH = """
 SELECT id, event_id, topic, key, event_type, payload::text AS value, headers::text AS headers,
        created_at
-FROM outbox WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1
+FROM outbox WHERE published_at IS NULL AND id NOT IN (SELECT unnest($2::bigint[]))
+ORDER BY id LIMIT $1
 """
 
 _MARK_PUBLISHED = (
