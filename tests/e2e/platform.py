@@ -107,7 +107,11 @@ async def running_platform(
 ) -> AsyncIterator[RunningPlatform]:
     """A fresh platform: its own databases and, unless one is given, its own broker."""
     config = PlatformConfig(
-        settings=Settings(consumer_retry_backoff=0.1, deadline_sweep_interval=0.2),
+        # 6 partitions, not the embedded broker's 1: replicas share them, and one order's
+        # events cross partitions as they would in production
+        settings=Settings(
+            consumer_retry_backoff=0.1, deadline_sweep_interval=0.2, topic_partitions=6
+        ),
         database_url=postgres_admin_url,
         database_prefix=f"e2e_{uuid.uuid4().hex[:8]}_",
         kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),

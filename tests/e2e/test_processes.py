@@ -8,6 +8,7 @@ child is left once the platform stopped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -16,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.settings import SERVICES, ServiceName, Settings
+from core_saga.messages import ORDER_TOPIC
 
 from tests.e2e.platform import MOUSE, PAYMENTS_SUCCEED, RunningPlatform, free_port, order_body
 
@@ -94,3 +97,20 @@ async def test_a_service_that_cannot_start_is_named_with_its_output(
     assert message.startswith("inventory exited with status 1")
     assert "inventory database unreachable" in message
     assert platform.pids == {}
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")), reason="the broker is not embedded"
+)
+async def test_topics_on_the_embedded_broker_get_one_partition(
+    postgres_admin_url: str,
+) -> None:
+    config = dataclasses.replace(process_config(postgres_admin_url, {}), processes=False)
+    async with started(Platform(config)) as platform:
+        consumer = AIOKafkaConsumer(bootstrap_servers=platform.bootstrap_servers)
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the metadata
+            assert consumer.partitions_for_topic(ORDER_TOPIC) == {0}
+        finally:
+            await consumer.stop()
