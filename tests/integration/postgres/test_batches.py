@@ -9,6 +9,8 @@ batch needs in one global order first, so the batches only queue.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -18,6 +20,7 @@ from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
 from core_saga.inventory import SEED_PRODUCTS
 from core_saga.messages import (
+    Envelope,
     OrderConfirmed,
     PaymentFailed,
     PaymentSucceeded,
@@ -56,6 +59,31 @@ async def place(service: OrderService, count: int) -> list[UUID]:
         for _ in range(count)
     ]
     return [UUID(str(outcome.body["id"])) for outcome in placed]
+
+
+def stock_reserved(order_id: UUID) -> Envelope:
+    return envelope(
+        StockReserved(order_id=order_id, items=(line,), total_amount=amount, currency="EUR")
+    )
+
+
+def payment_succeeded(order_id: UUID) -> Envelope:
+    return envelope(PaymentSucceeded(order_id=order_id, payment_id=uuid4(), amount=amount))
+
+
+@contextmanager
+def statements_on(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every statement sent through ``engine`` inside the block, whitespace collapsed."""
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_inventory_batches_over_products_in_opposite_orders_all_commit(
@@ -100,14 +128,8 @@ async def test_order_batches_from_two_topics_in_opposite_orders_all_commit(
 ) -> None:
     service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
     ids = await place(service, 12)
-    reserved = [
-        envelope(StockReserved(order_id=i, items=(line,), total_amount=amount, currency="EUR"))
-        for i in ids
-    ]
-    paid = [
-        envelope(PaymentSucceeded(order_id=i, payment_id=uuid4(), amount=amount))
-        for i in reversed(ids)
-    ]
+    reserved = [stock_reserved(i) for i in ids]
+    paid = [payment_succeeded(i) for i in reversed(ids)]
 
     # As if from the inventory topic and the payment topic: the same orders, crosswise.
     await asyncio.gather(
@@ -146,14 +168,8 @@ async def test_a_failing_batch_keeps_nothing_and_its_events_apply_one_at_a_time(
 async def test_an_order_key_the_transaction_holds_is_not_locked_again(
     inventory_engine: AsyncEngine,
 ) -> None:
-    statements: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
     held, other = uuid4(), uuid4()
-    sa_event.listen(inventory_engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with statements_on(inventory_engine) as statements:
         async with inventory_uow_factory(inventory_engine)() as uow:
             await uow.hold({held})
             await uow.reservations.get(held, for_update=True)  # held: no second lock
@@ -162,8 +178,6 @@ async def test_an_order_key_the_transaction_holds_is_not_locked_again(
             await uow.commit()
             await uow.reservations.get(held, for_update=True)  # a new transaction locks again
             await uow.rollback()
-    finally:
-        sa_event.remove(inventory_engine.sync_engine, "before_cursor_execute", record)
     assert sum("pg_advisory_xact_lock" in statement for statement in statements) == 3
 
 
@@ -172,24 +186,9 @@ async def test_an_order_batch_reads_its_orders_once_and_writes_them_once(
 ) -> None:
     service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
     ids = await place(service, 4)
-    batch = [
-        event
-        for i in ids
-        for event in (
-            envelope(StockReserved(order_id=i, items=(line,), total_amount=amount, currency="EUR")),
-            envelope(PaymentSucceeded(order_id=i, payment_id=uuid4(), amount=amount)),
-        )
-    ]
-    statements: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    sa_event.listen(order_engine.sync_engine, "before_cursor_execute", record)
-    try:
+    batch = [event for i in ids for event in (stock_reserved(i), payment_succeeded(i))]
+    with statements_on(order_engine) as statements:
         await service.handle_batch(batch)
-    finally:
-        sa_event.remove(order_engine.sync_engine, "before_cursor_execute", record)
 
     # 8 events, 4 orders: one locked read, one (many-parameter) write, one outbox insert
     assert sum(s.startswith("SELECT orders.id") for s in statements) == 1

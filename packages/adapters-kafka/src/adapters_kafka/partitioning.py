@@ -30,4 +30,4 @@ class KeyPartitioner:
     ) -> int:
         if key is None:
             return random.choice(list(available or all_partitions))
-        return all_partitions[(murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % len(all_partitions)]
+        return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]

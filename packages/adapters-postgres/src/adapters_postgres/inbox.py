@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters_postgres.sql import unnest_params, unnest_rows
 from adapters_postgres.tables import processed_events
 
 _MARK_PROCESSED = (
@@ -22,13 +23,15 @@ _MARK_PROCESSED = (
 )
 """Built once: every consumed message runs it, so it reuses the statement and its cache key."""
 
-_MARK_ALL = text(
-    "INSERT INTO processed_events (event_id, event_type)"
-    " SELECT * FROM unnest(:event_ids, :event_types)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-).bindparams(
-    bindparam("event_ids", type_=ARRAY(processed_events.c.event_id.type)),
-    bindparam("event_types", type_=ARRAY(processed_events.c.event_type.type)),
+_EVENT_COLUMNS = (processed_events.c.event_id, processed_events.c.event_type)
+_MARK_ALL = (
+    insert(processed_events)
+    .from_select(
+        [each.key for each in _EVENT_COLUMNS],
+        select(*unnest_params("events", *_EVENT_COLUMNS).c),
+    )
+    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+    .returning(processed_events.c.event_id)
 )
 """A batch's marks in one statement; unnest inserts them in array order (sorted ids)."""
 
@@ -51,12 +54,5 @@ class PostgresInbox:
         return result.first() is not None
 
     async def mark_all(self, events: Sequence[tuple[UUID, str]]) -> set[UUID]:
-        ordered = sorted(events)
-        result = await self._conn.execute(
-            _MARK_ALL,
-            {
-                "event_ids": [event_id for event_id, _ in ordered],
-                "event_types": [event_type for _, event_type in ordered],
-            },
-        )
-        return set(result.scalars())
+        rows = unnest_rows("events", sorted(events), *_EVENT_COLUMNS)
+        return set((await self._conn.execute(_MARK_ALL, rows)).scalars())

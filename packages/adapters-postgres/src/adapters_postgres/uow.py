@@ -96,7 +96,7 @@ class PostgresUnitOfWork:
         else:
             await conn.begin()
         self._conn = conn
-        self.outbox = self._outbox = self._new_outbox(conn)
+        self._start_outbox(conn)
         self.inbox = PostgresInbox(conn)
         self._locks = OrderLocks(conn)
         self._bind(conn, self._locks)
@@ -145,16 +145,18 @@ class PostgresUnitOfWork:
         await self._outbox.flush()
         await self.connection.commit()
         self._locks.released()
-        self.outbox = self._outbox = self._new_outbox(self.connection)
+        self._start_outbox(self.connection)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
         self._locks.released()
-        self.outbox = self._outbox = self._new_outbox(self.connection)
+        self._start_outbox(self.connection)
 
-    def _new_outbox(self, conn: AsyncConnection) -> PostgresOutbox:
-        """The outbox of the next transaction on ``conn`` (it sends its own NOTIFY)."""
-        return PostgresOutbox(conn, outbox_channel(self.service), self._context)
+    def _start_outbox(self, conn: AsyncConnection) -> None:
+        """The outbox of the next transaction on ``conn`` (its rows and NOTIFY at commit)."""
+        self.outbox = self._outbox = PostgresOutbox(
+            conn, outbox_channel(self.service), self._context
+        )
 
 
 class PostgresOrderUnitOfWork(PostgresUnitOfWork):

@@ -29,13 +29,13 @@ async def relay_batches(
     """
     sent, done = 0, 0
     batch = await store.claim_batch(batch_size)
-    marked: Sequence[PendingMessage] = ()
+    acked: Sequence[PendingMessage] = ()  # sent and acknowledged, not marked yet
     while batch:
         done += 1
         publishing = asyncio.ensure_future(publisher.publish([p.message for p in batch]))
         try:
-            if marked:
-                await store.mark_published([p.position for p in marked], clock.now())
+            if acked:
+                await store.mark_published([p.position for p in acked], clock.now())
             more = len(batch) >= batch_size and (max_batches is None or done < max_batches)
             following = (
                 await store.claim_batch(batch_size, skip=[p.position for p in batch])
@@ -47,9 +47,9 @@ async def relay_batches(
             if not publishing.done():  # the database failed meanwhile
                 publishing.cancel()
         sent += len(batch)
-        marked, batch = batch, following
-    if marked:
-        await store.mark_published([p.position for p in marked], clock.now())
+        acked, batch = batch, following
+    if acked:
+        await store.mark_published([p.position for p in acked], clock.now())
     return sent
 
 

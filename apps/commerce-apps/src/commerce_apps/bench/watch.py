@@ -17,9 +17,8 @@ import time
 from adapters_kafka.headers import EVENT_TYPE, decode_headers
 from adapters_kafka.settings import KafkaSettings
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from core_saga.messages import PoisonMessage, decode
+from core_saga.messages import ORDER_TOPIC, PoisonMessage, decode
 
-TOPIC = "order-events"
 TERMINAL_EVENTS = {"OrderConfirmed": "CONFIRMED", "OrderCancelled": "CANCELLED"}
 Outcome = tuple[float, str]  # (seconds since the run started, final status)
 
@@ -44,11 +43,11 @@ class EventWatcher:
     async def open(self) -> None:
         """Connect and stand at the end of every partition, before the first order is placed."""
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(TOPIC)
+        partitions = self._consumer.partitions_for_topic(ORDER_TOPIC)
         if not partitions:
             await self._consumer.stop()
-            raise OSError(f"the broker has no topic {TOPIC}")
-        self._consumer.assign([TopicPartition(TOPIC, p) for p in sorted(partitions)])
+            raise OSError(f"the broker has no topic {ORDER_TOPIC}")
+        self._consumer.assign([TopicPartition(ORDER_TOPIC, p) for p in sorted(partitions)])
         await self._consumer.seek_to_end()
 
     async def close(self) -> None:
