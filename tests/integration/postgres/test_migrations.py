@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from adapters_postgres.engine import create_engine
+from adapters_postgres.inventory_repositories import PostgresProductRepository
 from adapters_postgres.migrations import (
     SERVICES,
     current_revisions,
@@ -14,7 +15,6 @@ from adapters_postgres.migrations import (
     is_at_head,
     migrate,
 )
-from adapters_postgres.repositories import PostgresProductRepository
 from adapters_postgres.tables import METADATA
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext

@@ -13,22 +13,17 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from core_saga.inventory import Product, Reservation, ReservationStatus
 from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
-from core_saga.payments import Payment, PaymentStatus
 from sqlalchemy import (
     BigInteger,
-    BindParameter,
     Column,
-    Insert,
     Integer,
     Row,
     Table,
     any_,
     bindparam,
-    exists,
     func,
     insert,
     select,
@@ -36,26 +31,21 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.functions import Function
 
+from adapters_postgres.sql import array_agg_ordered as _array_agg
 from adapters_postgres.sql import array_param as _array
-from adapters_postgres.sql import unnest_params as _unnest
+from adapters_postgres.sql import every_column as _every_column
+from adapters_postgres.sql import insert_children as _insert_children
+from adapters_postgres.sql import param as _param
 from adapters_postgres.sql import unnest_rows as _rows
 from adapters_postgres.tables import (
-    cancelled_orders,
     notifications,
     order_items,
     order_status_history,
     orders,
-    payments,
-    reservation_lines,
-    reservations,
-)
-from adapters_postgres.tables import (
-    products as product_table,
 )
 
 OPEN_STATUSES = (OrderStatus.PENDING.value, OrderStatus.STOCK_RESERVED.value)
@@ -64,25 +54,6 @@ OPEN_STATUSES = (OrderStatus.PENDING.value, OrderStatus.STOCK_RESERVED.value)
 def order_lock_key(order_id: UUID) -> int:
     """A signed 64-bit advisory lock key from the order id (a collision only serialises)."""
     return int.from_bytes(order_id.bytes[:8], "big", signed=True)
-
-
-def _param(target: Column[Any], name: str | None = None) -> BindParameter[Any]:
-    """A placeholder typed like ``target``, so asyncpg encodes it with the column's codec.
-
-    In an UPDATE, a placeholder outside SET must not share a column's name: SQLAlchemy
-    would take that parameter as a value for the column.
-    """
-    return bindparam(name or target.key, type_=target.type)
-
-
-def _every_column(table: Table, **given: BindParameter[Any]) -> dict[str, BindParameter[Any]]:
-    """A placeholder named after each column of ``table`` (or the one ``given`` for it)."""
-    return {column.key: given.get(column.key, _param(column)) for column in table.c}
-
-
-def _array_agg(target: Column[Any], order_by: Column[Any]) -> Function[Any]:
-    """``array_agg(target ORDER BY order_by)``, typed as an array of the column's type."""
-    return func.array_agg(aggregate_order_by(target, order_by))
 
 
 # unnest yields the keys in array order, and the locks are taken in that order.
@@ -129,15 +100,6 @@ _HISTORY_COLUMNS = (
     order_status_history.c.event_id,
     order_status_history.c.event_type,
 )
-
-
-def _insert_children(
-    target: Table, name: str, parent: BindParameter[Any], *targets: Column[Any]
-) -> Insert:
-    """``INSERT INTO target SELECT :order_id, … FROM unnest(…)``: a parent's rows at once."""
-    rows = _unnest(name, *targets)
-    keys = ["order_id", *(each.key for each in targets)]
-    return insert(target).from_select(keys, select(parent, *rows.c))
 
 
 _ORDER_ID = _param(orders.c.id, "order_id")
@@ -378,246 +340,6 @@ class PostgresOrderRepository:
         order = _order(row)
         self._stored_history[order.id] = len(order.history)
         return order
-
-
-# --- inventory database --------------------------------------------------------------------
-
-
-def _product(row: Row[Any]) -> Product:
-    return Product(row.id, row.name, row.stock, row.reserved, row.sold)
-
-
-_GET_PRODUCT = select(product_table).where(product_table.c.id == _param(product_table.c.id))
-
-_LOCK_PRODUCTS = (
-    select(product_table)
-    .where(product_table.c.id == any_(_array(product_table.c.id, "product_ids")))
-    .order_by(product_table.c.id)
-    .with_for_update()
-)
-
-_SAVE_PRODUCT = (
-    update(product_table)
-    .where(product_table.c.id == _param(product_table.c.id, "product_id"))
-    .values(
-        stock=_param(product_table.c.stock, "new_stock"),
-        reserved=_param(product_table.c.reserved, "new_reserved"),
-        sold=_param(product_table.c.sold, "new_sold"),
-    )
-)
-
-
-class PostgresProductRepository:
-    """Products; ``lock`` takes row locks in ascending id order, so reservations never deadlock."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-
-    async def list(self) -> Sequence[Product]:
-        rows = await self._conn.execute(select(product_table).order_by(product_table.c.id))
-        return [_product(row) for row in rows]
-
-    async def get(self, product_id: UUID) -> Product | None:
-        row = (await self._conn.execute(_GET_PRODUCT, {"id": product_id})).first()
-        return None if row is None else _product(row)
-
-    async def lock(self, product_ids: Sequence[UUID]) -> dict[UUID, Product]:
-        """One ``SELECT … ORDER BY id FOR UPDATE``: PostgreSQL locks rows in the sorted order."""
-        if not product_ids:
-            return {}
-        rows = await self._conn.execute(_LOCK_PRODUCTS, {"product_ids": sorted(set(product_ids))})
-        return {row.id: _product(row) for row in rows}
-
-    async def save(self, products: Sequence[Product]) -> None:
-        if not products:
-            return
-        await self._conn.execute(
-            _SAVE_PRODUCT,
-            [
-                {
-                    "product_id": product.id,
-                    "new_stock": product.stock,
-                    "new_reserved": product.reserved,
-                    "new_sold": product.sold,
-                }
-                for product in sorted(products, key=lambda product: product.id)
-            ],
-        )
-
-
-_RESERVATION_ID = _param(reservations.c.order_id)
-_LINE_COLUMNS = (reservation_lines.c.product_id, reservation_lines.c.quantity)
-
-_LINES = (
-    select(
-        *(
-            _array_agg(col, reservation_lines.c.product_id).label(f"line_{col.key}")
-            for col in _LINE_COLUMNS
-        )
-    )
-    .where(reservation_lines.c.order_id == reservations.c.order_id)
-    .lateral("lines")
-)
-_GET_RESERVATION = (
-    select(reservations, *_LINES.c)
-    .select_from(reservations.join(_LINES, true()))
-    .where(reservations.c.order_id == _RESERVATION_ID)
-)
-"""The reservation with its lines as arrays. Locking it in the same statement is safe: the
-advisory lock is taken first, and lines never change once the reservation is added."""
-_LOCK_RESERVATION = _GET_RESERVATION.with_for_update(of=reservations)
-
-_ADD_RESERVATION = _insert_children(
-    reservation_lines, "lines", _RESERVATION_ID, *_LINE_COLUMNS
-).add_cte(
-    insert(reservations)
-    .values(order_id=_RESERVATION_ID, status=_param(reservations.c.status))
-    .cte("new_reservation")
-)
-
-_SAVE_RESERVATION = (
-    update(reservations)
-    .where(reservations.c.order_id == _param(reservations.c.order_id, "reservation_id"))
-    .values(status=_param(reservations.c.status))
-)
-
-
-class PostgresReservationRepository:
-    """What each order holds; a RELEASED row stays as the tombstone that blocks a re-reserve."""
-
-    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self._conn = conn
-        self._locks = locks
-
-    async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
-        """With ``for_update`` the order id is locked even while no row exists yet, so a
-        reservation and a release racing on one order take turns instead of colliding."""
-        query = _GET_RESERVATION
-        if for_update:
-            await self._locks.take((order_id,))
-            query = _LOCK_RESERVATION
-        row = (await self._conn.execute(query, {"order_id": order_id})).first()
-        if row is None:
-            return None
-        lines = zip(row.line_product_id or (), row.line_quantity or (), strict=True)
-        return Reservation(
-            order_id=order_id,
-            lines=dict(lines),
-            status=ReservationStatus(row.status),
-        )
-
-    async def add(self, reservation: Reservation) -> None:
-        await self._conn.execute(
-            _ADD_RESERVATION,
-            {
-                "order_id": reservation.order_id,
-                "status": reservation.status.value,
-                **_rows("lines", list(reservation.lines.items()), *_LINE_COLUMNS),
-            },
-        )
-
-    async def save(self, reservation: Reservation) -> None:
-        """Persist the status; lines are fixed when the reservation is added."""
-        await self._conn.execute(
-            _SAVE_RESERVATION,
-            {"reservation_id": reservation.order_id, "status": reservation.status.value},
-        )
-
-
-# --- payment database ----------------------------------------------------------------------
-
-
-def _payment(row: Row[Any]) -> Payment:
-    return Payment(
-        id=row.id,
-        order_id=row.order_id,
-        amount=row.amount,
-        currency=row.currency,
-        status=PaymentStatus(row.status),
-        reason=row.reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-_PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == _param(payments.c.order_id))
-
-_ADD_PAYMENT = insert(payments).values(_every_column(payments))
-
-_SAVE_PAYMENT = (
-    update(payments)
-    .where(payments.c.id == _param(payments.c.id, "payment_id"))
-    .values(
-        status=_param(payments.c.status),
-        reason=_param(payments.c.reason),
-        updated_at=_param(payments.c.updated_at),
-    )
-)
-
-_MARK_CANCELLED = (
-    pg_insert(cancelled_orders)
-    .values(order_id=_param(cancelled_orders.c.order_id))
-    .on_conflict_do_nothing()
-)
-
-_WAS_CANCELLED = select(
-    exists().where(cancelled_orders.c.order_id == _param(cancelled_orders.c.order_id))
-)
-
-
-class PostgresPaymentRepository:
-    """Payments (one per order, unique) and the orders already seen cancelled."""
-
-    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self._conn = conn
-        self._locks = locks
-
-    async def lock_order(self, order_id: UUID) -> None:
-        """Works before any payment row exists; freed at commit."""
-        await self._locks.take((order_id,))
-
-    async def get_by_order(self, order_id: UUID) -> Payment | None:
-        row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()
-        return None if row is None else _payment(row)
-
-    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
-        query = select(payments).order_by(payments.c.created_at, payments.c.id)
-        if order_id is not None:
-            query = query.where(payments.c.order_id == order_id)
-        return [_payment(row) for row in await self._conn.execute(query)]
-
-    async def add(self, payment: Payment) -> None:
-        await self._conn.execute(
-            _ADD_PAYMENT,
-            {
-                "id": payment.id,
-                "order_id": payment.order_id,
-                "amount": payment.amount,
-                "currency": payment.currency,
-                "status": payment.status.value,
-                "reason": payment.reason,
-                "created_at": payment.created_at,
-                "updated_at": payment.updated_at,
-            },
-        )
-
-    async def save(self, payment: Payment) -> None:
-        await self._conn.execute(
-            _SAVE_PAYMENT,
-            {
-                "payment_id": payment.id,
-                "status": payment.status.value,
-                "reason": payment.reason,
-                "updated_at": payment.updated_at,
-            },
-        )
-
-    async def mark_cancelled(self, order_id: UUID) -> None:
-        await self._conn.execute(_MARK_CANCELLED, {"order_id": order_id})
-
-    async def was_cancelled(self, order_id: UUID) -> bool:
-        found = await self._conn.scalar(_WAS_CANCELLED, {"order_id": order_id})
-        return bool(found)
 
 
 # --- notification database -----------------------------------------------------------------

@@ -1,12 +1,24 @@
-"""Set-based statements: many rows in one statement, as one array parameter per column."""
+"""Statement helpers: typed placeholders, and many rows in one statement as one array per column."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, Column, TableValuedAlias, bindparam, column, func
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    Insert,
+    Table,
+    TableValuedAlias,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.sql.functions import Function
 
 
 def array_param(target: Column[Any], name: str) -> BindParameter[Any]:
@@ -30,3 +42,31 @@ def unnest_rows(
     """The parameters of ``unnest_params(name, *targets)`` for ``values``, one tuple per row."""
     columns = list(zip(*values, strict=True)) if values else [() for _ in targets]
     return {f"{name}_{target.key}": list(col) for target, col in zip(targets, columns, strict=True)}
+
+
+def param(target: Column[Any], name: str | None = None) -> BindParameter[Any]:
+    """A placeholder typed like ``target``, so asyncpg encodes it with the column's codec.
+
+    In an UPDATE, a placeholder outside SET must not share a column's name: SQLAlchemy
+    would take that parameter as a value for the column.
+    """
+    return bindparam(name or target.key, type_=target.type)
+
+
+def every_column(table: Table, **given: BindParameter[Any]) -> dict[str, BindParameter[Any]]:
+    """A placeholder named after each column of ``table`` (or the one ``given`` for it)."""
+    return {each.key: given.get(each.key, param(each)) for each in table.c}
+
+
+def array_agg_ordered(target: Column[Any], order_by: Column[Any]) -> Function[Any]:
+    """``array_agg(target ORDER BY order_by)``, typed as an array of the column's type."""
+    return func.array_agg(aggregate_order_by(target, order_by))
+
+
+def insert_children(
+    target: Table, name: str, parent: BindParameter[Any], *targets: Column[Any]
+) -> Insert:
+    """``INSERT INTO target SELECT :order_id, … FROM unnest(…)``: a parent's rows at once."""
+    rows = unnest_params(name, *targets)
+    keys = ["order_id", *(each.key for each in targets)]
+    return insert(target).from_select(keys, select(parent, *rows.c))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from contextlib import suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 from uuid import UUID
 
 from core_saga import ports
@@ -31,19 +31,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres.idempotency import PostgresIdempotencyStore
 from adapters_postgres.inbox import PostgresInbox
+from adapters_postgres.inventory_repositories import (
+    PostgresProductRepository,
+    PostgresReservationRepository,
+)
 from adapters_postgres.outbox import (
     HeaderSource,
     PostgresOutbox,
     PostgresOutboxStore,
     outbox_channel,
 )
+from adapters_postgres.payment_repositories import PostgresPaymentRepository
 from adapters_postgres.repositories import (
     OrderLocks,
     PostgresNotificationRepository,
     PostgresOrderRepository,
-    PostgresPaymentRepository,
-    PostgresProductRepository,
-    PostgresReservationRepository,
 )
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization
@@ -61,6 +63,18 @@ def _retryable_sqlstate(exc: DBAPIError) -> bool:
     """serialization_failure, deadlock_detected, and class 08 (connection exceptions)."""
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return isinstance(code, str) and (code in ("40001", "40P01") or code.startswith("08"))
+
+
+class Deferring(Protocol):
+    """A repository that keeps a transaction's writes until its commit (an identity map)."""
+
+    async def flush(self) -> None:
+        """Write what the transaction changed; the unit of work's commit calls it first."""
+        ...
+
+    def transaction_ended(self) -> None:
+        """Forget what was read and noted: the locks are gone, and so is unsaved work."""
+        ...
 
 
 class PostgresUnitOfWork:
@@ -99,11 +113,16 @@ class PostgresUnitOfWork:
         self._start_outbox(conn)
         self.inbox = PostgresInbox(conn)
         self._locks = OrderLocks(conn)
+        self._deferring: list[Deferring] = []
         self._bind(conn, self._locks)
         return self
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        """Create the service's repositories on ``conn``, sharing the transaction's locks."""
+        """Create the service's repositories on ``conn``, sharing the transaction's locks.
+
+        Those that defer their writes go in ``_deferring``: flushed at commit, reset at the
+        end of every transaction.
+        """
 
     async def __aexit__(
         self,
@@ -142,14 +161,20 @@ class PostgresUnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        for repository in self._deferring:
+            await repository.flush()
         await self._outbox.flush()
         await self.connection.commit()
-        self._locks.released()
-        self._start_outbox(self.connection)
+        self._transaction_ended()
 
     async def rollback(self) -> None:
         await self.connection.rollback()
+        self._transaction_ended()
+
+    def _transaction_ended(self) -> None:
         self._locks.released()
+        for repository in self._deferring:
+            repository.transaction_ended()
         self._start_outbox(self.connection)
 
     def _start_outbox(self, conn: AsyncConnection) -> None:
@@ -167,20 +192,12 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self.orders = self._orders = PostgresOrderRepository(conn)
         self.idempotency = PostgresIdempotencyStore(conn)
+        self._deferring.append(self._orders)
 
     async def hold(self, order_ids: Collection[UUID]) -> None:
         """The batch's keys, then its orders, locked and read at once for ``orders.get``."""
         await super().hold(order_ids)
         await self._orders.lock_all(order_ids)
-
-    async def commit(self) -> None:
-        await self._orders.flush()
-        await super().commit()
-        self._orders.transaction_ended()
-
-    async def rollback(self) -> None:
-        await super().rollback()
-        self._orders.transaction_ended()
 
 
 class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
@@ -189,8 +206,13 @@ class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
     reservations: ReservationRepository
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self.products = PostgresProductRepository(conn)
-        self.reservations = PostgresReservationRepository(conn, locks)
+        self.products = products = PostgresProductRepository(conn)
+        self.reservations = self._reservations = PostgresReservationRepository(conn, locks)
+        self._deferring += (products, self._reservations)
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """The batch's keys, and its reservations read at once (absent ones too)."""
+        await self._reservations.lock_all(order_ids)
 
 
 class PostgresPaymentUnitOfWork(PostgresUnitOfWork):
@@ -198,7 +220,12 @@ class PostgresPaymentUnitOfWork(PostgresUnitOfWork):
     payments: PaymentRepository
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self.payments = PostgresPaymentRepository(conn, locks)
+        self.payments = self._payments = PostgresPaymentRepository(conn, locks)
+        self._deferring.append(self._payments)
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """The batch's keys, and its payments and cancellations read at once."""
+        await self._payments.lock_all(order_ids)
 
 
 class PostgresNotificationUnitOfWork(PostgresUnitOfWork):

@@ -1,0 +1,172 @@
+"""Payments and the orders seen cancelled: read once per locked order, written at commit.
+
+Every payment event first locks its order (``lock_order``); the same call reads the
+order's payment and whether it was cancelled, in one statement. Once the lock is held
+nobody else can change either, so the event's checks are answered from memory and its
+writes wait for ``flush`` (the unit of work's commit). A consumer batch locks and reads all
+its orders at once (``lock_all``), so it costs a fixed handful of statements, not three or
+four per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+from uuid import UUID
+
+from core_saga.payments import Payment, PaymentStatus
+from sqlalchemy import Row, Select, exists, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters_postgres.identity import IdentityMap
+from adapters_postgres.repositories import OrderLocks
+from adapters_postgres.sql import every_column, param, unnest_params
+from adapters_postgres.tables import cancelled_orders, payments
+
+
+def _payment(row: Row[Any]) -> Payment:
+    return Payment(
+        id=row.id,
+        order_id=row.order_id,
+        amount=row.amount,
+        currency=row.currency,
+        status=PaymentStatus(row.status),
+        reason=row.reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+_PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == param(payments.c.order_id))
+
+_WANTED = unnest_params("wanted", cancelled_orders.c.order_id)
+_PAYMENTS_OF_ORDERS: Select[Any] = select(
+    _WANTED.c.order_id.label("wanted"),
+    *payments.c,
+    cancelled_orders.c.order_id.is_not(None).label("cancelled"),
+).select_from(
+    _WANTED.outerjoin(payments, payments.c.order_id == _WANTED.c.order_id).outerjoin(
+        cancelled_orders, cancelled_orders.c.order_id == _WANTED.c.order_id
+    )
+)
+"""Each wanted order with its payment (NULLs if none) and whether it was cancelled."""
+
+_ADD_PAYMENT = insert(payments).values(every_column(payments))
+
+_SAVE_PAYMENT = (
+    update(payments)
+    .where(payments.c.id == param(payments.c.id, "payment_id"))
+    .values(
+        status=param(payments.c.status),
+        reason=param(payments.c.reason),
+        updated_at=param(payments.c.updated_at),
+    )
+)
+
+_MARK_CANCELLED = (
+    pg_insert(cancelled_orders)
+    .values(order_id=param(cancelled_orders.c.order_id))
+    .on_conflict_do_nothing()
+)
+
+_WAS_CANCELLED = select(
+    exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id))
+)
+
+
+class PostgresPaymentRepository:
+    """Payments (one per order, unique) and the orders already seen cancelled."""
+
+    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
+        self._conn = conn
+        self._locks = locks
+        self._held: IdentityMap[Payment] = IdentityMap()
+        self._cancelled: set[UUID] = set()  # orders seen cancelled, among those read or here
+        self._cancelling: set[UUID] = set()  # cancelled here: to insert at commit
+
+    async def lock_order(self, order_id: UUID) -> None:
+        """Works before any payment row exists; freed at commit."""
+        await self.lock_all((order_id,))
+
+    async def lock_all(self, order_ids: Collection[UUID]) -> None:
+        """Lock the orders (ascending keys), then read their payments in one statement."""
+        wanted = await self._held.lock_unread(self._locks, order_ids)
+        if not wanted:
+            return
+        rows = await self._conn.execute(_PAYMENTS_OF_ORDERS, {"wanted_order_id": wanted})
+        for row in rows:
+            self._held.known[row.wanted] = None if row.id is None else _payment(row)
+            if row.cancelled:
+                self._cancelled.add(row.wanted)
+
+    async def get_by_order(self, order_id: UUID) -> Payment | None:
+        if order_id in self._held.known:
+            return self._held.known[order_id]
+        row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()
+        return None if row is None else _payment(row)
+
+    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
+        query = select(payments).order_by(payments.c.created_at, payments.c.id)
+        if order_id is not None:
+            query = query.where(payments.c.order_id == order_id)
+        return [_payment(row) for row in await self._conn.execute(query)]
+
+    async def add(self, payment: Payment) -> None:
+        self._held.add(payment.order_id, payment)
+
+    async def save(self, payment: Payment) -> None:
+        self._held.save(payment.order_id, payment)
+
+    async def mark_cancelled(self, order_id: UUID) -> None:
+        self._cancelled.add(order_id)
+        self._cancelling.add(order_id)
+
+    async def was_cancelled(self, order_id: UUID) -> bool:
+        if order_id in self._held.known or order_id in self._cancelled:
+            return order_id in self._cancelled
+        return bool(await self._conn.scalar(_WAS_CANCELLED, {"order_id": order_id}))
+
+    async def flush(self) -> None:
+        """Insert new payments, update changed ones, note cancellations: a round trip each."""
+        if self._held.new:
+            await self._conn.execute(
+                _ADD_PAYMENT,
+                [
+                    {
+                        "id": payment.id,
+                        "order_id": payment.order_id,
+                        "amount": payment.amount,
+                        "currency": payment.currency,
+                        "status": payment.status.value,
+                        "reason": payment.reason,
+                        "created_at": payment.created_at,
+                        "updated_at": payment.updated_at,
+                    }
+                    for payment in self._held.new.values()
+                ],
+            )
+        if self._held.changed:
+            await self._conn.execute(
+                _SAVE_PAYMENT,
+                [
+                    {
+                        "payment_id": payment.id,
+                        "status": payment.status.value,
+                        "reason": payment.reason,
+                        "updated_at": payment.updated_at,
+                    }
+                    for payment in self._held.changed.values()
+                ],
+            )
+        if self._cancelling:
+            await self._conn.execute(
+                _MARK_CANCELLED, [{"order_id": order_id} for order_id in sorted(self._cancelling)]
+            )
+        self._held.written()
+        self._cancelling.clear()
+
+    def transaction_ended(self) -> None:
+        self._held.clear()
+        self._cancelled.clear()
+        self._cancelling.clear()
