@@ -85,3 +85,6 @@ async def test_one_post_gives_one_trace_across_all_four_services(
         s for s in spans if s.kind is SpanKind.CLIENT and service_of(s) == "inventory-service"
     ]
     assert statements, "no database spans inside the trace"
+    described = [str(s.attributes.get("db.statement", "")) for s in statements]
+    assert any("INSERT INTO processed_events" in sql for sql in described)  # sent on the driver
+    assert any("INSERT INTO outbox" in sql for sql in described)

@@ -15,6 +15,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from adapters_postgres import raw
 from adapters_postgres.uow import inventory_uow_factory, order_uow_factory
 from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
@@ -73,16 +74,24 @@ def payment_succeeded(order_id: UUID) -> Envelope:
 
 @contextmanager
 def statements_on(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every statement sent through ``engine`` inside the block, whitespace collapsed."""
+    """Every statement sent through ``engine`` inside the block, whitespace collapsed: those
+    SQLAlchemy sends, and those sent on its driver connections (``adapters_postgres.raw``)."""
     statements: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(" ".join(statement.split()))
 
+    @contextmanager
+    def record_raw(statement: str) -> Iterator[None]:
+        record(None, None, statement)
+        yield
+
     sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
+    unwatch = raw.watch_statements(engine, record_raw)
     try:
         yield statements
     finally:
+        unwatch()
         sa_event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
+from adapters_postgres import raw
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -52,10 +53,22 @@ def trace_headers() -> dict[str, str]:
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
-    """One span per SQL statement on this engine, from this service's provider."""
+    """One span per SQL statement on this engine, from this service's provider: those
+    SQLAlchemy sends, and the hot ones sent on its driver connections."""
     tracer = provider.get_tracer("commerce.sqlalchemy")
     usage = NoOpMeterProvider().get_meter("commerce").create_up_down_counter("db.connections")
     EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+    database = engine.url.database or ""
+
+    def statement_span(sql: str) -> AbstractContextManager[object]:
+        """Named and described as the SQLAlchemy instrumentation names its spans."""
+        return tracer.start_as_current_span(
+            f"{sql.split(None, 1)[0]} {database}".strip(),
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "db.name": database, "db.statement": sql},
+        )
+
+    raw.watch_statements(engine, statement_span)
 
 
 @contextmanager

@@ -56,9 +56,13 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside ``conn``'s transaction if it has one.
 
     For hot statements whose rows SQLAlchemy would process one by one in Python. SQLAlchemy
-    sends ``BEGIN`` lazily, with its first statement: it is started here when still due, so
-    a statement sent here is never outside the transaction it was meant for.
+    begins a transaction with its next statement after a commit (autobegin) and sends
+    ``BEGIN`` lazily: both are done here when still due, so a statement sent here is never
+    outside the transaction it was meant for (on an ``AUTOCOMMIT`` connection there is
+    none to begin).
     """
+    if not conn.in_transaction():
+        await conn.begin()
     fairy = await conn.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
     if conn.in_transaction() and not adapted.autocommit and adapted._transaction is None:

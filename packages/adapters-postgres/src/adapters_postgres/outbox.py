@@ -10,18 +10,15 @@ from datetime import datetime
 from core_saga.messages import Envelope
 from core_saga.ports import OutboundMessage, PendingMessage
 from sqlalchemy import (
-    Text,
     bindparam,
     delete,
     func,
-    literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from adapters_postgres import raw
 from adapters_postgres.engine import driver
-from adapters_postgres.sql import unnest_params, unnest_rows
 from adapters_postgres.tables import outbox
 
 
@@ -33,25 +30,20 @@ def outbox_channel(service: str) -> str:
 HeaderSource = Callable[[], Mapping[str, str]]
 """Headers every outbox row gets when written, e.g. the current trace context."""
 
-_COLUMNS = (
-    outbox.c.event_id,
-    outbox.c.topic,
-    outbox.c.key,
-    outbox.c.event_type,
-    outbox.c.payload,
-    outbox.c.headers,
-    outbox.c.created_at,
+_ADD_ALL_AND_NOTIFY = """
+WITH added AS (
+    INSERT INTO outbox (event_id, topic, key, event_type, payload, headers, created_at)
+    SELECT event_id, topic, key, event_type, payload::jsonb, headers::jsonb, created_at
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::timestamptz[])
+        AS row (event_id, topic, key, event_type, payload, headers, created_at)
+    ON CONFLICT (event_id) DO NOTHING
 )
-_ADD_ALL_AND_NOTIFY = select(
-    func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))
-).add_cte(
-    insert(outbox)
-    .from_select([each.key for each in _COLUMNS], select(*unnest_params("rows", *_COLUMNS).c))
-    .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
-    .cte("added")
-)
+SELECT pg_notify($8, '')
+"""
 """A transaction's rows and its ``NOTIFY`` in one statement (an insert in ``WITH`` runs
-whether or not the query reads it). Built once: every transaction that emits runs it."""
+whether or not the query reads it); on the driver (``adapters_postgres.raw``), as every
+transaction that emits runs it."""
 
 
 class PostgresOutbox:
@@ -77,8 +69,8 @@ class PostgresOutbox:
                 envelope.topic,
                 envelope.key,
                 envelope.event_type,
-                envelope.to_dict(),
-                {**(self._context() if self._context else {}), **(headers or {})},
+                json.dumps(envelope.to_dict()),
+                json.dumps({**(self._context() if self._context else {}), **(headers or {})}),
                 envelope.occurred_at,  # the event's own time: the app's clock, not the database's
             )
         )
@@ -88,8 +80,8 @@ class PostgresOutbox:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        params = unnest_rows("rows", rows, *_COLUMNS)
-        await self._conn.execute(_ADD_ALL_AND_NOTIFY, {**params, "channel": self._channel})
+        columns = map(list, zip(*rows, strict=True))
+        await raw.fetch(self._conn, _ADD_ALL_AND_NOTIFY, *columns, self._channel)
 
 
 # The relay's two statements run on the driver connection: SQLAlchemy's per-row result

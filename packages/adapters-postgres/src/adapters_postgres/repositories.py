@@ -17,7 +17,6 @@ from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
 from sqlalchemy import (
-    BigInteger,
     Column,
     Integer,
     Row,
@@ -27,14 +26,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters_postgres import raw
 from adapters_postgres.sql import array_agg_ordered as _array_agg
 from adapters_postgres.sql import array_param as _array
 from adapters_postgres.sql import every_column as _every_column
@@ -56,10 +54,9 @@ def order_lock_key(order_id: UUID) -> int:
     return int.from_bytes(order_id.bytes[:8], "big", signed=True)
 
 
-# unnest yields the keys in array order, and the locks are taken in that order.
-_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
-    bindparam("keys", type_=ARRAY(BigInteger))
-)
+# unnest yields the keys in array order, and the locks are taken in that order. On the driver
+# (``adapters_postgres.raw``): every consumer batch runs it.
+_ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(key) FROM unnest($1::bigint[]) AS key"
 
 
 class OrderLocks:
@@ -78,7 +75,7 @@ class OrderLocks:
         """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
         keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
         if keys:
-            await self._conn.execute(_ADVISORY_LOCKS, {"keys": keys})
+            await raw.fetch(self._conn, _ADVISORY_LOCKS, keys)
         self._held.update(keys)
 
     def released(self) -> None:
