@@ -10,8 +10,8 @@ import pytest
 from adapters_postgres import raw
 from adapters_postgres.uow import payment_uow_factory
 from core_saga.ports import InfrastructureError
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ARRAY, Integer, Text, bindparam, func, literal_column, select, text
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ async def test_a_driver_error_is_a_sqlalchemy_error_carrying_its_sqlstate(
     payment_engine: AsyncEngine,
 ) -> None:
     async with payment_engine.begin() as conn:
-        with pytest.raises(DBAPIError) as raised:
+        with pytest.raises(DataError) as raised:
             await raw.fetch(conn, "SELECT 1 / $1::int", 0)
     assert raised.value.orig is not None
     assert getattr(raised.value.orig, "sqlstate", None) == "22012"  # division_by_zero
@@ -63,3 +63,24 @@ async def test_watchers_see_each_driver_statement_until_removed(
         unwatch()
         await raw.fetch(conn, "SELECT $1::int", 2)
     assert seen == ["SELECT $1::int", "done"]
+
+
+async def test_a_compiled_statement_orders_its_parameters_for_the_driver(
+    payment_engine: AsyncEngine,
+) -> None:
+    first = bindparam("first", type_=Integer)
+    statement = select(
+        (first + bindparam("second", type_=Integer)).label("sum"),
+        (first * literal_column("2")).label("twice"),
+        func.array_length(bindparam("words", type_=ARRAY(Text)), 1).label("words"),
+    )
+    compiled = raw.Compiled(statement)
+    assert compiled.args({"words": ("a", "b", "c"), "second": 5, "first": 2}) == [
+        2,
+        5,
+        ["a", "b", "c"],  # the array's bind processor made the tuple a list, as SQLAlchemy does
+        1,  # the literal SQLAlchemy bound itself
+    ]
+    async with payment_engine.begin() as conn:
+        rows = await raw.fetch_compiled(conn, compiled, {"first": 2, "second": 5, "words": ["x"]})
+    assert [tuple(row) for row in rows] == [(7, 4, 1)]

@@ -14,9 +14,10 @@ from typing import Any
 from uuid import UUID
 
 from core_saga.inventory import Product, Reservation, ReservationStatus
-from sqlalchemy import Row, any_, insert, select, true, update
+from sqlalchemy import any_, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters_postgres import raw
 from adapters_postgres.identity import IdentityMap
 from adapters_postgres.repositories import OrderLocks
 from adapters_postgres.sql import array_agg_ordered, array_param, insert_children, param
@@ -25,20 +26,23 @@ from adapters_postgres.tables import products as product_table
 from adapters_postgres.tables import reservation_lines, reservations
 
 
-def _product(row: Row[Any]) -> Product:
-    return Product(row.id, row.name, row.stock, row.reserved, row.sold)
+def _product(row: Any) -> Product:
+    """From an asyncpg record or a SQLAlchemy row's ``_mapping``: read by column name."""
+    return Product(row["id"], row["name"], row["stock"], row["reserved"], row["sold"])
 
 
-_GET_PRODUCT = select(product_table).where(product_table.c.id == param(product_table.c.id))
+_GET_PRODUCT = raw.Compiled(
+    select(product_table).where(product_table.c.id == param(product_table.c.id))
+)
 
-_LOCK_PRODUCTS = (
+_LOCK_PRODUCTS = raw.Compiled(
     select(product_table)
     .where(product_table.c.id == any_(array_param(product_table.c.id, "product_ids")))
     .order_by(product_table.c.id)
     .with_for_update()
 )
 
-_SAVE_PRODUCT = (
+_SAVE_PRODUCT = raw.Compiled(
     update(product_table)
     .where(product_table.c.id == param(product_table.c.id, "product_id"))
     .values(
@@ -64,21 +68,21 @@ class PostgresProductRepository:
 
     async def list(self) -> Sequence[Product]:
         rows = await self._conn.execute(select(product_table).order_by(product_table.c.id))
-        return [_product(row) for row in rows]
+        return [_product(row._mapping) for row in rows]
 
     async def get(self, product_id: UUID) -> Product | None:
         known = self._locked.get(product_id)
         if known is not None:
             return known
-        row = (await self._conn.execute(_GET_PRODUCT, {"id": product_id})).first()
-        return None if row is None else _product(row)
+        rows = await raw.fetch_compiled(self._conn, _GET_PRODUCT, {"id": product_id})
+        return _product(rows[0]) if rows else None
 
     async def lock(self, product_ids: Sequence[UUID]) -> dict[UUID, Product]:
         """One ``SELECT … ORDER BY id FOR UPDATE`` for those not locked yet (in sorted order)."""
         wanted = sorted(set(product_ids) - self._locked.keys())
         if wanted:
-            rows = await self._conn.execute(_LOCK_PRODUCTS, {"product_ids": wanted})
-            self._locked.update((row.id, _product(row)) for row in rows)
+            rows = await raw.fetch_compiled(self._conn, _LOCK_PRODUCTS, {"product_ids": wanted})
+            self._locked.update((row["id"], _product(row)) for row in rows)
         return {pid: self._locked[pid] for pid in sorted(set(product_ids)) if pid in self._locked}
 
     async def save(self, products: Sequence[Product]) -> None:
@@ -89,7 +93,8 @@ class PostgresProductRepository:
         """Write every saved product, in id order, in one round trip."""
         if not self._unsaved:
             return
-        await self._conn.execute(
+        await raw.execute_many(
+            self._conn,
             _SAVE_PRODUCT,
             [
                 {
@@ -123,11 +128,11 @@ _LINES = (
     .lateral("lines")
 )
 _WITH_LINES = select(reservations, *_LINES.c).select_from(reservations.join(_LINES, true()))
-_GET_RESERVATION = _WITH_LINES.where(reservations.c.order_id == _RESERVATION_ID)
-"""The reservation with its lines as arrays. Locking it in the same statement is safe: the
-advisory lock is taken first, and lines never change once the reservation is added."""
-_LOCK_RESERVATION = _GET_RESERVATION.with_for_update(of=reservations)
-_LOCK_RESERVATIONS = (
+_GET_RESERVATION = raw.Compiled(_WITH_LINES.where(reservations.c.order_id == _RESERVATION_ID))
+"""A reservation with its lines as arrays; ``_LOCK_RESERVATIONS`` reads a batch's at once
+and locks them (safe in one statement: the order locks are taken first, and lines never
+change once the reservation is added)."""
+_LOCK_RESERVATIONS = raw.Compiled(
     _WITH_LINES.where(
         reservations.c.order_id == any_(array_param(reservations.c.order_id, "order_ids"))
     )
@@ -135,25 +140,25 @@ _LOCK_RESERVATIONS = (
     .with_for_update(of=reservations)
 )
 
-_ADD_RESERVATION = insert_children(
-    reservation_lines, "lines", _RESERVATION_ID, *_LINE_COLUMNS
-).add_cte(
-    insert(reservations)
-    .values(order_id=_RESERVATION_ID, status=param(reservations.c.status))
-    .cte("new_reservation")
+_ADD_RESERVATION = raw.Compiled(
+    insert_children(reservation_lines, "lines", _RESERVATION_ID, *_LINE_COLUMNS).add_cte(
+        insert(reservations)
+        .values(order_id=_RESERVATION_ID, status=param(reservations.c.status))
+        .cte("new_reservation")
+    )
 )
 
-_SAVE_RESERVATION = (
+_SAVE_RESERVATION = raw.Compiled(
     update(reservations)
     .where(reservations.c.order_id == param(reservations.c.order_id, "reservation_id"))
     .values(status=param(reservations.c.status))
 )
 
 
-def _reservation(row: Row[Any]) -> Reservation:
-    lines = zip(row.line_product_id or (), row.line_quantity or (), strict=True)
+def _reservation(row: Any) -> Reservation:
+    lines = zip(row["line_product_id"] or (), row["line_quantity"] or (), strict=True)
     return Reservation(
-        order_id=row.order_id, lines=dict(lines), status=ReservationStatus(row.status)
+        order_id=row["order_id"], lines=dict(lines), status=ReservationStatus(row["status"])
     )
 
 
@@ -176,9 +181,9 @@ class PostgresReservationRepository:
         wanted = await self._held.lock_unread(self._locks, order_ids)
         if not wanted:
             return
-        rows = await self._conn.execute(_LOCK_RESERVATIONS, {"order_ids": wanted})
+        rows = await raw.fetch_compiled(self._conn, _LOCK_RESERVATIONS, {"order_ids": wanted})
         self._held.known.update(dict.fromkeys(wanted))
-        self._held.known.update((row.order_id, _reservation(row)) for row in rows)
+        self._held.known.update((row["order_id"], _reservation(row)) for row in rows)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Reservation | None:
         """With ``for_update`` the order id is locked even while no row exists yet, so a
@@ -188,8 +193,8 @@ class PostgresReservationRepository:
         if for_update:
             await self.lock_all((order_id,))
             return self._held.known[order_id]
-        row = (await self._conn.execute(_GET_RESERVATION, {"order_id": order_id})).first()
-        return None if row is None else _reservation(row)
+        rows = await raw.fetch_compiled(self._conn, _GET_RESERVATION, {"order_id": order_id})
+        return _reservation(rows[0]) if rows else None
 
     async def add(self, reservation: Reservation) -> None:
         self._held.add(reservation.order_id, reservation)
@@ -201,7 +206,8 @@ class PostgresReservationRepository:
     async def flush(self) -> None:
         """Insert the new reservations, then update the changed ones: a round trip each."""
         if self._held.new:
-            await self._conn.execute(
+            await raw.execute_many(
+                self._conn,
                 _ADD_RESERVATION,
                 [
                     {
@@ -213,7 +219,8 @@ class PostgresReservationRepository:
                 ],
             )
         if self._held.changed:
-            await self._conn.execute(
+            await raw.execute_many(
+                self._conn,
                 _SAVE_RESERVATION,
                 [
                     {"reservation_id": held.order_id, "status": held.status.value}

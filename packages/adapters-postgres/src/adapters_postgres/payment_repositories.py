@@ -15,46 +15,45 @@ from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
-from sqlalchemy import Row, Select, exists, insert, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters_postgres import raw
 from adapters_postgres.identity import IdentityMap
 from adapters_postgres.repositories import OrderLocks
 from adapters_postgres.sql import every_column, param, unnest_params
 from adapters_postgres.tables import cancelled_orders, payments
 
-
-def _payment(row: Row[Any]) -> Payment:
-    return Payment(
-        id=row.id,
-        order_id=row.order_id,
-        amount=row.amount,
-        currency=row.currency,
-        status=PaymentStatus(row.status),
-        reason=row.reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+_FIELDS = ("id", "order_id", "amount", "currency", "reason", "created_at", "updated_at")
 
 
-_PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == param(payments.c.order_id))
+def _payment(row: Any) -> Payment:
+    """From an asyncpg record or a SQLAlchemy row's ``_mapping``: read by column name."""
+    return Payment(**{name: row[name] for name in _FIELDS}, status=PaymentStatus(row["status"]))
+
+
+_PAYMENT_OF_ORDER = raw.Compiled(
+    select(payments).where(payments.c.order_id == param(payments.c.order_id))
+)
 
 _WANTED = unnest_params("wanted", cancelled_orders.c.order_id)
-_PAYMENTS_OF_ORDERS: Select[Any] = select(
-    _WANTED.c.order_id.label("wanted"),
-    *payments.c,
-    cancelled_orders.c.order_id.is_not(None).label("cancelled"),
-).select_from(
-    _WANTED.outerjoin(payments, payments.c.order_id == _WANTED.c.order_id).outerjoin(
-        cancelled_orders, cancelled_orders.c.order_id == _WANTED.c.order_id
+_PAYMENTS_OF_ORDERS = raw.Compiled(
+    select(
+        _WANTED.c.order_id.label("wanted"),
+        *payments.c,
+        cancelled_orders.c.order_id.is_not(None).label("cancelled"),
+    ).select_from(
+        _WANTED.outerjoin(payments, payments.c.order_id == _WANTED.c.order_id).outerjoin(
+            cancelled_orders, cancelled_orders.c.order_id == _WANTED.c.order_id
+        )
     )
 )
 """Each wanted order with its payment (NULLs if none) and whether it was cancelled."""
 
-_ADD_PAYMENT = insert(payments).values(every_column(payments))
+_ADD_PAYMENT = raw.Compiled(insert(payments).values(every_column(payments)))
 
-_SAVE_PAYMENT = (
+_SAVE_PAYMENT = raw.Compiled(
     update(payments)
     .where(payments.c.id == param(payments.c.id, "payment_id"))
     .values(
@@ -64,14 +63,14 @@ _SAVE_PAYMENT = (
     )
 )
 
-_MARK_CANCELLED = (
+_MARK_CANCELLED = raw.Compiled(
     pg_insert(cancelled_orders)
     .values(order_id=param(cancelled_orders.c.order_id))
     .on_conflict_do_nothing()
 )
 
-_WAS_CANCELLED = select(
-    exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id))
+_WAS_CANCELLED = raw.Compiled(
+    select(exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id)))
 )
 
 
@@ -94,23 +93,25 @@ class PostgresPaymentRepository:
         wanted = await self._held.lock_unread(self._locks, order_ids)
         if not wanted:
             return
-        rows = await self._conn.execute(_PAYMENTS_OF_ORDERS, {"wanted_order_id": wanted})
+        rows = await raw.fetch_compiled(
+            self._conn, _PAYMENTS_OF_ORDERS, {"wanted_order_id": wanted}
+        )
         for row in rows:
-            self._held.known[row.wanted] = None if row.id is None else _payment(row)
-            if row.cancelled:
-                self._cancelled.add(row.wanted)
+            self._held.known[row["wanted"]] = None if row["id"] is None else _payment(row)
+            if row["cancelled"]:
+                self._cancelled.add(row["wanted"])
 
     async def get_by_order(self, order_id: UUID) -> Payment | None:
         if order_id in self._held.known:
             return self._held.known[order_id]
-        row = (await self._conn.execute(_PAYMENT_OF_ORDER, {"order_id": order_id})).first()
-        return None if row is None else _payment(row)
+        rows = await raw.fetch_compiled(self._conn, _PAYMENT_OF_ORDER, {"order_id": order_id})
+        return _payment(rows[0]) if rows else None
 
     async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
         query = select(payments).order_by(payments.c.created_at, payments.c.id)
         if order_id is not None:
             query = query.where(payments.c.order_id == order_id)
-        return [_payment(row) for row in await self._conn.execute(query)]
+        return [_payment(row._mapping) for row in await self._conn.execute(query)]
 
     async def add(self, payment: Payment) -> None:
         self._held.add(payment.order_id, payment)
@@ -125,12 +126,14 @@ class PostgresPaymentRepository:
     async def was_cancelled(self, order_id: UUID) -> bool:
         if order_id in self._held.known or order_id in self._cancelled:
             return order_id in self._cancelled
-        return bool(await self._conn.scalar(_WAS_CANCELLED, {"order_id": order_id}))
+        rows = await raw.fetch_compiled(self._conn, _WAS_CANCELLED, {"order_id": order_id})
+        return bool(rows[0][0])
 
     async def flush(self) -> None:
         """Insert new payments, update changed ones, note cancellations: a round trip each."""
         if self._held.new:
-            await self._conn.execute(
+            await raw.execute_many(
+                self._conn,
                 _ADD_PAYMENT,
                 [
                     {
@@ -147,7 +150,8 @@ class PostgresPaymentRepository:
                 ],
             )
         if self._held.changed:
-            await self._conn.execute(
+            await raw.execute_many(
+                self._conn,
                 _SAVE_PAYMENT,
                 [
                     {
@@ -160,8 +164,10 @@ class PostgresPaymentRepository:
                 ],
             )
         if self._cancelling:
-            await self._conn.execute(
-                _MARK_CANCELLED, [{"order_id": order_id} for order_id in sorted(self._cancelling)]
+            await raw.execute_many(
+                self._conn,
+                _MARK_CANCELLED,
+                [{"order_id": order_id} for order_id in sorted(self._cancelling)],
             )
         self._held.written()
         self._cancelling.clear()

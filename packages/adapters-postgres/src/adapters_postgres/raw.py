@@ -8,28 +8,40 @@ result wrapping, all in Python. Statements sent here are plain SQL with ``$n`` p
 
 Two things SQLAlchemy gave for free are kept:
 
-- errors: a driver error becomes SQLAlchemy's ``DBAPIError`` (with the original, and its
-  SQLSTATE, as ``orig``), and a lost connection is invalidated first, so the units of work
-  and the pool treat it exactly as one raised by SQLAlchemy;
+- errors: a driver error becomes the ``DBAPIError`` subclass SQLAlchemy would raise (an
+  ``IntegrityError`` for a violated constraint; the original, with its SQLSTATE, as
+  ``orig``), and a lost connection is invalidated first, so the units of work and the
+  pool treat it exactly as one raised by SQLAlchemy;
 - observability: ``watch_statements`` registers, per engine, a context manager entered
   around each statement (the tracing module opens a span in it; tests record the SQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import asyncpg
+from sqlalchemy import ClauseElement
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres.engine import driver
 
 StatementWatcher = Callable[[str], AbstractContextManager[object]]
+
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
 _watchers: WeakKeyDictionary[Engine, list[StatementWatcher]] = WeakKeyDictionary()
 
@@ -46,24 +58,92 @@ def watch_statements(engine: AsyncEngine, watcher: StatementWatcher) -> Callable
     return lambda: watchers.remove(watcher)
 
 
+class Compiled:
+    """A prebuilt SQLAlchemy statement compiled once for asyncpg: its SQL and parameter order.
+
+    So a statement written with the table objects (CTEs, lateral joins, typed arrays) runs
+    on the driver too: ``args`` orders a parameter dict as the ``$n`` placeholders want it,
+    through the type's bind processor where it has one, as SQLAlchemy would.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled: Any = statement.compile(dialect=_DIALECT)  # an SQLCompiler
+        self.sql = str(compiled)
+        names = tuple(compiled.positiontup or ())
+        processors = compiled._bind_processors  # what SQLAlchemy applies to each value
+        self._binds = [(name, processors.get(name)) for name in names]
+        # literals SQLAlchemy binds itself (``func.f(x, 1)``): their values, unless given
+        self._fixed = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if name in names and not bind.required
+        }
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        if self._fixed:
+            params = {**self._fixed, **params}
+        return [
+            params[name] if process is None else process(params[name])
+            for name, process in self._binds
+        ]
+
+
 async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Record]:
     """The rows of ``sql`` run on ``conn``'s driver connection, in its transaction."""
+    rows: list[asyncpg.Record] = await _run(conn, sql, lambda raw: raw.fetch(sql, *args), args)
+    return rows
+
+
+async def fetch_compiled(
+    conn: AsyncConnection, statement: Compiled, params: Mapping[str, Any]
+) -> list[asyncpg.Record]:
+    return await fetch(conn, statement.sql, *statement.args(params))
+
+
+async def execute_many(
+    conn: AsyncConnection, statement: Compiled, params: Sequence[Mapping[str, Any]]
+) -> None:
+    """``statement`` once per parameter set, sent together (one round trip)."""
+    sets = [statement.args(each) for each in params]
+    await _run(conn, statement.sql, lambda raw: raw.executemany(statement.sql, sets), sets)
+
+
+async def _run(
+    conn: AsyncConnection,
+    sql: str,
+    call: Callable[[asyncpg.Connection], Awaitable[Any]],
+    args: Sequence[Any],
+) -> Any:
     raw = await driver(conn)
     watchers = _watchers.get(conn.sync_engine)
     try:
         if not watchers:
-            rows: list[asyncpg.Record] = await raw.fetch(sql, *args)
-            return rows
+            return await call(raw)
         with ExitStack() as around:
             for watcher in watchers:
                 around.enter_context(watcher(sql))
-            rows = await raw.fetch(sql, *args)
-            return rows
+            return await call(raw)
     except Exception as exc:
         lost = _lost(raw, exc)
         if lost:
             await conn.invalidate(exc)
-        raise DBAPIError.instance(sql, args, exc, Exception, connection_invalidated=lost) from exc
+        raise _translated(exc, lost)(sql, args, exc, connection_invalidated=lost) from exc
+
+
+# As SQLAlchemy's asyncpg dialect translates them, so callers catch the same classes.
+_TRANSLATIONS: tuple[tuple[type[Exception], type[DBAPIError]], ...] = (
+    (asyncpg.IntegrityConstraintViolationError, IntegrityError),
+    (asyncpg.exceptions.SyntaxOrAccessError, ProgrammingError),
+    (asyncpg.exceptions.DataError, DataError),
+    (asyncpg.InterfaceError, InterfaceError),
+)
+
+
+def _translated(exc: Exception, lost: bool) -> type[DBAPIError]:
+    for driver_error, translated in _TRANSLATIONS:
+        if isinstance(exc, driver_error):
+            return translated
+    return OperationalError if lost else DBAPIError
 
 
 def _lost(raw: asyncpg.Connection, exc: Exception) -> bool:

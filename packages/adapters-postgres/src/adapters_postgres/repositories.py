@@ -19,7 +19,6 @@ from core_saga.orders import Order, OrderStatus, StatusChange
 from sqlalchemy import (
     Column,
     Integer,
-    Row,
     Table,
     any_,
     bindparam,
@@ -173,6 +172,16 @@ _OVERDUE = (
 )
 
 
+# The order statements every POST and every order batch run, on the driver
+# (``adapters_postgres.raw``); rows come back as asyncpg records.
+_ADD_ORDER_RAW = raw.Compiled(_ADD_ORDER)
+_SAVE_ORDER_RAW = raw.Compiled(_SAVE_ORDER)
+_GET_ORDER_RAW = raw.Compiled(_GET_ORDER)
+_GET_ORDERS_RAW = raw.Compiled(_GET_ORDERS)
+_LOCK_AND_GET_ORDER_RAW = raw.Compiled(_LOCK_AND_GET_ORDER)
+_LOCK_AND_GET_ORDERS_RAW = raw.Compiled(_LOCK_AND_GET_ORDERS)
+
+
 def _new_history(order: Order, stored: int) -> dict[str, Any]:
     """The parameters that append the history entries past the ``stored`` first ones."""
     new = [
@@ -183,41 +192,45 @@ def _new_history(order: Order, stored: int) -> dict[str, Any]:
     return _rows("history", new, *_HISTORY_COLUMNS)
 
 
-def _consistent(row: Row[Any]) -> bool:
+def _consistent(row: Any) -> bool:
     """Whether the history read ends with the order's current state.
 
     Every status change appends an entry with the order's new status and ``updated_at``,
     so history that misses a committed change ends in another status.
     """
-    statuses: Sequence[str] = row.history_status or ()
-    times: Sequence[datetime] = row.history_at or ()
-    return bool(statuses) and statuses[-1] == row.status and times[-1] == row.updated_at
+    statuses: Sequence[str] = row["history_status"] or ()
+    times: Sequence[datetime] = row["history_at"] or ()
+    return bool(statuses) and statuses[-1] == row["status"] and times[-1] == row["updated_at"]
 
 
-def _order(row: Row[Any]) -> Order:
+def _order(row: Any) -> Order:
+    """An order from a row of ``_WITH_CHILDREN`` (an asyncpg record: read by column name)."""
     items = zip(
-        row.item_product_id or (), row.item_quantity or (), row.item_unit_price or (), strict=True
+        row["item_product_id"] or (),
+        row["item_quantity"] or (),
+        row["item_unit_price"] or (),
+        strict=True,
     )
     history = zip(
-        row.history_status or (),
-        row.history_at or (),
-        row.history_event_id or (),
-        row.history_event_type or (),
+        row["history_status"] or (),
+        row["history_at"] or (),
+        row["history_event_id"] or (),
+        row["history_event_type"] or (),
         strict=True,
     )
     return Order(
-        id=row.id,
-        customer_id=row.customer_id,
+        id=row["id"],
+        customer_id=row["customer_id"],
         items=tuple(
             LineItem(product_id=product_id, quantity=quantity, unit_price=unit_price)
             for product_id, quantity, unit_price in items
         ),
-        currency=row.currency,
-        created_at=row.created_at,
-        deadline_at=row.deadline_at,
-        status=OrderStatus(row.status),
-        updated_at=row.updated_at,
-        cancellation_reason=row.cancellation_reason,
+        currency=row["currency"],
+        created_at=row["created_at"],
+        deadline_at=row["deadline_at"],
+        status=OrderStatus(row["status"]),
+        updated_at=row["updated_at"],
+        cancellation_reason=row["cancellation_reason"],
         history=[
             StatusChange(OrderStatus(status), at, event_id, event_type)
             for status, at, event_id, event_type in history
@@ -245,8 +258,9 @@ class PostgresOrderRepository:
             (line_no, item.product_id, item.quantity, item.unit_price)
             for line_no, item in enumerate(order.items)
         ]
-        await self._conn.execute(
-            _ADD_ORDER,
+        await raw.fetch_compiled(
+            self._conn,
+            _ADD_ORDER_RAW,
             {
                 "order_id": order.id,
                 "customer_id": order.customer_id,
@@ -268,24 +282,25 @@ class PostgresOrderRepository:
         wanted = sorted(set(order_ids) - self._locked.keys() - self._unsaved.keys())
         if not wanted:
             return
-        rows = (await self._conn.execute(_LOCK_AND_GET_ORDERS, {"order_ids": wanted})).all()
-        stale = [row.id for row in rows if not _consistent(row)]
+        rows = await raw.fetch_compiled(self._conn, _LOCK_AND_GET_ORDERS_RAW, {"order_ids": wanted})
+        stale = [row["id"] for row in rows if not _consistent(row)]
         if stale:  # some lock waited: read those again, under the lock now held
             rows = [row for row in rows if _consistent(row)]
-            rows += (await self._conn.execute(_GET_ORDERS, {"order_ids": stale})).all()
+            rows += await raw.fetch_compiled(self._conn, _GET_ORDERS_RAW, {"order_ids": stale})
         for row in rows:
-            self._locked[row.id] = self._loaded(row)
+            self._locked[row["id"]] = self._loaded(row)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
         known = self._unsaved.get(order_id) or self._locked.get(order_id)
         if known is not None:
             return known
-        query = _LOCK_AND_GET_ORDER if for_update else _GET_ORDER
-        row = (await self._conn.execute(query, {"order_id": order_id})).first()
-        if row is not None and not _consistent(row):  # waited for the lock: read again
-            row = (await self._conn.execute(_GET_ORDER, {"order_id": order_id})).first()
-        if row is None:
+        query = _LOCK_AND_GET_ORDER_RAW if for_update else _GET_ORDER_RAW
+        rows = await raw.fetch_compiled(self._conn, query, {"order_id": order_id})
+        if rows and not _consistent(rows[0]):  # waited for the lock: read again
+            rows = await raw.fetch_compiled(self._conn, _GET_ORDER_RAW, {"order_id": order_id})
+        if not rows:
             return None
+        row = rows[0]
         order = self._loaded(row)
         if for_update:
             self._locked[order.id] = order
@@ -313,7 +328,7 @@ class PostgresOrderRepository:
                     **_new_history(order, int(stored or 0)),
                 }
             )
-        await self._conn.execute(_SAVE_ORDER, params)
+        await raw.execute_many(self._conn, _SAVE_ORDER_RAW, params)
         for order in unsaved:
             self._stored_history[order.id] = len(order.history)
         self._unsaved.clear()
@@ -328,12 +343,12 @@ class PostgresOrderRepository:
         ids = (await self._conn.scalars(_OVERDUE, {"now": now, "limit": limit})).all()
         if not ids:
             return []
-        rows = await self._conn.execute(_GET_ORDERS, {"order_ids": list(ids)})
+        rows = await raw.fetch_compiled(self._conn, _GET_ORDERS_RAW, {"order_ids": list(ids)})
         loaded = {order.id: order for order in map(self._loaded, rows)}
         self._locked.update(loaded)
         return [loaded[order_id] for order_id in ids]  # by deadline, as locked
 
-    def _loaded(self, row: Row[Any]) -> Order:
+    def _loaded(self, row: Any) -> Order:
         order = _order(row)
         self._stored_history[order.id] = len(order.history)
         return order
@@ -341,7 +356,7 @@ class PostgresOrderRepository:
 
 # --- notification database -----------------------------------------------------------------
 
-_ADD_NOTIFICATION = (
+_ADD_NOTIFICATION = raw.Compiled(
     pg_insert(notifications)
     .values(
         id=_param(notifications.c.id),
@@ -363,7 +378,8 @@ class PostgresNotificationRepository:
         self._conn = conn
 
     async def add(self, notification: Notification) -> bool:
-        result = await self._conn.execute(
+        added = await raw.fetch_compiled(
+            self._conn,
             _ADD_NOTIFICATION,
             {
                 "id": notification.id,
@@ -374,7 +390,7 @@ class PostgresNotificationRepository:
                 "created_at": notification.created_at,
             },
         )
-        return result.first() is not None
+        return bool(added)
 
     async def list(self, order_id: UUID | None = None) -> Sequence[Notification]:
         query = select(notifications).order_by(notifications.c.created_at, notifications.c.id)
