@@ -65,7 +65,7 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
         await conn.begin()
     fairy = await conn.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
-    if conn.in_transaction() and not adapted.autocommit and adapted._transaction is None:
+    if not adapted.autocommit and adapted._transaction is None:
         await adapted._start_transaction()
     raw: asyncpg.Connection = fairy.driver_connection
     return raw

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from core_saga.ports import StoredResponse
 from sqlalchemy import JSON, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
@@ -16,24 +16,31 @@ from adapters_postgres.tables import idempotency_keys
 # not named "key": an UPDATE would take a parameter named after a column as that column's SET
 _KEY = bindparam("idempotency_key", type_=idempotency_keys.c.key.type)
 
-_CLAIM = """
-INSERT INTO idempotency_keys AS held
-    (key, request_hash, status_code, response, created_at, expires_at)
-VALUES ($1, $2, $3, $4::json, $5, $6)
-ON CONFLICT (key) DO UPDATE SET
-    request_hash = excluded.request_hash,
-    status_code = excluded.status_code,
-    response = excluded.response,
-    created_at = excluded.created_at,
-    expires_at = excluded.expires_at
-WHERE held.expires_at <= $5
-RETURNING key
-"""
-"""On the driver (``adapters_postgres.raw``): every order placed runs it. The response is
-stored as ``json`` text, exactly as ``json.dumps`` wrote it: a replay returns it as is."""
-
+_NOW = bindparam("now", type_=idempotency_keys.c.created_at.type)
 _STATUS_CODE = bindparam("status_code", type_=idempotency_keys.c.status_code.type)
 _RESPONSE = bindparam("response", type_=JSON(none_as_null=True))  # no body: SQL NULL
+_NEW = insert(idempotency_keys).values(
+    key=_KEY,
+    request_hash=bindparam("request_hash", type_=idempotency_keys.c.request_hash.type),
+    status_code=_STATUS_CODE,
+    response=_RESPONSE,
+    created_at=_NOW,
+    expires_at=bindparam("expires_at", type_=idempotency_keys.c.expires_at.type),
+)
+_CLAIM = raw.Compiled(
+    _NEW.on_conflict_do_update(
+        index_elements=[idempotency_keys.c.key],
+        set_={
+            "request_hash": _NEW.excluded.request_hash,
+            "status_code": _NEW.excluded.status_code,
+            "response": _NEW.excluded.response,
+            "created_at": _NEW.excluded.created_at,
+            "expires_at": _NEW.excluded.expires_at,
+        },
+        where=idempotency_keys.c.expires_at <= _NOW,
+    ).returning(idempotency_keys.c.key)
+)
+"""On the driver (``adapters_postgres.raw``): every order placed runs it."""
 
 _STORED = select(
     idempotency_keys.c.request_hash,
@@ -70,9 +77,15 @@ class PostgresIdempotencyStore:
         response: tuple[int, Any] | None = None,
     ) -> StoredResponse | None:
         status_code, body = response or (None, None)
-        stored = None if body is None else json.dumps(body)
-        args = (key, request_hash, status_code, stored, now, expires_at)
-        if await raw.fetch(self._conn, _CLAIM, *args):
+        params = {
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "now": now,
+            "expires_at": expires_at,
+            "status_code": status_code,
+            "response": body,
+        }
+        if await raw.fetch_compiled(self._conn, _CLAIM, params):
             return None
         row = (await self._conn.execute(_STORED, {"idempotency_key": key})).one()
         return StoredResponse(row.request_hash, row.status_code, row.response)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Generic, TypeVar
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters_postgres import raw
 from adapters_postgres.repositories import OrderLocks
 
 T = TypeVar("T")
@@ -42,8 +45,23 @@ class IdentityMap(Generic[T]):
         self.known[order_id] = value
         (self.new if order_id in self.new else self.changed)[order_id] = value
 
+    async def write(
+        self,
+        conn: AsyncConnection,
+        insert: raw.Compiled,
+        inserted: Callable[[T], Mapping[str, Any]],
+        update: raw.Compiled,
+        updated: Callable[[T], Mapping[str, Any]],
+    ) -> None:
+        """Insert the new rows, then update the changed ones: a round trip each, at most."""
+        if self.new:
+            await raw.execute_many(conn, insert, [inserted(each) for each in self.new.values()])
+        if self.changed:
+            await raw.execute_many(conn, update, [updated(each) for each in self.changed.values()])
+        self.written()
+
     def written(self) -> None:
-        """The commit wrote what was new and changed."""
+        """What was new and changed is in the table now."""
         self.new.clear()
         self.changed.clear()
 

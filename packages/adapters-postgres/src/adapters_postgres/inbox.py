@@ -5,21 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
+from adapters_postgres.sql import param, unnest_params, unnest_rows
+from adapters_postgres.tables import processed_events
 
-_MARK_PROCESSED = """
-INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2)
-ON CONFLICT (event_id) DO NOTHING RETURNING event_id
-"""
+_MARK_PROCESSED = raw.Compiled(
+    insert(processed_events)
+    .values(
+        event_id=param(processed_events.c.event_id),
+        event_type=param(processed_events.c.event_type),
+    )
+    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+    .returning(processed_events.c.event_id)
+)
 
-_MARK_ALL = """
-INSERT INTO processed_events (event_id, event_type)
-SELECT * FROM unnest($1::uuid[], $2::text[])
-ON CONFLICT (event_id) DO NOTHING RETURNING event_id
-"""
-"""A batch's marks in one statement; unnest inserts them in array order (sorted ids)."""
+_EVENT_COLUMNS = (processed_events.c.event_id, processed_events.c.event_type)
+_MARK_ALL = raw.Compiled(
+    insert(processed_events)
+    .from_select(
+        [each.key for each in _EVENT_COLUMNS],
+        select(*unnest_params("events", *_EVENT_COLUMNS).c),
+    )
+    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+    .returning(processed_events.c.event_id)
+)
+"""A batch's marks in one statement; unnest inserts them in array order (sorted ids).
+Both run on the driver (``adapters_postgres.raw``): every consumed batch runs one."""
 
 
 class PostgresInbox:
@@ -34,9 +49,9 @@ class PostgresInbox:
         self._conn = conn
 
     async def mark_processed(self, event_id: UUID, event_type: str) -> bool:
-        return bool(await raw.fetch(self._conn, _MARK_PROCESSED, event_id, event_type))
+        params = {"event_id": event_id, "event_type": event_type}
+        return bool(await raw.fetch_compiled(self._conn, _MARK_PROCESSED, params))
 
     async def mark_all(self, events: Sequence[tuple[UUID, str]]) -> set[UUID]:
-        ordered = sorted(events)
-        ids, types = [e[0] for e in ordered], [e[1] for e in ordered]
-        return {row[0] for row in await raw.fetch(self._conn, _MARK_ALL, ids, types)}
+        params = unnest_rows("events", sorted(events), *_EVENT_COLUMNS)
+        return {row[0] for row in await raw.fetch_compiled(self._conn, _MARK_ALL, params)}

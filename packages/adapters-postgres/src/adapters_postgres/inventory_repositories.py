@@ -155,6 +155,15 @@ _SAVE_RESERVATION = raw.Compiled(
 )
 
 
+def _added(held: Reservation) -> dict[str, Any]:
+    lines = _rows("lines", sorted(held.lines.items()), *_LINE_COLUMNS)
+    return {"order_id": held.order_id, "status": held.status.value, **lines}
+
+
+def _status_saved(held: Reservation) -> dict[str, Any]:
+    return {"reservation_id": held.order_id, "status": held.status.value}
+
+
 def _reservation(row: Any) -> Reservation:
     lines = zip(row["line_product_id"] or (), row["line_quantity"] or (), strict=True)
     return Reservation(
@@ -205,29 +214,9 @@ class PostgresReservationRepository:
 
     async def flush(self) -> None:
         """Insert the new reservations, then update the changed ones: a round trip each."""
-        if self._held.new:
-            await raw.execute_many(
-                self._conn,
-                _ADD_RESERVATION,
-                [
-                    {
-                        "order_id": held.order_id,
-                        "status": held.status.value,
-                        **_rows("lines", sorted(held.lines.items()), *_LINE_COLUMNS),
-                    }
-                    for held in self._held.new.values()
-                ],
-            )
-        if self._held.changed:
-            await raw.execute_many(
-                self._conn,
-                _SAVE_RESERVATION,
-                [
-                    {"reservation_id": held.order_id, "status": held.status.value}
-                    for held in self._held.changed.values()
-                ],
-            )
-        self._held.written()
+        await self._held.write(
+            self._conn, _ADD_RESERVATION, _added, _SAVE_RESERVATION, _status_saved
+        )
 
     def transaction_ended(self) -> None:
         self._held.clear()

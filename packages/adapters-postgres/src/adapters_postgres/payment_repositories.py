@@ -33,6 +33,19 @@ def _payment(row: Any) -> Payment:
     return Payment(**{name: row[name] for name in _FIELDS}, status=PaymentStatus(row["status"]))
 
 
+def _added(payment: Payment) -> dict[str, Any]:
+    return {name: getattr(payment, name) for name in _FIELDS} | {"status": payment.status.value}
+
+
+def _saved(payment: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": payment.id,
+        "status": payment.status.value,
+        "reason": payment.reason,
+        "updated_at": payment.updated_at,
+    }
+
+
 _PAYMENT_OF_ORDER = raw.Compiled(
     select(payments).where(payments.c.order_id == param(payments.c.order_id))
 )
@@ -131,45 +144,13 @@ class PostgresPaymentRepository:
 
     async def flush(self) -> None:
         """Insert new payments, update changed ones, note cancellations: a round trip each."""
-        if self._held.new:
-            await raw.execute_many(
-                self._conn,
-                _ADD_PAYMENT,
-                [
-                    {
-                        "id": payment.id,
-                        "order_id": payment.order_id,
-                        "amount": payment.amount,
-                        "currency": payment.currency,
-                        "status": payment.status.value,
-                        "reason": payment.reason,
-                        "created_at": payment.created_at,
-                        "updated_at": payment.updated_at,
-                    }
-                    for payment in self._held.new.values()
-                ],
-            )
-        if self._held.changed:
-            await raw.execute_many(
-                self._conn,
-                _SAVE_PAYMENT,
-                [
-                    {
-                        "payment_id": payment.id,
-                        "status": payment.status.value,
-                        "reason": payment.reason,
-                        "updated_at": payment.updated_at,
-                    }
-                    for payment in self._held.changed.values()
-                ],
-            )
+        await self._held.write(self._conn, _ADD_PAYMENT, _added, _SAVE_PAYMENT, _saved)
         if self._cancelling:
             await raw.execute_many(
                 self._conn,
                 _MARK_CANCELLED,
                 [{"order_id": order_id} for order_id in sorted(self._cancelling)],
             )
-        self._held.written()
         self._cancelling.clear()
 
     def transaction_ended(self) -> None:

@@ -17,6 +17,7 @@ from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
 from sqlalchemy import (
+    BigInteger,
     Column,
     Integer,
     Table,
@@ -25,9 +26,11 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -55,7 +58,11 @@ def order_lock_key(order_id: UUID) -> int:
 
 # unnest yields the keys in array order, and the locks are taken in that order. On the driver
 # (``adapters_postgres.raw``): every consumer batch runs it.
-_ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(key) FROM unnest($1::bigint[]) AS key"
+_ADVISORY_LOCKS = raw.Compiled(
+    text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
+        bindparam("keys", type_=ARRAY(BigInteger))
+    )
+)
 
 
 class OrderLocks:
@@ -74,7 +81,7 @@ class OrderLocks:
         """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
         keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
         if keys:
-            await raw.fetch(self._conn, _ADVISORY_LOCKS, keys)
+            await raw.fetch_compiled(self._conn, _ADVISORY_LOCKS, {"keys": keys})
         self._held.update(keys)
 
     def released(self) -> None:
@@ -100,26 +107,26 @@ _HISTORY_COLUMNS = (
 
 _ORDER_ID = _param(orders.c.id, "order_id")
 
-_ADD_ORDER = _insert_children(
-    order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS
-).add_cte(
-    insert(orders).values(_every_column(orders, id=_ORDER_ID)).cte("new_order"),
-    _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS).cte("new_items"),
+_ADD_ORDER = raw.Compiled(
+    _insert_children(order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS).add_cte(
+        insert(orders).values(_every_column(orders, id=_ORDER_ID)).cte("new_order"),
+        _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS).cte("new_items"),
+    )
 )
 """The order, its items and its history in one statement (the foreign keys are checked at
 its end, when the order row is there)."""
 
-_SAVE_ORDER = _insert_children(
-    order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS
-).add_cte(
-    update(orders)
-    .where(orders.c.id == _ORDER_ID)
-    .values(
-        status=_param(orders.c.status),
-        updated_at=_param(orders.c.updated_at),
-        cancellation_reason=_param(orders.c.cancellation_reason),
+_SAVE_ORDER = raw.Compiled(
+    _insert_children(order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS).add_cte(
+        update(orders)
+        .where(orders.c.id == _ORDER_ID)
+        .values(
+            status=_param(orders.c.status),
+            updated_at=_param(orders.c.updated_at),
+            cancellation_reason=_param(orders.c.cancellation_reason),
+        )
+        .cte("saved_order")
     )
-    .cte("saved_order")
 )
 """The order's new state and its new history entries in one statement."""
 
@@ -172,14 +179,12 @@ _OVERDUE = (
 )
 
 
-# The order statements every POST and every order batch run, on the driver
-# (``adapters_postgres.raw``); rows come back as asyncpg records.
-_ADD_ORDER_RAW = raw.Compiled(_ADD_ORDER)
-_SAVE_ORDER_RAW = raw.Compiled(_SAVE_ORDER)
-_GET_ORDER_RAW = raw.Compiled(_GET_ORDER)
-_GET_ORDERS_RAW = raw.Compiled(_GET_ORDERS)
-_LOCK_AND_GET_ORDER_RAW = raw.Compiled(_LOCK_AND_GET_ORDER)
-_LOCK_AND_GET_ORDERS_RAW = raw.Compiled(_LOCK_AND_GET_ORDERS)
+# The reads every POST and order batch run, on the driver (``adapters_postgres.raw``): rows
+# come back as asyncpg records.
+_READ_ORDER = raw.Compiled(_GET_ORDER)
+_READ_ORDERS = raw.Compiled(_GET_ORDERS)
+_LOCK_AND_READ_ORDER = raw.Compiled(_LOCK_AND_GET_ORDER)
+_LOCK_AND_READ_ORDERS = raw.Compiled(_LOCK_AND_GET_ORDERS)
 
 
 def _new_history(order: Order, stored: int) -> dict[str, Any]:
@@ -260,7 +265,7 @@ class PostgresOrderRepository:
         ]
         await raw.fetch_compiled(
             self._conn,
-            _ADD_ORDER_RAW,
+            _ADD_ORDER,
             {
                 "order_id": order.id,
                 "customer_id": order.customer_id,
@@ -282,11 +287,11 @@ class PostgresOrderRepository:
         wanted = sorted(set(order_ids) - self._locked.keys() - self._unsaved.keys())
         if not wanted:
             return
-        rows = await raw.fetch_compiled(self._conn, _LOCK_AND_GET_ORDERS_RAW, {"order_ids": wanted})
+        rows = await raw.fetch_compiled(self._conn, _LOCK_AND_READ_ORDERS, {"order_ids": wanted})
         stale = [row["id"] for row in rows if not _consistent(row)]
         if stale:  # some lock waited: read those again, under the lock now held
             rows = [row for row in rows if _consistent(row)]
-            rows += await raw.fetch_compiled(self._conn, _GET_ORDERS_RAW, {"order_ids": stale})
+            rows += await raw.fetch_compiled(self._conn, _READ_ORDERS, {"order_ids": stale})
         for row in rows:
             self._locked[row["id"]] = self._loaded(row)
 
@@ -294,10 +299,10 @@ class PostgresOrderRepository:
         known = self._unsaved.get(order_id) or self._locked.get(order_id)
         if known is not None:
             return known
-        query = _LOCK_AND_GET_ORDER_RAW if for_update else _GET_ORDER_RAW
+        query = _LOCK_AND_READ_ORDER if for_update else _READ_ORDER
         rows = await raw.fetch_compiled(self._conn, query, {"order_id": order_id})
         if rows and not _consistent(rows[0]):  # waited for the lock: read again
-            rows = await raw.fetch_compiled(self._conn, _GET_ORDER_RAW, {"order_id": order_id})
+            rows = await raw.fetch_compiled(self._conn, _READ_ORDER, {"order_id": order_id})
         if not rows:
             return None
         row = rows[0]
@@ -328,7 +333,7 @@ class PostgresOrderRepository:
                     **_new_history(order, int(stored or 0)),
                 }
             )
-        await raw.execute_many(self._conn, _SAVE_ORDER_RAW, params)
+        await raw.execute_many(self._conn, _SAVE_ORDER, params)
         for order in unsaved:
             self._stored_history[order.id] = len(order.history)
         self._unsaved.clear()
@@ -343,7 +348,7 @@ class PostgresOrderRepository:
         ids = (await self._conn.scalars(_OVERDUE, {"now": now, "limit": limit})).all()
         if not ids:
             return []
-        rows = await raw.fetch_compiled(self._conn, _GET_ORDERS_RAW, {"order_ids": list(ids)})
+        rows = await raw.fetch_compiled(self._conn, _READ_ORDERS, {"order_ids": list(ids)})
         loaded = {order.id: order for order in map(self._loaded, rows)}
         self._locked.update(loaded)
         return [loaded[order_id] for order_id in ids]  # by deadline, as locked

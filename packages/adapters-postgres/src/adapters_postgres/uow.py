@@ -110,11 +110,12 @@ class PostgresUnitOfWork:
         else:
             await conn.begin()
         self._conn = conn
-        self._start_outbox(conn)
         self.inbox = PostgresInbox(conn)
         self._locks = OrderLocks(conn)
         self._deferring: list[Deferring] = []
         self._bind(conn, self._locks)
+        self.outbox = outbox = PostgresOutbox(conn, outbox_channel(self.service), self._context)
+        self._deferring.append(outbox)  # its rows and NOTIFY at commit, after the business rows
         return self
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
@@ -163,7 +164,6 @@ class PostgresUnitOfWork:
             raise RuntimeError("a read-only unit of work cannot commit")
         for repository in self._deferring:
             await repository.flush()
-        await self._outbox.flush()
         await self.connection.commit()
         self._transaction_ended()
 
@@ -175,13 +175,6 @@ class PostgresUnitOfWork:
         self._locks.released()
         for repository in self._deferring:
             repository.transaction_ended()
-        self._start_outbox(self.connection)
-
-    def _start_outbox(self, conn: AsyncConnection) -> None:
-        """The outbox of the next transaction on ``conn`` (its rows and NOTIFY at commit)."""
-        self.outbox = self._outbox = PostgresOutbox(
-            conn, outbox_channel(self.service), self._context
-        )
 
 
 class PostgresOrderUnitOfWork(PostgresUnitOfWork):

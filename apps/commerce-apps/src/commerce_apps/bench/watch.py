@@ -33,7 +33,9 @@ class EventWatcher:
             **kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=10,  # the broker answers a waiting fetch only when it ends
+            # Short: on Tansu, a fetch over several partitions can wait out the whole wait
+            # though data arrived (one partition is woken at once; docs/benchmarks.md).
+            fetch_max_wait_ms=10,
         )
         self.start = 0.0  # perf_counter() when the run started: times are relative to it
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
