@@ -66,7 +66,7 @@ def run_fast(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
-    """Run ``main``; stop gracefully on SIGINT/SIGTERM; turn known failures into one line."""
+    """Run ``main``; stop gracefully on SIGINT/SIGTERM/SIGHUP; turn known failures into one line."""
     try:
         return run_fast(_with_signals(main))
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: a clean stop
@@ -86,6 +86,7 @@ async def _with_signals(main: Callable[[], Awaitable[T]]) -> T:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main())
     if threading.current_thread() is threading.main_thread():  # not so under a test runner
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed; stop as cleanly as on Ctrl-C, not die on the spot.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, task.cancel)
     return await task

@@ -7,9 +7,9 @@ By default the four services share this process and its event loop (the end-to-e
 stop and start them one by one). With ``PlatformConfig(processes=True)`` each service runs in
 a child process of its own (``commerce_apps.service.ServiceProcess``), so the platform can use
 every core; the infrastructure, migrations and topics stay in this process, which stops the
-children before the broker and PostgreSQL. If this process is killed with SIGKILL, the
-children notice (their stdin closes) and drain on their own, but the embedded broker and
-PostgreSQL are left to their own exit handling, which SIGKILL skips.
+children before the broker and PostgreSQL. If this process is killed outright (SIGKILL, the
+OOM killer), the children notice (their stdin closes) and drain on their own, and a watchdog
+process (``commerce_apps.watchdog``) then stops the embedded broker and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from commerce_apps.container import (
     ensure_saga_topics,
 )
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES, ServiceName, Settings
+from commerce_apps.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from commerce_apps.service import ServiceProcess
@@ -140,6 +141,7 @@ class Platform:
         self._broker: EmbeddedBroker | None = None
         self._running: dict[ServiceName, _Running] = {}
         self._children: dict[ServiceName, ServiceProcess] = {}
+        self._watchdog: Watchdog | None = None  # with embedded infrastructure only
         self._stopping = False
 
     def port(self, service: ServiceName) -> int:
@@ -151,6 +153,15 @@ class Platform:
         if self.config.processes:
             return {service: child.pid for service, child in self._children.items()}
         return {service: os.getpid() for service in self._running}
+
+    @property
+    def embedded_pids(self) -> dict[str, int]:
+        """The embedded broker's and PostgreSQL's processes ("broker", "postgres"), if started."""
+        pids = {
+            "broker": self._broker and self._broker.pid,
+            "postgres": self._postgres and self._postgres.pid,
+        }
+        return {name: pid for name, pid in pids.items() if pid}
 
     async def start(self) -> None:
         """Start everything; raise ``PlatformError`` with the reason if something cannot."""
@@ -177,6 +188,7 @@ class Platform:
                 shutil.rmtree(directory)
             self._postgres = EmbeddedPostgres(directory)
             await asyncio.to_thread(self._postgres.start)
+            self._guarded().stop_postgres(directory)
             admin = self._postgres.admin_url
         else:
             admin = cfg.database_url
@@ -193,6 +205,8 @@ class Platform:
         if cfg.kafka_bootstrap_servers is None:
             self._broker = EmbeddedBroker()
             self.bootstrap_servers = await asyncio.to_thread(self._broker.start)
+            assert self._broker.pid is not None
+            self._guarded().stop_process(self._broker.pid)
         else:
             self.bootstrap_servers = cfg.kafka_bootstrap_servers
         await self._ensure_topics()
@@ -266,7 +280,7 @@ class Platform:
 
     async def _spawn(self, service: ServiceName) -> None:
         """The service in a child process, with this platform's settings for it."""
-        from commerce_apps.service import ServiceProcess, ServiceSpec
+        from commerce_apps.service import STOP_SECONDS, ServiceProcess, ServiceSpec
 
         cfg = self.config
         settings = self._settings_for(service).model_copy(
@@ -281,7 +295,9 @@ class Platform:
             topics_ready=True,
             profile=None if profile is None else str(profile_path(profile, service)),
         )
-        self._children[service] = await ServiceProcess.start(spec, self.urls[service])
+        child = self._children[service] = await ServiceProcess.start(spec, self.urls[service])
+        if self._watchdog is not None:  # it stops on its own; the infrastructure waits for it
+            self._watchdog.stop_process(child.pid, None, STOP_SECONDS)
 
     async def stop_service(self, service: ServiceName) -> None:
         child = self._children.pop(service, None)
@@ -365,6 +381,15 @@ class Platform:
         if self._postgres is not None:
             await asyncio.to_thread(self._postgres.stop)
             self._postgres = None
+        if self._watchdog is not None:
+            await asyncio.to_thread(self._watchdog.close)
+            self._watchdog = None
+
+    def _guarded(self) -> Watchdog:
+        """The watchdog that stops the embedded infrastructure if this process is killed."""
+        if self._watchdog is None:
+            self._watchdog = Watchdog()
+        return self._watchdog
 
 
 @contextlib.contextmanager

@@ -64,6 +64,11 @@ class EmbeddedBroker:
         self.bootstrap_servers = f"127.0.0.1:{port}"
         return self.bootstrap_servers
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while started."""
+        return None if self._process is None else self._process.pid
+
     def stop(self, timeout: float = 5.0) -> None:
         """Interrupt the broker (kill it if it lingers); idempotent.
 

