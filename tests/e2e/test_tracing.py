@@ -76,11 +76,20 @@ async def test_one_post_gives_one_trace_across_all_four_services(
         ("inventory-service", "OrderConfirmed"),
         ("notification-service", "OrderConfirmed"),
     } <= hops
-    for span in consumers:  # each hop's parent is the span that wrote the event, elsewhere
+    for span in consumers:
+        # Each hop: the relay's send of the event, elsewhere, is the parent; the span that
+        # wrote the event (a request or a consumed event) is the send's parent.
         assert span.parent is not None
-        parent = by_id[span.parent.span_id]
-        assert service_of(parent) != service_of(span)
-        assert parent.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
+        send = by_id[span.parent.span_id]
+        assert send.kind is SpanKind.PRODUCER
+        assert service_of(send) != service_of(span)
+        assert send.name == f"send {span.attributes['messaging.destination.name']}"
+        assert send.attributes is not None
+        assert send.attributes["messaging.message.id"] == span.attributes["messaging.message.id"]
+        assert send.parent is not None
+        writer = by_id[send.parent.span_id]
+        assert service_of(writer) == service_of(send)
+        assert writer.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
     statements = [
         s for s in spans if s.kind is SpanKind.CLIENT and service_of(s) == "inventory-service"
     ]

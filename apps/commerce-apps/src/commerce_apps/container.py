@@ -40,7 +40,12 @@ from commerce_apps.services.notification import notification_routes
 from commerce_apps.services.order import order_routes
 from commerce_apps.services.payment import payment_routes
 from commerce_apps.settings import Settings
-from commerce_apps.tracing import instrument_engine, trace_headers, tracer_provider
+from commerce_apps.tracing import (
+    instrument_engine,
+    trace_headers,
+    traced_publisher,
+    tracer_provider,
+)
 
 
 async def ensure_saga_topics(settings: Settings, client: str = "admin") -> list[str]:
@@ -109,7 +114,9 @@ class ServiceContainer(containers.DeclarativeContainer):
         RelayRunner,
         url,
         service,
-        providers.Factory(CountingPublisher, publisher, metrics),
+        providers.Factory(
+            CountingPublisher, providers.Callable(traced_publisher, publisher, tracing), metrics
+        ),
         clock,
         providers.Callable(relay_settings, settings),
     )

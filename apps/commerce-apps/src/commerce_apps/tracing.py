@@ -5,17 +5,22 @@ each with its own ``service.name``). With no ``OTEL_EXPORTER_OTLP_*`` endpoint a
 exporter there is no provider at all: the API's no-op tracer costs next to nothing.
 
 The trace context travels with the event: the outbox row stores the W3C ``traceparent`` /
-``tracestate`` current when the event was written (HTTP request or consumer span), the relay
-sends them as Kafka headers, and the consumer continues the trace as a child of that span.
+``tracestate`` current when the event was written (HTTP request or consumer span). The relay
+sends each message in a producer span, a child of that context, and the message's headers
+carry the producer span's context, so the consumer's span is its child: a trace shows how
+long each event waited in the outbox and for the broker's ack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 from adapters_postgres import raw
+from core_saga.ports import EventPublisher, OutboundMessage
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -23,7 +28,7 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -90,6 +95,53 @@ def consumer_span(
         },
     ):
         yield
+
+
+@dataclass
+class TracingPublisher:
+    """The relay's publisher with a PRODUCER span per message, from the send to the ack."""
+
+    inner: EventPublisher
+    tracer: Tracer
+
+    async def publish(self, messages: Sequence[OutboundMessage]) -> None:
+        spans = []
+        sent = []
+        for message in messages:
+            span = self.tracer.start_span(
+                f"send {message.topic}",
+                context=PROPAGATOR.extract(dict(message.headers)),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": message.topic,
+                    "messaging.message.id": str(message.event_id),
+                    "messaging.kafka.message.key": message.key,
+                    "commerce.event_type": message.event_type,
+                },
+            )
+            headers = {k: v for k, v in message.headers.items() if k not in PROPAGATOR.fields}
+            PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+            spans.append(span)
+            sent.append(dataclasses.replace(message, headers=headers))
+        try:
+            await self.inner.publish(sent)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+
+
+def traced_publisher(publisher: EventPublisher, provider: TracerProvider | None) -> EventPublisher:
+    """``publisher`` with producer spans when this service traces; itself otherwise."""
+    if provider is None:
+        return publisher
+    return TracingPublisher(publisher, provider.get_tracer("commerce.relay"))
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:
