@@ -94,7 +94,7 @@ class PlatformConfig:
 # It answers a waiting fetch only when it looks again (at half the wait, then three quarters
 # ...), so the wait trades idle fetching for each hop's delay. Measured on two cores
 # (docs/benchmarks.md, sixth round): 25 ms against 10 halves the idle cost (24 % of a core
-# against 45 %), gives 50 orders/s a 20 % lower p50 and c=64 9 % more orders/s, and costs
+# against 45 %), gives 50 orders/s a 20 % lower p50 and c=64 8 % more orders/s, and costs
 # 3 ms at 10 orders/s; 50 ms costs 25 ms there and gains nothing more.
 EMBEDDED_CONSUMER_OPTIONS = {
     "fetch_max_wait_ms": 25,
