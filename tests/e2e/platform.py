@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -131,3 +132,33 @@ async def running_platform(
             yield RunningPlatform(platform, http)
     finally:
         await platform.stop()
+
+
+async def assert_every_effect_once(
+    running: RunningPlatform, orders: Mapping[str, Mapping[str, Any]], seconds: float = 60
+) -> None:
+    """Once every order is notified and no stock is reserved: each order terminal, charged
+    once if confirmed and never otherwise, its quantities sold if confirmed, the stock of
+    every product conserved, one notification per order (DESIGN §3)."""
+    async with asyncio.timeout(seconds):
+        while len(await running.notifications()) < len(orders) or any(
+            p["reserved"] for p in (await running.products()).values()
+        ):
+            await asyncio.sleep(0.1)
+    assert {order["status"] for order in orders.values()} <= set(TERMINAL)
+    payments = await running.payments()
+    assert max(Counter(p["orderId"] for p in payments).values(), default=1) == 1
+    succeeded = {p["orderId"] for p in payments if p["status"] == "SUCCEEDED"}
+    confirmed = {i for i, order in orders.items() if order["status"] == "CONFIRMED"}
+    assert succeeded == confirmed
+    sold: Counter[str] = Counter()
+    for order_id in confirmed:
+        for item in orders[order_id]["items"]:
+            sold[item["productId"]] += item["quantity"]
+    for product_id, product in (await running.products()).items():
+        assert product["stock"] >= 0
+        assert product["stock"] + product["reserved"] + product["sold"] == INITIAL_STOCK[product_id]
+        assert product["sold"] == sold[product_id]
+    notes = Counter(n["orderId"] for n in await running.notifications())
+    assert set(notes) == set(orders)
+    assert set(notes.values()) == {1}
