@@ -80,17 +80,28 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
+def _running(pid: int, started: str | None) -> bool:
+    """Whether the process registered as ``pid`` (started at ``started``) still runs."""
+    if started is not None:
+        return _start_time(pid) == started
+    try:  # no /proc: the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _stop(pid: int, started: str | None, sig: int | None, grace: float) -> None:
-    if _start_time(pid) != started:
+    if not _running(pid, started):
         return  # gone, or the pid now names another process
     try:
         if sig is not None:
             os.kill(pid, signal.SIGCONT)  # a paused broker cannot handle SIGINT
             os.kill(pid, sig)
         deadline = time.monotonic() + grace
-        while _start_time(pid) == started and time.monotonic() < deadline:
+        while _running(pid, started) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _start_time(pid) == started:
+        if _running(pid, started):
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
