@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from itertools import zip_longest
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from adapters_kafka import headers as h
+from adapters_kafka.dead_letters import read_dead_letters
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from core_saga.messages import EVENT_TYPES, Envelope, PoisonMessage, decode
-from core_saga.ports import DomainError
+from core_saga.ports import DomainError, OutboundMessage
 
 from tests.integration.kafka.conftest import RunnerFactory
 from tests.integration.kafka.support import (
@@ -105,3 +107,22 @@ async def test_poison_is_dead_lettered_while_the_partition_moves_on(
 
     await eventually(all_committed, f"the group to commit past all {len(sent)} records")
     assert runner.ready
+
+
+async def test_dead_letters_sent_in_one_batch_are_all_read(
+    kafka_settings: KafkaSettings,
+    kafka_publisher: KafkaPublisher,
+    new_topic: Callable[..., Awaitable[str]],
+) -> None:
+    """The reader stops at the fetched high watermark: Tansu's ListOffsets would stop it
+    after the first record of a batch of several."""
+    topic = await new_topic("batched", partitions=2)
+    ids = [uuid.uuid4() for _ in range(3)]
+    await kafka_publisher.publish(  # one key, one partition: one record batch
+        [OutboundMessage(i, f"{topic}.DLT", "order-1", "OrderCreated", b"{}") for i in ids]
+    )
+
+    letters = await read_dead_letters(kafka_settings, topic)
+
+    assert [letter.headers[h.EVENT_ID] for letter in letters] == [str(i) for i in ids]
+    assert [letter.offset for letter in letters] == [0, 1, 2]

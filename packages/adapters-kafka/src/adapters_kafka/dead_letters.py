@@ -85,27 +85,23 @@ async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLet
             return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         letters: list[DeadLetter] = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        remaining = set(partitions)
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        letters.append(
-                            DeadLetter(
-                                record.partition,
-                                record.offset,
-                                record.key,
-                                record.value,
-                                list(record.headers or ()),
-                            )
-                        )
-            # Every partition, not only those that returned records: one whose last offsets
-            # hold no records (deleted by retention, transaction markers) never returns any.
+            for records in batches.values():
+                letters.extend(
+                    DeadLetter(r.partition, r.offset, r.key, r.value, list(r.headers or ()))
+                    for r in records
+                )
+            # Read up to the high watermark of the last fetch. Not ListOffsets' end: Tansu
+            # answers the last record batch's first offset + 1 there, short of the end when
+            # that batch holds several records. Every partition, not only those that returned
+            # records: one whose last offsets hold none (retention, transaction markers)
+            # never returns any.
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                end = consumer.highwater(tp)
+                if end is not None and await consumer.position(tp) >= end:
                     remaining.discard(tp)
         return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
     finally:
