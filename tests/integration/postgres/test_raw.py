@@ -8,10 +8,10 @@ from uuid import uuid4
 
 import pytest
 from adapters_postgres import raw
-from adapters_postgres.uow import payment_uow_factory
+from adapters_postgres.uow import is_transient, payment_uow_factory
 from core_saga.ports import InfrastructureError
 from sqlalchemy import ARRAY, Integer, Text, bindparam, func, literal_column, select, text
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,25 @@ async def test_a_connection_lost_under_a_driver_statement_is_infrastructure_and_
         async with payment_uow_factory(payment_engine)() as uow:
             assert await uow.inbox.mark_processed(uuid4(), "StockReserved")
             await uow.commit()
+
+
+async def test_a_connection_lost_before_its_transaction_began_is_a_lost_connection(
+    payment_engine: AsyncEngine,
+) -> None:
+    """The driver sends the BEGIN itself there: its failure is SQLAlchemy's OperationalError
+    with the connection invalidated (a consumer retries it), not the dialect's own error
+    (which a consumer took for poison and dead-lettered)."""
+    async with payment_engine.connect() as conn:
+        pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+        await conn.commit()  # no transaction now: the next driver statement begins one
+        async with payment_engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as raised:
+            await raw.fetch(conn, "SELECT 1")
+    assert raised.value.connection_invalidated
+    assert is_transient(raised.value)
+    async with payment_engine.connect() as conn:  # the pool handed out a live one
+        assert [tuple(row) for row in await raw.fetch(conn, "SELECT 1")] == [(1,)]
 
 
 async def test_watchers_see_each_driver_statement_until_removed(
