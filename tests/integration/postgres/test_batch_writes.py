@@ -15,7 +15,6 @@ import pytest
 from adapters_postgres.uow import inventory_uow_factory, payment_uow_factory
 from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.payment import PaymentService, SimulatedGateway
-from core_saga.inventory import SEED_PRODUCTS
 from core_saga.messages import (
     OrderCancelled,
     OrderConfirmed,
@@ -27,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.postgres.conftest import ManualClock
-from tests.integration.postgres.test_batches import statements_on
+from tests.integration.postgres.test_batches import PRODUCTS, statements_on
 from tests.integration.postgres.test_inventory_concurrency import (
     envelope,
     order_created,
@@ -36,8 +35,6 @@ from tests.integration.postgres.test_inventory_concurrency import (
 )
 
 pytestmark = pytest.mark.integration
-
-PRODUCTS = [product.id for product in SEED_PRODUCTS]
 
 
 def count(statements: list[str], start: str) -> int:

@@ -7,7 +7,6 @@ from typing import Any, Final
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -67,16 +66,7 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     fairy = await conn.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
     if not adapted.autocommit and adapted._transaction is None:
-        try:
-            await adapted._start_transaction()
-        except Exception as exc:
-            # The dialect's own DBAPI error, which SQLAlchemy wraps only around what it sends
-            # itself: BEGIN fails when the connection does (closed, or its protocol left
-            # mid-operation by a dropped session), so the pool must drop it, and callers see
-            # the OperationalError a lost connection is everywhere else.
-            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-            await conn.invalidate(cause)
-            raise OperationalError("BEGIN", (), cause, connection_invalidated=True) from exc
+        await adapted._start_transaction()  # raises the dialect's own error: see raw._run
     raw: asyncpg.Connection = fairy.driver_connection
     return raw
 

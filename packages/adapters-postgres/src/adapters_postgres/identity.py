@@ -15,9 +15,9 @@ T = TypeVar("T")
 
 
 class IdentityMap(Generic[T]):
-    """Rows of orders whose locks the transaction holds, keyed by order id.
+    """Rows the transaction holds locked, keyed by id (an order's, or a product's).
 
-    ``known`` answers reads (``None``: the order has no row), ``new`` and ``changed`` are
+    ``known`` answers reads (``None``: there is no row), ``new`` and ``changed`` are
     what the commit must insert and update. Something added and then changed before the
     commit stays in ``new``: it is inserted as it is by then.
     """

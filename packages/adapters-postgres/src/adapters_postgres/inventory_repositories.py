@@ -63,35 +63,34 @@ class PostgresProductRepository:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._locked: dict[UUID, Product] = {}
-        self._unsaved: dict[UUID, Product] = {}
+        self._held: IdentityMap[Product] = IdentityMap()
 
     async def list(self) -> Sequence[Product]:
         rows = await self._conn.execute(select(product_table).order_by(product_table.c.id))
         return [_product(row._mapping) for row in rows]
 
     async def get(self, product_id: UUID) -> Product | None:
-        known = self._locked.get(product_id)
-        if known is not None:
-            return known
+        if product_id in self._held.known:
+            return self._held.known[product_id]
         rows = await raw.fetch_compiled(self._conn, _GET_PRODUCT, {"id": product_id})
         return _product(rows[0]) if rows else None
 
     async def lock(self, product_ids: Sequence[UUID]) -> dict[UUID, Product]:
         """One ``SELECT … ORDER BY id FOR UPDATE`` for those not locked yet (in sorted order)."""
-        wanted = sorted(set(product_ids) - self._locked.keys())
+        wanted = self._held.unread(product_ids)
         if wanted:
             rows = await raw.fetch_compiled(self._conn, _LOCK_PRODUCTS, {"product_ids": wanted})
-            self._locked.update((row["id"], _product(row)) for row in rows)
-        return {pid: self._locked[pid] for pid in sorted(set(product_ids)) if pid in self._locked}
+            self._held.known.update((row["id"], _product(row)) for row in rows)
+        known = self._held.known
+        return {pid: product for pid in sorted(set(product_ids)) if (product := known.get(pid))}
 
     async def save(self, products: Sequence[Product]) -> None:
         for product in products:
-            self._locked[product.id] = self._unsaved[product.id] = product
+            self._held.save(product.id, product)
 
     async def flush(self) -> None:
         """Write every saved product, in id order, in one round trip."""
-        if not self._unsaved:
+        if not self._held.changed:
             return
         await raw.execute_many(
             self._conn,
@@ -103,15 +102,13 @@ class PostgresProductRepository:
                     "new_reserved": product.reserved,
                     "new_sold": product.sold,
                 }
-                for _, product in sorted(self._unsaved.items())
+                for _, product in sorted(self._held.changed.items())
             ],
         )
-        self._unsaved.clear()
+        self._held.written()
 
     def transaction_ended(self) -> None:
-        """Forget what was locked and unsaved: the locks are gone, and so is unsaved work."""
-        self._locked.clear()
-        self._unsaved.clear()
+        self._held.clear()
 
 
 _RESERVATION_ID = param(reservations.c.order_id)

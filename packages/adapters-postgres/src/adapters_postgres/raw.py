@@ -116,14 +116,18 @@ async def _run(
     call: Callable[[asyncpg.Connection], Awaitable[Any]],
     args: Sequence[Any],
 ) -> Any:
-    raw = await driver(conn)
+    raw = None
     try:
+        raw = await driver(conn)
         with ExitStack() as around:
             for watcher in _watchers.get(conn.sync_engine, ()):
                 around.enter_context(watcher(sql))
             return await call(raw)
     except Exception as exc:
-        lost = _lost(raw, exc)
+        # No driver connection yet: the BEGIN it sends failed (with the dialect's own error,
+        # which SQLAlchemy wraps only around what it sends itself), and a BEGIN fails only
+        # when the connection does (closed, or left mid-operation by a dropped session).
+        lost = raw is None or _lost(raw, exc)
         if lost:
             await conn.invalidate(exc)
         raise _translated(exc, lost)(sql, args, exc, connection_invalidated=lost) from exc
