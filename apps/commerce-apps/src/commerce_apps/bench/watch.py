@@ -33,8 +33,8 @@ class EventWatcher:
             **kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
-            # Short: on Tansu, a fetch over several partitions can wait out the whole wait
-            # though data arrived (one partition is woken at once; docs/benchmarks.md).
+            # Short: Tansu answers a waiting fetch only when it looks again (at half the
+            # wait, then three quarters...), so the wait bounds how late an end is seen.
             fetch_max_wait_ms=10,
         )
         self.start = 0.0  # perf_counter() when the run started: times are relative to it
