@@ -136,7 +136,14 @@ class PostgresUnitOfWork:
             return
         failure = exc
         try:
-            if conn.in_transaction():
+            if failure is not None and (
+                isinstance(failure, InfrastructureError) or is_transient(failure)
+            ):
+                # Not back to the pool: a connection whose session was dropped can be left
+                # mid-operation in asyncpg ("another operation is in progress"), which
+                # SQLAlchemy does not take for a disconnect, and would fail every later use.
+                await conn.invalidate(failure)
+            elif conn.in_transaction():
                 await conn.rollback()
         except Exception as error:  # the connection is gone; closing discards it
             failure = failure or error
