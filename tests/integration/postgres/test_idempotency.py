@@ -6,11 +6,16 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from adapters_postgres.uow import order_uow_factory
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
+from core_saga.messages import Envelope, LineItem, OrderCreated
+from core_saga.orders import Order
+from core_saga.ports import KeyClaim
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -98,3 +103,59 @@ async def test_a_rolled_back_claim_leaves_the_key_free(
     service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
     outcome = await service.place_order(a_request(), key)
     assert outcome.status_code == 201
+
+
+async def test_a_post_is_one_statement_without_begin_or_commit(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """Every statement the driver sent, BEGIN and COMMIT included, as asyncpg logs them."""
+    sent: list[str] = []
+    connections: list[Any] = []
+
+    def log(record: Any) -> None:
+        sent.append(" ".join(record.query.split()))
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        connections.append(record.driver_connection)
+        record.driver_connection.add_query_logger(log)
+
+    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    sa_event.listen(order_engine.sync_engine, "checkout", checkout)
+    try:
+        await service.place_order(a_request(), f"key-{uuid4()}")
+        await asyncio.sleep(0.1)  # asyncpg calls its query loggers soon, not at once
+    finally:
+        sa_event.remove(order_engine.sync_engine, "checkout", checkout)
+        for connection in connections:
+            connection.remove_query_logger(log)
+
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("WITH claimed AS (INSERT INTO idempotency_keys")
+
+
+async def test_place_refuses_a_unit_of_work_whose_transaction_began(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """Its statement would commit apart from what the transaction did before."""
+    line = LineItem(product_id=uuid4(), quantity=1, unit_price=Decimal("5"))
+    now = clock.now()
+    order = Order.place(uuid4(), uuid4(), (line,), "EUR", now, uuid4(), timedelta(seconds=30))
+    created = Envelope(
+        event_id=uuid4(),
+        occurred_at=now,
+        correlation_id=order.id,
+        causation_id=order.id,
+        payload=OrderCreated(
+            order_id=order.id,
+            customer_id=order.customer_id,
+            items=(line,),
+            total_amount=Decimal("5"),
+            currency="EUR",
+        ),
+    )
+    claim = KeyClaim(f"key-{uuid4()}", "hash", now, now + timedelta(days=1))
+    async with order_uow_factory(order_engine)() as uow:
+        assert await uow.orders.get(order.id) is None  # something ran in this transaction
+        with pytest.raises(RuntimeError, match="this one has begun"):
+            await uow.place(order, created, claim)
+    assert await orders_of(order_engine, order.customer_id) == []

@@ -52,23 +52,30 @@ def create_engine(
     return _create_async_engine(async_url(url), **options)
 
 
-async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside ``conn``'s transaction if it has one.
 
     For hot statements whose rows SQLAlchemy would process one by one in Python. SQLAlchemy
     begins a transaction with its next statement after a commit (autobegin) and sends
     ``BEGIN`` lazily: both are done here when still due, so a statement sent here is never
     outside the transaction it was meant for (on an ``AUTOCOMMIT`` connection there is
-    none to begin).
+    none to begin). With ``begin=False`` a transaction not yet begun on the server is left
+    so: a statement then commits on its own (``begun`` tells).
     """
     if not conn.in_transaction():
         await conn.begin()
     fairy = await conn.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
-    if not adapted.autocommit and adapted._transaction is None:
+    if begin and not adapted.autocommit and adapted._transaction is None:
         await adapted._start_transaction()  # raises the dialect's own error: see raw._run
     raw: asyncpg.Connection = fairy.driver_connection
     return raw
+
+
+async def begun(conn: AsyncConnection) -> bool:
+    """Whether ``conn``'s transaction has begun on the server (its ``BEGIN`` was sent)."""
+    adapted: Any = (await conn.get_raw_connection()).dbapi_connection
+    return adapted._transaction is not None
 
 
 async def create_databases(admin_url: str, names: Iterable[str]) -> None:

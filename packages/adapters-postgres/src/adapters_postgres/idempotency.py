@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core_saga.ports import StoredResponse
+from core_saga.ports import KeyClaim, StoredResponse
 from sqlalchemy import JSON, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,20 +27,19 @@ _NEW = insert(idempotency_keys).values(
     created_at=_NOW,
     expires_at=bindparam("expires_at", type_=idempotency_keys.c.expires_at.type),
 )
-_CLAIM = raw.Compiled(
-    _NEW.on_conflict_do_update(
-        index_elements=[idempotency_keys.c.key],
-        set_={
-            "request_hash": _NEW.excluded.request_hash,
-            "status_code": _NEW.excluded.status_code,
-            "response": _NEW.excluded.response,
-            "created_at": _NEW.excluded.created_at,
-            "expires_at": _NEW.excluded.expires_at,
-        },
-        where=idempotency_keys.c.expires_at <= _NOW,
-    ).returning(idempotency_keys.c.key)
-)
-"""On the driver (``adapters_postgres.raw``): every order placed runs it."""
+CLAIM = _NEW.on_conflict_do_update(
+    index_elements=[idempotency_keys.c.key],
+    set_={
+        "request_hash": _NEW.excluded.request_hash,
+        "status_code": _NEW.excluded.status_code,
+        "response": _NEW.excluded.response,
+        "created_at": _NEW.excluded.created_at,
+        "expires_at": _NEW.excluded.expires_at,
+    },
+    where=idempotency_keys.c.expires_at <= _NOW,
+).returning(idempotency_keys.c.key)
+"""A new or expired key inserted, with its request's hash and response; a live one kept."""
+_CLAIM = raw.Compiled(CLAIM)
 
 _STORED = select(
     idempotency_keys.c.request_hash,
@@ -53,6 +52,19 @@ _SAVE_RESPONSE = (
     .where(idempotency_keys.c.key == _KEY)
     .values(status_code=_STATUS_CODE, response=_RESPONSE)
 )
+
+
+def claim_params(claim: KeyClaim) -> dict[str, Any]:
+    """The parameters of ``CLAIM``."""
+    status_code, body = claim.response or (None, None)
+    return {
+        "idempotency_key": claim.key,
+        "request_hash": claim.request_hash,
+        "now": claim.now,
+        "expires_at": claim.expires_at,
+        "status_code": status_code,
+        "response": body,
+    }
 
 
 class PostgresIdempotencyStore:
@@ -76,17 +88,13 @@ class PostgresIdempotencyStore:
         expires_at: datetime,
         response: tuple[int, Any] | None = None,
     ) -> StoredResponse | None:
-        status_code, body = response or (None, None)
-        params = {
-            "idempotency_key": key,
-            "request_hash": request_hash,
-            "now": now,
-            "expires_at": expires_at,
-            "status_code": status_code,
-            "response": body,
-        }
+        params = claim_params(KeyClaim(key, request_hash, now, expires_at, response))
         if await raw.fetch_compiled(self._conn, _CLAIM, params):
             return None
+        return await self.stored(key)
+
+    async def stored(self, key: str) -> StoredResponse:
+        """What a live key holds (a claim that lost)."""
         row = (await self._conn.execute(_STORED, {"idempotency_key": key})).one()
         return StoredResponse(row.request_hash, row.status_code, row.response)
 

@@ -6,10 +6,20 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from core_saga.messages import Envelope
 from core_saga.ports import OutboundMessage, PendingMessage
-from sqlalchemy import Text, bindparam, delete, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Text,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,14 +45,22 @@ _COLUMNS = (
     outbox.c.headers,
     outbox.c.created_at,
 )
-_ADD_ALL_AND_NOTIFY = raw.Compiled(
-    select(func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))).add_cte(
+NOTIFY = func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))
+"""``NOTIFY`` the ``channel`` parameter; delivered when the transaction commits."""
+
+
+def insert_rows(where: ColumnElement[bool] | None = None) -> Insert:
+    """The rows of ``PostgresOutbox.params`` (each only ``where`` holds, if given); an event
+    id already there is skipped."""
+    rows = select(*unnest_params("rows", *_COLUMNS).c)
+    return (
         insert(outbox)
-        .from_select([each.key for each in _COLUMNS], select(*unnest_params("rows", *_COLUMNS).c))
+        .from_select([each.key for each in _COLUMNS], rows if where is None else rows.where(where))
         .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
-        .cte("added")
     )
-)
+
+
+_ADD_ALL_AND_NOTIFY = raw.Compiled(select(NOTIFY).add_cte(insert_rows().cte("added")))
 """A transaction's rows and its ``NOTIFY`` in one statement (an insert in ``WITH`` runs
 whether or not the query reads it); on the driver (``adapters_postgres.raw``), as every
 transaction that emits runs it."""
@@ -65,25 +83,33 @@ class PostgresOutbox:
         self._rows: list[tuple[object, ...]] = []
 
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
-        self._rows.append(
-            (
-                envelope.event_id,
-                envelope.topic,
-                envelope.key,
-                envelope.event_type,
-                envelope.to_dict(),
-                {**(self._context() if self._context else {}), **(headers or {})},
-                envelope.occurred_at,  # the event's own time: the app's clock, not the database's
-            )
+        self._rows.append(self._row(envelope, headers))
+
+    def params(self, envelopes: Sequence[Envelope]) -> dict[str, Any]:
+        """The parameters of ``insert_rows`` and ``NOTIFY`` for ``envelopes``, not kept."""
+        rows = [self._row(envelope, None) for envelope in envelopes]
+        return self._params(rows)
+
+    def _row(self, envelope: Envelope, headers: Mapping[str, str] | None) -> tuple[object, ...]:
+        return (
+            envelope.event_id,
+            envelope.topic,
+            envelope.key,
+            envelope.event_type,
+            envelope.to_dict(),
+            {**(self._context() if self._context else {}), **(headers or {})},
+            envelope.occurred_at,  # the event's own time: the app's clock, not the database's
         )
+
+    def _params(self, rows: Sequence[tuple[object, ...]]) -> dict[str, Any]:
+        return {**unnest_rows("rows", rows, *_COLUMNS), "channel": self._channel}
 
     async def flush(self) -> None:
         """Write the rows added since the last flush, in the order they were added."""
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        params = {**unnest_rows("rows", rows, *_COLUMNS), "channel": self._channel}
-        await raw.fetch_compiled(self._conn, _ADD_ALL_AND_NOTIFY, params)
+        await raw.fetch_compiled(self._conn, _ADD_ALL_AND_NOTIFY, self._params(rows))
 
     def transaction_ended(self) -> None:
         """Rows not flushed left with their transaction."""

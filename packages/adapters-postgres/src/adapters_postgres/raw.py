@@ -90,16 +90,21 @@ class Compiled:
         ]
 
 
-async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """The rows of ``sql`` run on ``conn``'s driver connection, in its transaction."""
-    rows: list[asyncpg.Record] = await _run(conn, sql, lambda raw: raw.fetch(sql, *args), args)
+async def fetch(
+    conn: AsyncConnection, sql: str, *args: Any, begin: bool = True
+) -> list[asyncpg.Record]:
+    """The rows of ``sql`` run on ``conn``'s driver connection, in its transaction; with
+    ``begin=False`` outside any (see ``engine.driver``)."""
+    rows: list[asyncpg.Record] = await _run(
+        conn, sql, lambda raw: raw.fetch(sql, *args), args, begin=begin
+    )
     return rows
 
 
 async def fetch_compiled(
-    conn: AsyncConnection, statement: Compiled, params: Mapping[str, Any]
+    conn: AsyncConnection, statement: Compiled, params: Mapping[str, Any], *, begin: bool = True
 ) -> list[asyncpg.Record]:
-    return await fetch(conn, statement.sql, *statement.args(params))
+    return await fetch(conn, statement.sql, *statement.args(params), begin=begin)
 
 
 async def execute_many(
@@ -115,10 +120,12 @@ async def _run(
     sql: str,
     call: Callable[[asyncpg.Connection], Awaitable[Any]],
     args: Sequence[Any],
+    *,
+    begin: bool = True,
 ) -> Any:
     raw = None
     try:
-        raw = await driver(conn)
+        raw = await driver(conn, begin=begin)
         with ExitStack() as around:
             for watcher in _watchers.get(conn.sync_engine, ()):
                 around.enter_context(watcher(sql))

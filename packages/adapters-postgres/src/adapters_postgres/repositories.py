@@ -19,6 +19,8 @@ from core_saga.orders import Order, OrderStatus, StatusChange
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
+    Insert,
     Integer,
     Table,
     any_,
@@ -107,14 +109,21 @@ _HISTORY_COLUMNS = (
 
 _ORDER_ID = _param(orders.c.id, "order_id")
 
-_ADD_ORDER = raw.Compiled(
-    _insert_children(order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS).add_cte(
-        insert(orders).values(_every_column(orders, id=_ORDER_ID)).cte("new_order"),
-        _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS).cte("new_items"),
+
+def new_order_statement(where: ColumnElement[bool] | None = None) -> Insert:
+    """The order, its items and its history in one statement (the foreign keys are checked
+    at its end, when the order row is there); each row only ``where`` holds, if given."""
+    values = _every_column(orders, id=_ORDER_ID)
+    row = select(*values.values())
+    order = insert(orders).from_select(list(values), row if where is None else row.where(where))
+    items = _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS, where=where)
+    history = _insert_children(
+        order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS, where=where
     )
-)
-"""The order, its items and its history in one statement (the foreign keys are checked at
-its end, when the order row is there)."""
+    return history.add_cte(order.cte("new_order"), items.cte("new_items"))
+
+
+_ADD_ORDER = raw.Compiled(new_order_statement())
 
 _SAVE_ORDER = raw.Compiled(
     _insert_children(order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS).add_cte(
@@ -197,6 +206,27 @@ def _new_history(order: Order, stored: int) -> dict[str, Any]:
     return _rows("history", new, *_HISTORY_COLUMNS)
 
 
+def new_order_params(order: Order) -> dict[str, Any]:
+    """The parameters of ``new_order_statement``: the order, its items and its history."""
+    items = [
+        (line_no, item.product_id, item.quantity, item.unit_price)
+        for line_no, item in enumerate(order.items)
+    ]
+    return {
+        "order_id": order.id,
+        "customer_id": order.customer_id,
+        "status": order.status.value,
+        "currency": order.currency,
+        "total_amount": order.total_amount,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "deadline_at": order.deadline_at,
+        "cancellation_reason": order.cancellation_reason,
+        **_rows("items", items, *_ITEM_COLUMNS),
+        **_new_history(order, 0),
+    }
+
+
 def _consistent(row: Any) -> bool:
     """Whether the history read ends with the order's current state.
 
@@ -259,27 +289,7 @@ class PostgresOrderRepository:
         self._unsaved: dict[UUID, Order] = {}
 
     async def add(self, order: Order) -> None:
-        items = [
-            (line_no, item.product_id, item.quantity, item.unit_price)
-            for line_no, item in enumerate(order.items)
-        ]
-        await raw.fetch_compiled(
-            self._conn,
-            _ADD_ORDER,
-            {
-                "order_id": order.id,
-                "customer_id": order.customer_id,
-                "status": order.status.value,
-                "currency": order.currency,
-                "total_amount": order.total_amount,
-                "created_at": order.created_at,
-                "updated_at": order.updated_at,
-                "deadline_at": order.deadline_at,
-                "cancellation_reason": order.cancellation_reason,
-                **_rows("items", items, *_ITEM_COLUMNS),
-                **_new_history(order, 0),
-            },
-        )
+        await raw.fetch_compiled(self._conn, _ADD_ORDER, new_order_params(order))
         self._stored_history[order.id] = len(order.history)
 
     async def lock_all(self, order_ids: Collection[UUID]) -> None:

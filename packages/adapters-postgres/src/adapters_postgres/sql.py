@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     Column,
+    ColumnElement,
     Insert,
     Table,
     TableValuedAlias,
@@ -64,9 +65,13 @@ def array_agg_ordered(target: Column[Any], order_by: Column[Any]) -> Function[An
 
 
 def insert_children(
-    target: Table, name: str, parent: BindParameter[Any], *targets: Column[Any]
+    target: Table,
+    name: str,
+    parent: BindParameter[Any],
+    *targets: Column[Any],
+    where: ColumnElement[bool] | None = None,
 ) -> Insert:
-    """``INSERT INTO target SELECT :order_id, … FROM unnest(…)``: a parent's rows at once."""
-    rows = unnest_params(name, *targets)
+    """``INSERT INTO target SELECT :order_id, … FROM unnest(…) [WHERE …]``: a parent's rows."""
+    rows = select(parent, *unnest_params(name, *targets).c)
     keys = ["order_id", *(each.key for each in targets)]
-    return insert(target).from_select(keys, select(parent, *rows.c))
+    return insert(target).from_select(keys, rows if where is None else rows.where(where))

@@ -15,21 +15,26 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 from uuid import UUID
 
 from core_saga import ports
+from core_saga.messages import Envelope
+from core_saga.orders import Order
 from core_saga.ports import (
     IdempotencyStore,
     Inbox,
     InfrastructureError,
+    KeyClaim,
     NotificationRepository,
     OrderRepository,
     Outbox,
     PaymentRepository,
     ProductRepository,
     ReservationRepository,
+    StoredResponse,
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters_postgres.idempotency import PostgresIdempotencyStore
+from adapters_postgres import placing
+from adapters_postgres.idempotency import PostgresIdempotencyStore, claim_params
 from adapters_postgres.inbox import PostgresInbox
 from adapters_postgres.inventory_repositories import (
     PostgresProductRepository,
@@ -46,6 +51,7 @@ from adapters_postgres.repositories import (
     OrderLocks,
     PostgresNotificationRepository,
     PostgresOrderRepository,
+    new_order_params,
 )
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization
@@ -114,7 +120,9 @@ class PostgresUnitOfWork:
         self._locks = OrderLocks(conn)
         self._deferring: list[Deferring] = []
         self._bind(conn, self._locks)
-        self.outbox = outbox = PostgresOutbox(conn, outbox_channel(self.service), self._context)
+        self.outbox = self._outbox = outbox = PostgresOutbox(
+            conn, outbox_channel(self.service), self._context
+        )
         self._deferring.append(outbox)  # its rows and NOTIFY at commit, after the business rows
         return self
 
@@ -191,13 +199,27 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
         self.orders = self._orders = PostgresOrderRepository(conn)
-        self.idempotency = PostgresIdempotencyStore(conn)
+        self.idempotency = self._idempotency = PostgresIdempotencyStore(conn)
         self._deferring.append(self._orders)
 
     async def hold(self, order_ids: Collection[UUID]) -> None:
         """The batch's keys, then its orders, locked and read at once for ``orders.get``."""
         await super().hold(order_ids)
         await self._orders.lock_all(order_ids)
+
+    async def place(
+        self, order: Order, created: Envelope, claim: KeyClaim
+    ) -> StoredResponse | None:
+        """One statement outside a transaction (``adapters_postgres.placing``)."""
+        params = {
+            **claim_params(claim),
+            **new_order_params(order),
+            **self._outbox.params([created]),
+        }
+        if await placing.place(self.connection, params):
+            self._transaction_ended()
+            return None
+        return await self._idempotency.stored(claim.key)
 
 
 class PostgresInventoryUnitOfWork(PostgresUnitOfWork):

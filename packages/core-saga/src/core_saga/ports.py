@@ -142,6 +142,17 @@ class IdempotencyStore(Protocol):
     async def save_response(self, key: str, status_code: int, body: Any) -> None: ...
 
 
+@dataclass(frozen=True)
+class KeyClaim:
+    """The arguments of ``IdempotencyStore.claim``, for ``OrderUnitOfWork.place``."""
+
+    key: str
+    request_hash: str
+    now: datetime
+    expires_at: datetime
+    response: tuple[int, Any] | None = None
+
+
 # --- repositories --------------------------------------------------------------------------
 
 
@@ -241,6 +252,17 @@ class UnitOfWork(Protocol):
 class OrderUnitOfWork(UnitOfWork, Protocol):
     orders: OrderRepository
     idempotency: IdempotencyStore
+
+    async def place(
+        self, order: Order, created: Envelope, claim: KeyClaim
+    ) -> StoredResponse | None:
+        """Claim the key and, if it is ours, add the order and its event and commit.
+
+        Answers as ``idempotency.claim`` does: None when the order was placed, else the
+        key's stored response, and nothing was written. It is the transaction's only work,
+        so a store may send it all as one statement (PostgreSQL: no BEGIN, no COMMIT).
+        """
+        ...
 
 
 class InventoryUnitOfWork(UnitOfWork, Protocol):

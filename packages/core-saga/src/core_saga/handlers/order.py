@@ -39,7 +39,14 @@ from core_saga.orders import (
     OrderStatus,
     order_total,
 )
-from core_saga.ports import Around, Clock, DomainError, OrderUnitOfWork, StoredResponse
+from core_saga.ports import (
+    Around,
+    Clock,
+    DomainError,
+    KeyClaim,
+    OrderUnitOfWork,
+    StoredResponse,
+)
 
 DEFAULT_KEY_TTL: Final = timedelta(hours=24)
 
@@ -158,23 +165,19 @@ class OrderService:
     async def place_order(self, request: PlaceOrder, idempotency_key: str) -> PlaceOrderOutcome:
         """Create the order, its OrderCreated and the saved response in one transaction.
 
-        The key is claimed first, with the response it will replay (the order is made in
-        memory before): a repeat with the same request replays the stored body, one with
-        another request is a conflict, and neither creates anything.
+        The key is claimed with the response it will replay (the order is made in memory
+        first): a repeat with the same request replays the stored body, one with another
+        request is a conflict, and neither creates anything.
         """
         fingerprint = request_hash(request)
         async with self.uow() as uow:
             now = self.clock.now()
             order, created = self._new_order(request, now)
             body = order_view(order)
-            stored = await uow.idempotency.claim(
-                idempotency_key, fingerprint, now, now + self.key_ttl, (201, body)
-            )
-            if stored is not None:
-                return _repeat(stored, fingerprint)
-            await uow.orders.add(order)
-            await uow.outbox.add(created)
-            await uow.commit()
+            claim = KeyClaim(idempotency_key, fingerprint, now, now + self.key_ttl, (201, body))
+            stored = await uow.place(order, created, claim)
+        if stored is not None:
+            return _repeat(stored, fingerprint)
         return PlaceOrderOutcome("created", 201, body)
 
     def _new_order(self, request: PlaceOrder, now: datetime) -> tuple[Order, Envelope]:

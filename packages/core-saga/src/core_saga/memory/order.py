@@ -11,8 +11,9 @@ from uuid import UUID
 
 from core_saga.memory.tables import LockScope, Staged, Table
 from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
+from core_saga.messages import Envelope
 from core_saga.orders import Order
-from core_saga.ports import Clock, IdempotencyStore, OrderRepository, StoredResponse
+from core_saga.ports import Clock, IdempotencyStore, KeyClaim, OrderRepository, StoredResponse
 
 
 def copy_order(order: Order) -> Order:
@@ -105,3 +106,17 @@ class MemoryOrderUnitOfWork(MemoryUnitOfWork):
         self.idempotency: IdempotencyStore = MemoryIdempotencyStore(
             self.stage(db.idempotency_keys), self.lock_scope("idempotency_keys")
         )
+
+    async def place(
+        self, order: Order, created: Envelope, claim: KeyClaim
+    ) -> StoredResponse | None:
+        """The claim, the order, its event and the commit, one step after another."""
+        stored = await self.idempotency.claim(
+            claim.key, claim.request_hash, claim.now, claim.expires_at, claim.response
+        )
+        if stored is not None:
+            return stored
+        await self.orders.add(order)
+        await self.outbox.add(created)
+        await self.commit()
+        return None
