@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from core_saga.handlers.order import order_view
 from core_saga.memory import ManualClock
@@ -14,6 +17,7 @@ from tests.contract.builders import assert_waiting, new_order
 from tests.contract.conftest import Database
 
 TTL = timedelta(hours=24)
+T = TypeVar("T")
 
 
 async def claim(
@@ -93,14 +97,26 @@ async def test_a_claim_can_store_its_response_at_once(
     await claim_with_response("hash-b", {"id": "order-2"})
 
 
-async def test_a_concurrent_claim_waits_and_then_reads_the_stored_response(
-    orders: Database[OrderUnitOfWork], clock: ManualClock
-) -> None:
+@asynccontextmanager
+async def key_held(
+    orders: Database[OrderUnitOfWork],
+    clock: ManualClock,
+    contender: Callable[[], Coroutine[Any, Any, T]],
+) -> AsyncIterator[tuple[OrderUnitOfWork, asyncio.Task[T]]]:
+    """A transaction that claimed "key-1" for "hash-a", and ``contender`` waiting on it."""
     async with orders.unit_of_work() as first:
         now = clock.now()
         assert await first.idempotency.claim("key-1", "hash-a", now, now + TTL) is None
-        second = asyncio.create_task(claim(orders, clock, "key-1", "hash-a"))
+        second = asyncio.create_task(contender())
         await assert_waiting(second)
+        yield first, second
+
+
+async def test_a_concurrent_claim_waits_and_then_reads_the_stored_response(
+    orders: Database[OrderUnitOfWork], clock: ManualClock
+) -> None:
+    contender = partial(claim, orders, clock, "key-1", "hash-a")
+    async with key_held(orders, clock, contender) as (first, second):
         await first.idempotency.save_response("key-1", 201, {"id": "order-1"})
         await first.commit()
     assert await asyncio.wait_for(second, 10) == StoredResponse("hash-a", 201, {"id": "order-1"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from core_saga.handlers.order import order_view
@@ -11,10 +12,9 @@ from core_saga.memory import ManualClock
 from core_saga.orders import Order
 from core_saga.ports import KeyClaim, OrderUnitOfWork, StoredResponse
 
-from tests.contract.builders import assert_waiting, new_order, order_created
+from tests.contract.builders import new_order, order_created
 from tests.contract.conftest import Database
-
-TTL = timedelta(hours=24)
+from tests.contract.test_idempotency import TTL, key_held
 
 
 async def place(
@@ -83,11 +83,8 @@ async def test_a_place_racing_a_claim_waits_and_then_answers_its_response(
     orders: Database[OrderUnitOfWork], clock: ManualClock
 ) -> None:
     body: dict[str, Any] = {"id": "order-1"}
-    async with orders.unit_of_work() as first:
-        now = clock.now()
-        assert await first.idempotency.claim("key-1", "hash-a", now, now + TTL) is None
-        second = asyncio.create_task(place(orders, clock, "key-1", "hash-a"))
-        await assert_waiting(second)
+    contender = partial(place, orders, clock, "key-1", "hash-a")
+    async with key_held(orders, clock, contender) as (first, second):
         await first.idempotency.save_response("key-1", 201, body)
         await first.commit()
 
@@ -100,11 +97,9 @@ async def test_a_place_racing_a_claim_waits_and_then_answers_its_response(
 async def test_a_place_racing_a_claim_that_rolls_back_places_the_order(
     orders: Database[OrderUnitOfWork], clock: ManualClock
 ) -> None:
-    async with orders.unit_of_work() as first:
-        now = clock.now()
-        assert await first.idempotency.claim("key-1", "hash-a", now, now + TTL) is None
-        second = asyncio.create_task(place(orders, clock, "key-1", "hash-b"))
-        await assert_waiting(second)  # and the block ends without a commit
+    contender = partial(place, orders, clock, "key-1", "hash-b")
+    async with key_held(orders, clock, contender) as (_, second):
+        pass  # the block ends without a commit
 
     order, stored = await asyncio.wait_for(second, 10)
     assert stored is None

@@ -17,6 +17,7 @@ from commerce_apps.platform import Platform, PlatformConfig
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 
 TERMINAL = ("CONFIRMED", "CANCELLED")
+UNAVAILABLE_RETRIES = 5  # a 503 (a database connection lost) is retried, as a client would
 MOUSE = "11111111-1111-1111-1111-111111111111"
 KEYBOARD = "22222222-2222-2222-2222-222222222222"
 HUB = "33333333-3333-3333-3333-333333333333"
@@ -61,7 +62,12 @@ class RunningPlatform:
         )
 
     async def order(self, order_id: str) -> dict[str, Any]:
-        response = await self.http.get(self.url("order", f"/api/orders/{order_id}"))
+        """The order; a 503 is retried after its Retry-After, as a client would."""
+        for _ in range(UNAVAILABLE_RETRIES):
+            response = await self.http.get(self.url("order", f"/api/orders/{order_id}"))
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(float(response.headers["retry-after"]))
         response.raise_for_status()
         return dict(response.json())
 

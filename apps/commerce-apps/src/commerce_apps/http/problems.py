@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core_saga.ports import InfrastructureError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 PROBLEM_JSON = "application/problem+json"
+
+_log = logging.getLogger(__name__)
 
 
 class Problem(Exception):
@@ -81,6 +85,25 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, title_for(exc.status_code), detail, None, exc.headers)
 
 
+RETRY_AFTER_SECONDS = 1
+
+
+async def on_unavailable(request: Request, exc: Exception) -> Response:
+    """A database or broker failure a retry can outlive: 503 with ``Retry-After``, not 500.
+
+    After a database restart each pooled connection fails its next use once, so a request
+    may meet one; the client retries (a POST with the same Idempotency-Key is safe).
+    """
+    assert isinstance(exc, InfrastructureError)
+    _log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        503,
+        title_for(503),
+        "a dependency is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(500, title_for(500), "an unexpected error occurred; it was logged")
 
@@ -88,5 +111,6 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     Problem: on_problem,
     HTTPException: on_http_exception,
+    InfrastructureError: on_unavailable,
     Exception: on_unexpected,
 }
