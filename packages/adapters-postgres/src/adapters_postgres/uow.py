@@ -65,10 +65,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and (exc.connection_invalidated or _retryable_sqlstate(exc))
 
 
+# serialization_failure, deadlock_detected; admin_shutdown, crash_shutdown, cannot_connect_now
+# (a server stopping, or starting up: "the database system is starting up"); too many
+# connections. Class 08 (connection exceptions) counts too.
+_RETRYABLE = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+
+
 def _retryable_sqlstate(exc: DBAPIError) -> bool:
-    """serialization_failure, deadlock_detected, and class 08 (connection exceptions)."""
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(code, str) and (code in ("40001", "40P01") or code.startswith("08"))
+    return isinstance(code, str) and (code in _RETRYABLE or code.startswith("08"))
 
 
 class Deferring(Protocol):
