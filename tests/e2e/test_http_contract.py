@@ -96,6 +96,8 @@ async def test_every_service_has_health_metrics_and_docs(
     document = (await http.get(succeeding.url(service, "/openapi.json"))).json()
     assert document["openapi"].startswith("3.1")
     assert any(path.startswith("/api/") for path in document["paths"])
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert all("503" in op["responses"] for op in operations)  # a database may be down
     docs = await http.get(succeeding.url(service, "/docs"))
     assert "swagger-ui" in docs.text and "cdn" not in docs.text.lower()
     asset = await http.get(succeeding.url(service, "/docs/assets/swagger-ui-bundle.js"))

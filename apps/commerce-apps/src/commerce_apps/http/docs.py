@@ -82,7 +82,8 @@ def openapi_document(title: str, version: str, operations: Sequence[Operation]) 
                     "application/json": {"schema": {"$ref": REF.format(model=op.request.__name__)}}
                 },
             }
-        for status, item in op.responses.items():
+        # Every route reads a database: 503 when it is unavailable (problems.on_unavailable).
+        for status, item in {**op.responses, 503: None}.items():
             response: dict[str, Any] = {"description": str(status)}
             content = _content(item, status)
             if content is not None:
