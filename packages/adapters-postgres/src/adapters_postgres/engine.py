@@ -73,9 +73,9 @@ async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connec
 
 
 async def begun(conn: AsyncConnection) -> bool:
-    """Whether ``conn``'s transaction has begun on the server (its ``BEGIN`` was sent)."""
-    adapted: Any = (await conn.get_raw_connection()).dbapi_connection
-    return adapted._transaction is not None
+    """Whether a transaction is open on the server for ``conn`` (its ``BEGIN`` was sent)."""
+    raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    return bool(raw.is_in_transaction())
 
 
 async def create_databases(admin_url: str, names: Iterable[str]) -> None:
