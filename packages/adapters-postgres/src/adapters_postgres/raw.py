@@ -26,7 +26,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import asyncpg
-from sqlalchemy import ClauseElement
+from sqlalchemy import BindParameter, ClauseElement
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import (
@@ -72,8 +72,7 @@ class Compiled:
         compiled: Any = statement.compile(dialect=_DIALECT)  # an SQLCompiler
         self.sql = str(compiled)
         names = tuple(compiled.positiontup or ())
-        processors = compiled._bind_processors  # what SQLAlchemy applies to each value
-        self._binds = [(name, processors.get(name)) for name in names]
+        self._binds = [(name, _processor(compiled.binds[name])) for name in names]
         # literals SQLAlchemy binds itself (``func.f(x, 1)``): their values, unless given
         self._fixed = {
             name: bind.effective_value
@@ -88,6 +87,14 @@ class Compiled:
             params[name] if process is None else process(params[name])
             for name, process in self._binds
         ]
+
+
+def _processor(bind: BindParameter[Any]) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy applies to the value for asyncpg: the type's, as the dialect has it."""
+    processor: Callable[[Any], Any] | None = bind.type.dialect_impl(_DIALECT).bind_processor(
+        _DIALECT
+    )
+    return processor
 
 
 async def fetch(
