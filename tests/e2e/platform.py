@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from adapters_kafka.dead_letters import read_dead_letters
+from adapters_kafka.settings import KafkaSettings
 from commerce_apps.platform import Platform, PlatformConfig
 from commerce_apps.settings import SERVICES, ServiceName, Settings
+from core_saga.messages import SAGA_TOPICS
 
 TERMINAL = ("CONFIRMED", "CANCELLED")
 UNAVAILABLE_RETRIES = 5  # a 503 (a database connection lost) is retried, as a client would
@@ -168,3 +172,35 @@ async def assert_every_effect_once(
     notes = Counter(n["orderId"] for n in await running.notifications())
     assert set(notes) == set(orders)
     assert set(notes.values()) == {1}
+
+
+async def place_retrying(
+    running: RunningPlatform, body: Any, key: str, seconds: float = 60
+) -> tuple[str, int]:
+    """POST until accepted, retrying a 503 with the same key as a client would (after a
+    fifth of its Retry-After, to keep tests short): the order's id, and the 503s met."""
+    unavailable = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = await running.place(body, key=key)
+        if response.status_code in (200, 201):
+            return str(response.json()["id"]), unavailable
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        unavailable += 1
+        await asyncio.sleep(float(response.headers["retry-after"]) / 5)
+    raise AssertionError(f"the order under key {key} was never accepted")
+
+
+async def assert_confirmed_once_without_dead_letters(
+    running: RunningPlatform, ids: list[str], seconds: float = 90
+) -> None:
+    """After an outage: every order CONFIRMED (none cancelled by its deadline, so no event
+    was lost to a dead-letter topic on the way), every effect once, nothing dead-lettered
+    (an outage is retried, never dead-lettered)."""
+    finals = [await running.terminal(order_id, seconds=seconds) for order_id in ids]
+    assert {order["status"] for order in finals} == {"CONFIRMED"}
+    await assert_every_effect_once(running, dict(zip(ids, finals, strict=True)), seconds)
+    kafka = KafkaSettings(running.platform.bootstrap_servers)
+    for topic in SAGA_TOPICS:
+        assert await read_dead_letters(kafka, topic) == []

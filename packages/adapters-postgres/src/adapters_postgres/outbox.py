@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres import raw
-from adapters_postgres.sql import unnest_params, unnest_rows
+from adapters_postgres.sql import unnest_params, unnest_rows, where_given
 from adapters_postgres.tables import outbox
 
 
@@ -52,10 +52,10 @@ NOTIFY = func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))
 def insert_rows(where: ColumnElement[bool] | None = None) -> Insert:
     """The rows of ``PostgresOutbox.params`` (each only ``where`` holds, if given); an event
     id already there is skipped."""
-    rows = select(*unnest_params("rows", *_COLUMNS).c)
+    rows = where_given(select(*unnest_params("rows", *_COLUMNS).c), where)
     return (
         insert(outbox)
-        .from_select([each.key for each in _COLUMNS], rows if where is None else rows.where(where))
+        .from_select([each.key for each in _COLUMNS], rows)
         .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
     )
 

@@ -91,10 +91,7 @@ class Compiled:
 
 def _processor(bind: BindParameter[Any]) -> Callable[[Any], Any] | None:
     """What SQLAlchemy applies to the value for asyncpg: the type's, as the dialect has it."""
-    processor: Callable[[Any], Any] | None = bind.type.dialect_impl(_DIALECT).bind_processor(
-        _DIALECT
-    )
-    return processor
+    return bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
 
 
 async def fetch(

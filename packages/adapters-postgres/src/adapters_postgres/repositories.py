@@ -43,6 +43,7 @@ from adapters_postgres.sql import every_column as _every_column
 from adapters_postgres.sql import insert_children as _insert_children
 from adapters_postgres.sql import param as _param
 from adapters_postgres.sql import unnest_rows as _rows
+from adapters_postgres.sql import where_given
 from adapters_postgres.tables import (
     notifications,
     order_items,
@@ -114,8 +115,8 @@ def new_order_statement(where: ColumnElement[bool] | None = None) -> Insert:
     """The order, its items and its history in one statement (the foreign keys are checked
     at its end, when the order row is there); each row only ``where`` holds, if given."""
     values = _every_column(orders, id=_ORDER_ID)
-    row = select(*values.values())
-    order = insert(orders).from_select(list(values), row if where is None else row.where(where))
+    row = where_given(select(*values.values()), where)
+    order = insert(orders).from_select(list(values), row)
     items = _insert_children(order_items, "items", _ORDER_ID, *_ITEM_COLUMNS, where=where)
     history = _insert_children(
         order_status_history, "history", _ORDER_ID, *_HISTORY_COLUMNS, where=where

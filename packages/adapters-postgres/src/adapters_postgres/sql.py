@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Insert,
+    Select,
     Table,
     TableValuedAlias,
     bindparam,
@@ -64,6 +65,11 @@ def array_agg_ordered(target: Column[Any], order_by: Column[Any]) -> Function[An
     return func.array_agg(aggregate_order_by(target, order_by))
 
 
+def where_given(query: Select[Any], where: ColumnElement[bool] | None) -> Select[Any]:
+    """``query``, filtered by ``where`` when there is one (a row written only if it holds)."""
+    return query if where is None else query.where(where)
+
+
 def insert_children(
     target: Table,
     name: str,
@@ -74,4 +80,4 @@ def insert_children(
     """``INSERT INTO target SELECT :order_id, … FROM unnest(…) [WHERE …]``: a parent's rows."""
     rows = select(parent, *unnest_params(name, *targets).c)
     keys = ["order_id", *(each.key for each in targets)]
-    return insert(target).from_select(keys, rows if where is None else rows.where(where))
+    return insert(target).from_select(keys, where_given(rows, where))
