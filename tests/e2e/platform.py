@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from collections import Counter
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 from adapters_kafka.dead_letters import read_dead_letters
+from adapters_kafka.embedded import free_port
 from adapters_kafka.settings import KafkaSettings
 from commerce_apps.platform import Platform, PlatformConfig
 from commerce_apps.settings import SERVICES, ServiceName, Settings
@@ -32,12 +32,6 @@ CUSTOMER = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
 PAYMENTS_SUCCEED: Mapping[ServiceName, Mapping[str, Any]] = {
     "payment": {"payment_force_outcome": "success"}
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def order_body(*lines: tuple[str, int, str], customer: str = CUSTOMER) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import random
 import signal
 import socket
 import subprocess
@@ -34,7 +35,7 @@ class EmbeddedBroker:
         """Start the broker, wait until it accepts connections; return bootstrap servers."""
         if self._process is not None:
             return self.bootstrap_servers
-        port = self._port or _free_port()
+        port = self._port or free_port()
         url = f"tcp://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self._process = subprocess.Popen(
@@ -147,8 +148,36 @@ def _broker_binary() -> str:
         raise EmbeddedBrokerError(str(exc)) from exc
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+_LISTEN_PORTS = range(10_000, 65_536)
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` for a listener to bind soon, outside the ephemeral range.
+
+    A port the kernel picks (bind to 0) comes from the ephemeral range, the one it also
+    gives outgoing connections; the platform opens dozens (PostgreSQL, the broker) between
+    choosing its listeners' ports and binding them, and one took a chosen port in CI. No
+    port is handed out twice by one process, so several chosen in a row differ.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in _LISTEN_PORTS if not low <= p <= high and p not in _handed_out]
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise EmbeddedBrokerError(f"no free port on {host} outside the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections (Linux; else the IANA range and Linux's)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(part) for part in f.read().split())
+    except (OSError, ValueError):
+        return 32_768, 65_535
+    return low, high

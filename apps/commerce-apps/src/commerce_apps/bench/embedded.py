@@ -15,7 +15,6 @@ import contextlib
 import logging
 import multiprocessing
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,16 +22,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import asyncpg
+from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import plain_url
 
 from commerce_apps.platform import PlatformConfig, PlatformError, processes_pay_off
 from commerce_apps.settings import SERVICES, ServiceName
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
