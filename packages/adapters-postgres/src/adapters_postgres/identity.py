@@ -1,4 +1,4 @@
-"""The identity map a repository keeps for one transaction: what it read, added and changed."""
+"""What one transaction holds: its order locks, and the rows it read, added and changed."""
 
 from __future__ import annotations
 
@@ -6,12 +6,50 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from sqlalchemy import BigInteger, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
-from adapters_postgres.repositories import OrderLocks
 
 T = TypeVar("T")
+
+
+def order_lock_key(order_id: UUID) -> int:
+    """A signed 64-bit advisory lock key from the order id (a collision only serialises)."""
+    return int.from_bytes(order_id.bytes[:8], "big", signed=True)
+
+
+# unnest yields the keys in array order, and the locks are taken in that order. On the driver
+# (``adapters_postgres.raw``): every consumer batch runs it.
+_ADVISORY_LOCKS = raw.Compiled(
+    text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
+        bindparam("keys", type_=ARRAY(BigInteger))
+    )
+)
+
+
+class OrderLocks:
+    """``pg_advisory_xact_lock`` on order keys (``order_lock_key``) for one transaction.
+
+    A key is locked once per transaction: a batch holds all its orders' keys up front, and
+    the reservation and payment reads that lock their order again inside it then cost no
+    round trip. ``released()`` when the transaction ends (the server frees them then).
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._held: set[int] = set()
+
+    async def take(self, order_ids: Collection[UUID]) -> None:
+        """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
+        keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
+        if keys:
+            await raw.fetch_compiled(self._conn, _ADVISORY_LOCKS, {"keys": keys})
+        self._held.update(keys)
+
+    def released(self) -> None:
+        self._held.clear()
 
 
 class IdentityMap(Generic[T]):

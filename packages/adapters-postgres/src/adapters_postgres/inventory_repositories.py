@@ -18,8 +18,7 @@ from sqlalchemy import any_, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
-from adapters_postgres.identity import IdentityMap
-from adapters_postgres.repositories import OrderLocks
+from adapters_postgres.identity import IdentityMap, OrderLocks
 from adapters_postgres.sql import array_agg_ordered, array_param, insert_children, param
 from adapters_postgres.sql import unnest_rows as _rows
 from adapters_postgres.tables import products as product_table

@@ -20,8 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
-from adapters_postgres.identity import IdentityMap
-from adapters_postgres.repositories import OrderLocks
+from adapters_postgres.identity import IdentityMap, OrderLocks
 from adapters_postgres.sql import every_column, param, unnest_params
 from adapters_postgres.tables import cancelled_orders, payments
 

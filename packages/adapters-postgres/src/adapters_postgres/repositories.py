@@ -17,7 +17,6 @@ from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
 from sqlalchemy import (
-    BigInteger,
     Column,
     ColumnElement,
     Insert,
@@ -28,15 +27,14 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
+from adapters_postgres.identity import IdentityMap
 from adapters_postgres.sql import array_agg_ordered as _array_agg
 from adapters_postgres.sql import array_param as _array
 from adapters_postgres.sql import every_column as _every_column
@@ -52,43 +50,6 @@ from adapters_postgres.tables import (
 )
 
 OPEN_STATUSES = (OrderStatus.PENDING.value, OrderStatus.STOCK_RESERVED.value)
-
-
-def order_lock_key(order_id: UUID) -> int:
-    """A signed 64-bit advisory lock key from the order id (a collision only serialises)."""
-    return int.from_bytes(order_id.bytes[:8], "big", signed=True)
-
-
-# unnest yields the keys in array order, and the locks are taken in that order. On the driver
-# (``adapters_postgres.raw``): every consumer batch runs it.
-_ADVISORY_LOCKS = raw.Compiled(
-    text("SELECT pg_advisory_xact_lock(key) FROM unnest(:keys) AS key").bindparams(
-        bindparam("keys", type_=ARRAY(BigInteger))
-    )
-)
-
-
-class OrderLocks:
-    """``pg_advisory_xact_lock`` on order keys (``order_lock_key``) for one transaction.
-
-    A key is locked once per transaction: a batch holds all its orders' keys up front, and
-    the reservation and payment reads that lock their order again inside it then cost no
-    round trip. ``released()`` when the transaction ends (the server frees them then).
-    """
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-        self._held: set[int] = set()
-
-    async def take(self, order_ids: Collection[UUID]) -> None:
-        """Lock the keys not yet held, in ascending key order (batches never deadlock)."""
-        keys = sorted({order_lock_key(order_id) for order_id in order_ids} - self._held)
-        if keys:
-            await raw.fetch_compiled(self._conn, _ADVISORY_LOCKS, {"keys": keys})
-        self._held.update(keys)
-
-    def released(self) -> None:
-        self._held.clear()
 
 
 # --- order database ------------------------------------------------------------------------
@@ -286,8 +247,7 @@ class PostgresOrderRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self._stored_history: dict[UUID, int] = {}  # entries already in the table, per order
-        self._locked: dict[UUID, Order] = {}  # read under its row lock in this transaction
-        self._unsaved: dict[UUID, Order] = {}
+        self._held: IdentityMap[Order] = IdentityMap()  # read under their row locks, or saved
 
     async def add(self, order: Order) -> None:
         await raw.fetch_compiled(self._conn, _ADD_ORDER, new_order_params(order))
@@ -295,7 +255,7 @@ class PostgresOrderRepository:
 
     async def lock_all(self, order_ids: Collection[UUID]) -> None:
         """Lock and read the orders in one statement (in id order); ``get`` returns them."""
-        wanted = sorted(set(order_ids) - self._locked.keys() - self._unsaved.keys())
+        wanted = self._held.unread(order_ids)
         if not wanted:
             return
         rows = await raw.fetch_compiled(self._conn, _LOCK_AND_READ_ORDERS, {"order_ids": wanted})
@@ -303,12 +263,10 @@ class PostgresOrderRepository:
         if stale:  # some lock waited: read those again, under the lock now held
             rows = [row for row in rows if _consistent(row)]
             rows += await raw.fetch_compiled(self._conn, _READ_ORDERS, {"order_ids": stale})
-        for row in rows:
-            self._locked[row["id"]] = self._loaded(row)
+        self._held.known.update((row["id"], self._loaded(row)) for row in rows)
 
     async def get(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
-        known = self._unsaved.get(order_id) or self._locked.get(order_id)
-        if known is not None:
+        if (known := self._held.known.get(order_id)) is not None:
             return known
         query = _LOCK_AND_READ_ORDER if for_update else _READ_ORDER
         rows = await raw.fetch_compiled(self._conn, query, {"order_id": order_id})
@@ -319,17 +277,17 @@ class PostgresOrderRepository:
         row = rows[0]
         order = self._loaded(row)
         if for_update:
-            self._locked[order.id] = order
+            self._held.known[order.id] = order
         return order
 
     async def save(self, order: Order) -> None:
-        self._unsaved[order.id] = order
+        self._held.save(order.id, order)
 
     async def flush(self) -> None:
         """Write every saved order: one statement per order, sent in one round trip."""
-        if not self._unsaved:
+        unsaved = list(self._held.changed.values())
+        if not unsaved:
             return
-        unsaved = list(self._unsaved.values())
         params = []
         for order in unsaved:
             stored = self._stored_history.get(order.id)
@@ -347,12 +305,11 @@ class PostgresOrderRepository:
         await raw.execute_many(self._conn, _SAVE_ORDER, params)
         for order in unsaved:
             self._stored_history[order.id] = len(order.history)
-        self._unsaved.clear()
+        self._held.written()
 
     def transaction_ended(self) -> None:
         """Forget what was locked and unsaved: the locks are gone, and so is unsaved work."""
-        self._locked.clear()
-        self._unsaved.clear()
+        self._held.clear()
 
     async def overdue(self, now: datetime, limit: int) -> Sequence[Order]:
         """``SKIP LOCKED``: replicas sweeping at once each take different orders."""
@@ -361,7 +318,7 @@ class PostgresOrderRepository:
             return []
         rows = await raw.fetch_compiled(self._conn, _READ_ORDERS, {"order_ids": list(ids)})
         loaded = {order.id: order for order in map(self._loaded, rows)}
-        self._locked.update(loaded)
+        self._held.known.update(loaded)
         return [loaded[order_id] for order_id in ids]  # by deadline, as locked
 
     def _loaded(self, row: Any) -> Order:

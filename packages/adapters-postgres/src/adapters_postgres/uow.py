@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres import placing
 from adapters_postgres.idempotency import PostgresIdempotencyStore, claim_params
+from adapters_postgres.identity import OrderLocks
 from adapters_postgres.inbox import PostgresInbox
 from adapters_postgres.inventory_repositories import (
     PostgresProductRepository,
@@ -48,7 +49,6 @@ from adapters_postgres.outbox import (
 )
 from adapters_postgres.payment_repositories import PostgresPaymentRepository
 from adapters_postgres.repositories import (
-    OrderLocks,
     PostgresNotificationRepository,
     PostgresOrderRepository,
     new_order_params,
