@@ -1,7 +1,7 @@
-"""PostgreSQL stopped and started again under load (a restart, or a failover to a server at
-the same address): while it is down a POST answers 503 and changes nothing, consumers and
-relays retry, and once it is back every saga ends with every effect once and nothing is
-dead-lettered.
+"""PostgreSQL stopped for 16 s and started again under load (a restart, or a failover to a
+server at the same address): while it is down a POST answers 503 and changes nothing,
+consumers and relays retry, and once it is back every saga, those in flight when it stopped
+too, is confirmed before its deadline, with every effect once and nothing dead-lettered.
 
 The platform gets a server of its own: stopping the session's would break every other
 module's pooled connections.
@@ -30,9 +30,12 @@ from tests.e2e.platform import (
 )
 
 pytestmark = pytest.mark.e2e
-ORDERS = 30
-SPREAD = 0.1  # seconds between the first attempts of two orders: 3 s of orders in all
-DOWN = 3.0  # seconds the server stays stopped
+ORDERS = 60
+SPREAD = 0.05  # seconds between the first attempts of two orders: 3 s of orders in all
+# Seconds the server stays stopped: long enough that retries backing off to 30 s (as they
+# did) came 15 s after it was back, and cancelled by their 30 s deadline the orders in
+# flight when it stopped; they back off to RECOVERY_BACKOFF_MAX (5 s) now.
+DOWN = 16.0
 
 
 @pytest.fixture(scope="module")

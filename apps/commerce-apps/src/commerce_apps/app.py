@@ -19,6 +19,7 @@ from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_e
 from adapters_postgres.migrations import is_at_head
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
+from core_saga.ports import RECOVERY_BACKOFF_MAX
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -53,7 +54,9 @@ async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) 
         await asyncio.sleep(seconds)
 
 
-async def _supervise(run: Callable[[], Awaitable[None]], name: str, cap: float = 30.0) -> None:
+async def _supervise(
+    run: Callable[[], Awaitable[None]], name: str, cap: float = RECOVERY_BACKOFF_MAX
+) -> None:
     """Keep ``run`` going: restart it after a failure (broker down at start), backing off."""
     delay = 0.5
     while True:

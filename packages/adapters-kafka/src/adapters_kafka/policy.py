@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from core_saga.messages import Envelope
-from core_saga.ports import InfrastructureError, PublishError
+from core_saga.ports import RECOVERY_BACKOFF_MAX, InfrastructureError, PublishError
 
 InfrastructurePredicate = Callable[[BaseException], bool]
 
@@ -19,7 +19,7 @@ class RetryPolicy:
     attempts: int = 3
     backoff: float = 1.0
     infrastructure_backoff: float = 0.5
-    infrastructure_backoff_max: float = 30.0
+    infrastructure_backoff_max: float = RECOVERY_BACKOFF_MAX
 
     def infrastructure_delay(self, failures: int) -> float:
         """Exponential and capped: the wait before retrying after ``failures`` in a row."""

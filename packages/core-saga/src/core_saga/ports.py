@@ -346,3 +346,11 @@ class DomainError(Exception):
 
 class InfrastructureError(Exception):
     """A database or broker failure: retrying the same message later will succeed."""
+
+
+RECOVERY_BACKOFF_MAX = 5.0
+"""The longest wait, in seconds, between retries against a database or broker that is down.
+
+Well under a saga's deadline (30 s by default): the sagas in flight when it comes back must
+resume within seconds, not time out. With 30 s, a 20 s database outage cancelled orders
+placed just before it, their retries due 10 s after the server was back."""

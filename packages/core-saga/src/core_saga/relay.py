@@ -6,7 +6,13 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core_saga.ports import Clock, EventPublisher, OutboxStore, PendingMessage
+from core_saga.ports import (
+    RECOVERY_BACKOFF_MAX,
+    Clock,
+    EventPublisher,
+    OutboxStore,
+    PendingMessage,
+)
 
 
 async def relay_batches(
@@ -66,7 +72,7 @@ class RelayBackoff:
 
     initial: float = 0.1
     factor: float = 2.0
-    maximum: float = 30.0
+    maximum: float = RECOVERY_BACKOFF_MAX
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failed attempts (0 after a success)."""
