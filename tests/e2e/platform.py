@@ -34,6 +34,19 @@ PAYMENTS_SUCCEED: Mapping[ServiceName, Mapping[str, Any]] = {
 }
 
 
+def namespace() -> str:
+    """A Kafka namespace of its own for a test platform: several may share one broker
+    (``TEST_KAFKA_BOOTSTRAP_SERVERS``), each reading only its own topics and groups."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+def kafka_of(platform: Platform) -> KafkaSettings:
+    """Where the platform's events are, in its namespace."""
+    return KafkaSettings(
+        platform.bootstrap_servers, namespace=platform.config.settings.kafka_namespace
+    )
+
+
 def order_body(*lines: tuple[str, int, str], customer: str = CUSTOMER) -> dict[str, Any]:
     return {
         "customerId": customer,
@@ -115,7 +128,10 @@ async def running_platform(
         # 6 partitions, not the embedded broker's 1: replicas share them, and one order's
         # events cross partitions as they would in production
         settings=Settings(
-            consumer_retry_backoff=0.1, deadline_sweep_interval=0.2, topic_partitions=6
+            consumer_retry_backoff=0.1,
+            deadline_sweep_interval=0.2,
+            topic_partitions=6,
+            kafka_namespace=namespace(),
         ),
         database_url=postgres_admin_url,
         database_prefix=f"e2e_{uuid.uuid4().hex[:8]}_",
@@ -193,8 +209,9 @@ async def assert_confirmed_once_without_dead_letters(
     was lost to a dead-letter topic on the way), every effect once, nothing dead-lettered
     (an outage is retried, never dead-lettered)."""
     finals = [await running.terminal(order_id, seconds=seconds) for order_id in ids]
-    assert {order["status"] for order in finals} == {"CONFIRMED"}
+    outcomes = [(o["status"], o["cancellationReason"]) for o in finals]
+    assert {status for status, _ in outcomes} == {"CONFIRMED"}, outcomes
     await assert_every_effect_once(running, dict(zip(ids, finals, strict=True)), seconds)
-    kafka = KafkaSettings(running.platform.bootstrap_servers)
+    kafka = kafka_of(running.platform)
     for topic in SAGA_TOPICS:
         assert await read_dead_letters(kafka, topic) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ async def settle(platform: RunningPlatform) -> None:
 
 
 async def bench(platform: RunningPlatform, *args: str) -> dict[str, Any]:
-    """``commerce bench`` on ``platform`` with ``args``; its JSON summary, once it settled."""
+    """``commerce bench`` on ``platform`` with ``args`` (in its Kafka namespace, as an operator
+    sets it); its JSON summary, once it settled."""
+    namespace = platform.platform.config.settings.kafka_namespace
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CLI, "bench", "--order-url", platform.url("order", ""),
         *args, "--json", "--quiet",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KAFKA_NAMESPACE": namespace},
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()

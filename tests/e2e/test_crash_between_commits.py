@@ -28,14 +28,16 @@ from tests.e2e.platform import (
     PAYMENTS_SUCCEED,
     RunningPlatform,
     assert_confirmed_once_without_dead_letters,
+    kafka_of,
     order_body,
 )
 from tests.e2e.test_crashes import group_offsets, log_ends
 from tests.e2e.test_processes import process_config, started
 
 pytestmark = pytest.mark.e2e
-MAX_ORDERS = 200  # within the stock of every product: all confirm
+MAX_ORDERS = len(INITIAL_STOCK) * min(INITIAL_STOCK.values())  # one each: within every stock
 ATTEMPTS = 300
+PACE = 0.03  # seconds between orders
 
 
 async def freeze(pid: int) -> None:
@@ -57,7 +59,7 @@ async def applied_past_the_offsets(platform: Platform, service: ServiceName) -> 
     """Event ids the service's inbox holds whose records lie at or past its group's committed
     offsets: committed in its database, not acknowledged to the broker."""
     servers = platform.bootstrap_servers
-    offsets = await group_offsets(servers, f"{service}-service")
+    offsets = await group_offsets(kafka_of(platform), service)
     conn = await asyncpg.connect(plain_url(platform.database_urls[service]))
     try:
         inbox = {str(row[0]) for row in await conn.fetch("SELECT event_id FROM processed_events")}
@@ -117,12 +119,13 @@ async def test_a_consumer_killed_between_its_two_commits_applies_the_event_once(
 
         async def place_until_killed() -> None:
             """One order at a time, so the service commits often: small transactions, each
-            followed by its offset's commit."""
+            followed by its offset's commit. Paced, so that the stock lasts 5 s at least."""
             while not killed.is_set() and len(ids) < MAX_ORDERS:
                 body = order_body((products[len(ids) % len(products)], 1, "9.99"))
                 response = await running.place(body, key=f"between-{uuid.uuid4()}")
                 assert response.status_code == 201, response.text
                 ids.append(str(response.json()["id"]))
+                await asyncio.sleep(PACE)
 
         placing = asyncio.ensure_future(place_until_killed())
         try:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import httpx
 import pytest
+from adapters_kafka.settings import KafkaSettings
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from commerce_apps.platform import Platform
 from commerce_apps.settings import SERVICES, ServiceName
@@ -28,6 +29,7 @@ from tests.e2e.platform import (
     PAYMENTS_SUCCEED,
     RunningPlatform,
     assert_every_effect_once,
+    kafka_of,
     order_body,
 )
 from tests.e2e.test_processes import process_config, started
@@ -47,20 +49,21 @@ async def crash_and_restart(
     for service in services:
         await platform.stop_service(service)  # collects the dead process
     if before_restart:
-        await rewind_groups(platform.bootstrap_servers)
+        await rewind_groups(kafka_of(platform))
     for service in services:
         await platform.start_service(service)
     await platform.wait_ready()
 
 
-async def group_offsets(servers: str, group: str) -> dict[TopicPartition, int]:
-    """The group's committed offset of each saga partition it consumes."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+async def group_offsets(kafka: KafkaSettings, service: ServiceName) -> dict[TopicPartition, int]:
+    """The service group's committed offset of each saga partition it consumes."""
+    group = kafka.named(f"{service}-service")
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group)
     await consumer.start()
     try:
         await consumer.topics()
         offsets = {}
-        for topic in SAGA_TOPICS:
+        for topic in map(kafka.named, SAGA_TOPICS):
             for partition in consumer.partitions_for_topic(topic) or ():
                 tp = TopicPartition(topic, partition)
                 if (committed := await consumer.committed(tp)) is not None:
@@ -70,18 +73,18 @@ async def group_offsets(servers: str, group: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def rewind_groups(servers: str) -> None:
+async def rewind_groups(kafka: KafkaSettings) -> None:
     """Every service group back to offset 0: as if no offset commit had ever reached Kafka.
 
     Committed by a member of the group (Tansu refuses commits from outside it): it joins once
     the killed members' sessions expired, commits, and leaves."""
 
-    async def rewind(group: str) -> None:
-        offsets = await group_offsets(servers, group)
-        assert offsets, f"{group} committed nothing"
+    async def rewind(service: ServiceName) -> None:
+        offsets = await group_offsets(kafka, service)
+        assert offsets, f"{service} committed nothing"
         member = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=group,
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.named(f"{service}-service"),
             enable_auto_commit=False,
             session_timeout_ms=2_000,
             heartbeat_interval_ms=250,
@@ -97,7 +100,7 @@ async def rewind_groups(servers: str) -> None:
         finally:
             await member.stop()
 
-    await asyncio.gather(*(rewind(f"{service}-service") for service in SERVICES))
+    await asyncio.gather(*(rewind(service) for service in SERVICES))
 
 
 async def log_ends(servers: str, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
@@ -120,12 +123,12 @@ async def log_ends(servers: str, partitions: Iterable[TopicPartition]) -> dict[T
         await consumer.stop()
 
 
-async def wait_until_consumed(servers: str, seconds: float = 90) -> None:
+async def wait_until_consumed(kafka: KafkaSettings, seconds: float = 90) -> None:
     """Until every service group committed the end of each partition it consumes."""
     async with asyncio.timeout(seconds):
         for service in SERVICES:
-            while (offsets := await group_offsets(servers, f"{service}-service")) != await log_ends(
-                servers, offsets
+            while (offsets := await group_offsets(kafka, service)) != await log_ends(
+                kafka.bootstrap_servers, offsets
             ):
                 await asyncio.sleep(0.2)
 
@@ -181,10 +184,10 @@ async def test_a_crash_that_lost_every_offset_commit_applies_nothing_twice(
         ids = [str(response.json()["id"]) for response in responses]
         finals = [await running.terminal(order_id, seconds=60) for order_id in ids]
         await assert_every_effect_once(running, dict(zip(ids, finals, strict=True)))
-        await wait_until_consumed(platform.bootstrap_servers)
+        await wait_until_consumed(kafka_of(platform))
 
         await crash_and_restart(platform, *SERVICES, before_restart=True)
-        await wait_until_consumed(platform.bootstrap_servers)
+        await wait_until_consumed(kafka_of(platform))
         # Everything came again: the fresh notification process saw every order's end.
         metrics = await http.get(running.url("notification", "/metrics"))
         assert handled(metrics) == len(ids)

@@ -22,7 +22,15 @@ from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 from core_saga.messages import ORDER_TOPIC
 
-from tests.e2e.platform import MOUSE, PAYMENTS_SUCCEED, RunningPlatform, free_port, order_body
+from tests.e2e.platform import (
+    MOUSE,
+    PAYMENTS_SUCCEED,
+    RunningPlatform,
+    free_port,
+    kafka_of,
+    namespace,
+    order_body,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +47,9 @@ def process_config(
     postgres_admin_url: str, per_service: Mapping[ServiceName, Mapping[str, Any]]
 ) -> PlatformConfig:
     return PlatformConfig(
-        settings=Settings(consumer_retry_backoff=0.1, log_level="WARNING"),
+        settings=Settings(
+            consumer_retry_backoff=0.1, log_level="WARNING", kafka_namespace=namespace()
+        ),
         database_url=postgres_admin_url,
         database_prefix=f"proc_{uuid.uuid4().hex[:8]}_",
         kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),
@@ -111,6 +121,6 @@ async def test_topics_on_the_embedded_broker_get_one_partition(
         await consumer.start()
         try:
             await consumer.topics()  # fetches the metadata
-            assert consumer.partitions_for_topic(ORDER_TOPIC) == {0}
+            assert consumer.partitions_for_topic(kafka_of(platform).named(ORDER_TOPIC)) == {0}
         finally:
             await consumer.stop()

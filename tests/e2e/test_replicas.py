@@ -39,6 +39,7 @@ async def second_replicas(running: RunningPlatform) -> AsyncIterator[dict[Servic
             kafka_bootstrap_servers=running.platform.bootstrap_servers,
             payment_force_outcome="success",
             consumer_retry_backoff=0.1,
+            kafka_namespace=running.platform.config.settings.kafka_namespace,
         )
         container = container_for(service, settings)
         container.consumer_options.override(QUICK_GROUPS)

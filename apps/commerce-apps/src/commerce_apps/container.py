@@ -67,6 +67,7 @@ def kafka_settings(settings: Settings, service: str) -> KafkaSettings:
         sasl_username=settings.kafka_sasl_username,
         sasl_password=settings.kafka_sasl_password,
         ssl_cafile=settings.kafka_ssl_cafile,
+        namespace=settings.kafka_namespace,
     )
 
 
@@ -115,7 +116,9 @@ class ServiceContainer(containers.DeclarativeContainer):
         url,
         service,
         providers.Factory(
-            CountingPublisher, providers.Callable(traced_publisher, publisher, tracing), metrics
+            CountingPublisher,
+            providers.Callable(traced_publisher, publisher, tracing, kafka.provided.named),
+            metrics,
         ),
         clock,
         providers.Callable(relay_settings, settings),

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_namespace: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="prefix of every topic and consumer group, for platforms sharing a cluster",
+    )
     topic_partitions: int = Field(6, ge=1, le=1000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
 

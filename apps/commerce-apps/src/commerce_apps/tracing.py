@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
@@ -103,19 +103,21 @@ class TracingPublisher:
 
     inner: EventPublisher
     tracer: Tracer
+    destination: Callable[[str], str] = str  # a topic as the broker names it (namespaced)
 
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         spans = []
         sent = []
         for message in messages:
+            topic = self.destination(message.topic)
             span = self.tracer.start_span(
-                f"send {message.topic}",
+                f"send {topic}",
                 context=PROPAGATOR.extract(dict(message.headers)),
                 kind=SpanKind.PRODUCER,
                 attributes={
                     "messaging.system": "kafka",
                     "messaging.operation.type": "send",
-                    "messaging.destination.name": message.topic,
+                    "messaging.destination.name": topic,
                     "messaging.message.id": str(message.event_id),
                     "messaging.kafka.message.key": message.key,
                     "commerce.event_type": message.event_type,
@@ -137,11 +139,19 @@ class TracingPublisher:
                 span.end()
 
 
-def traced_publisher(publisher: EventPublisher, provider: TracerProvider | None) -> EventPublisher:
-    """``publisher`` with producer spans when this service traces; itself otherwise."""
+def traced_publisher(
+    publisher: EventPublisher,
+    provider: TracerProvider | None,
+    destination: Callable[[str], str] = str,
+) -> EventPublisher:
+    """``publisher`` with producer spans when this service traces; itself otherwise.
+
+    ``destination`` names a topic as the broker does (``KafkaSettings.named``), as the
+    consumers' spans do from the records they get.
+    """
     if provider is None:
         return publisher
-    return TracingPublisher(publisher, provider.get_tracer("commerce.relay"))
+    return TracingPublisher(publisher, provider.get_tracer("commerce.relay"), destination)
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:

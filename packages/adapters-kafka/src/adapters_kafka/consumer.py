@@ -47,6 +47,9 @@ class ConsumerRunner:
     to finish, then is abandoned uncommitted (it will be delivered again); records fetched
     but not started are dropped. A partition holding ``max_buffered`` records is paused.
 
+    ``group_id`` and ``topics`` (by default those of the handler's subscriptions) are the
+    saga's names; the broker's are in ``settings.namespace``.
+
     A handler with ``handle_batch`` gets up to ``max_batch`` of a partition's waiting
     records in one transaction: batches form only when records wait, so a quiet partition
     still applies each record as it comes, and a busy one commits far less often.
@@ -69,8 +72,9 @@ class ConsumerRunner:
         shutdown_grace: float = 10.0,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.group_id = group_id
-        self.topics = sorted(topics or {TOPIC_OF[t] for t in handler.subscriptions})
+        self.group_id = group_id = settings.named(group_id)
+        topics = topics or {TOPIC_OF[kind] for kind in handler.subscriptions}
+        self.topics = sorted(settings.named(topic) for topic in topics)
         self._retry = retry or RetryPolicy()
         self._hooks = hooks or ConsumerHooks()
         self._delivery = Delivery(

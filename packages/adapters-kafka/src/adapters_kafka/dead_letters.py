@@ -73,8 +73,12 @@ def _dlt_name(topic: str) -> str:
 
 
 async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
-    """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing)."""
-    name = _dlt_name(topic)
+    """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing).
+
+    ``topic`` is the saga's name (``order-events``, or its ``.DLT``), in the settings'
+    namespace; each letter's ``original_topic`` is the broker's, which ``replay`` sends to.
+    """
+    name = settings.named(_dlt_name(topic))
     consumer: Any = AIOKafkaConsumer(
         **settings.client_options(), **DEFAULT_CONSUMER_OPTIONS, enable_auto_commit=False
     )

@@ -37,6 +37,7 @@ class KafkaPublisher:
         producer_options: dict[str, Any] | None = None,
     ) -> None:
         self._ack_timeout = ack_timeout
+        self._named = settings.named
         self._options: dict[str, Any] = {
             **settings.client_options(),
             "acks": "all",
@@ -95,7 +96,7 @@ class KafkaPublisher:
         await self._send_all(
             [
                 (
-                    message.topic,
+                    self._named(message.topic),
                     message.key.encode(),
                     message.value,
                     encode_headers(
@@ -113,7 +114,10 @@ class KafkaPublisher:
     async def send(
         self, topic: str, value: bytes | None, *, key: bytes | None, headers: RawHeaders
     ) -> None:
-        """Send one record as given (dead letters keep the original bytes); wait for its ack."""
+        """Send one record as given (dead letters keep the original bytes); wait for its ack.
+
+        ``topic`` is the broker's name (a dead letter's original topic, a ``.DLT``), as is.
+        """
         await self._send_all([(topic, key, value, headers)])
 
     async def _enqueue(self, records: Sequence[_Record]) -> list[asyncio.Future[Any]]:

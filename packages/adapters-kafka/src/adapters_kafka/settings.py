@@ -15,7 +15,10 @@ class KafkaSettings:
 
     ``sasl_mechanism`` is one of aiokafka's (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512). TLS is
     used for ``SSL`` and ``SASL_SSL``: ``ssl_context`` when given, else one built from the
-    CA file and the optional client certificate.
+    CA file and the optional client certificate. ``namespace`` prefixes every topic and
+    consumer group this package names on the broker (``named``), so that platforms sharing a
+    cluster (staging beside test, or one test platform beside another) never read each
+    other's events; callers keep using the saga's own names (``order-events``).
     """
 
     bootstrap_servers: str
@@ -29,6 +32,11 @@ class KafkaSettings:
     ssl_keyfile: str | None = None
     ssl_context: ssl.SSLContext | None = None
     request_timeout_ms: int = 30_000
+    namespace: str = ""
+
+    def named(self, name: str) -> str:
+        """The broker's name for a saga topic, dead-letter topic or consumer group."""
+        return f"{self.namespace}{name}"
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments accepted alike by AIOKafkaProducer, -Consumer and -AdminClient."""

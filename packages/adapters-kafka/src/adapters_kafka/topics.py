@@ -22,7 +22,9 @@ async def ensure_topics(
     Idempotent, so every replica may call it at start-up. Existing topics are left as they
     are (their partition count is not changed).
     """
-    names = list(dict.fromkeys(name for topic in topics for name in _with_dead_letter(topic)))
+    names = list(
+        dict.fromkeys(settings.named(name) for topic in topics for name in _with_dead_letter(topic))
+    )
     if not names:
         return []
     admin = AIOKafkaAdminClient(**settings.client_options())

@@ -122,7 +122,7 @@ def load_command(
                 url,
                 bootstrap,
             ):
-                broker = None if poll else KafkaSettings(bootstrap, client_id="commerce-bench")
+                broker = None if poll else _kafka(bootstrap)
                 result = await _drive(replace(config, order_url=url, kafka=broker), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
         setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}

@@ -37,6 +37,7 @@ class EventWatcher:
             # wait, then three quarters...), so the wait bounds how late an end is seen.
             fetch_max_wait_ms=10,
         )
+        self._topic = kafka.named(ORDER_TOPIC)
         self.start = 0.0  # perf_counter() when the run started: times are relative to it
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
         self._early: dict[str, Outcome] = {}  # not watched (yet): ended before its POST returned
@@ -45,11 +46,11 @@ class EventWatcher:
     async def open(self) -> None:
         """Connect and stand at the end of every partition, before the first order is placed."""
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(ORDER_TOPIC)
+        partitions = self._consumer.partitions_for_topic(self._topic)
         if not partitions:
             await self._consumer.stop()
-            raise OSError(f"the broker has no topic {ORDER_TOPIC}")
-        self._consumer.assign([TopicPartition(ORDER_TOPIC, p) for p in sorted(partitions)])
+            raise OSError(f"the broker has no topic {self._topic}")
+        self._consumer.assign([TopicPartition(self._topic, p) for p in sorted(partitions)])
         await self._consumer.seek_to_end()
 
     async def close(self) -> None:
