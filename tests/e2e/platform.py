@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,6 @@ from commerce_apps.settings import SERVICES, ServiceName, Settings
 from core_saga.messages import SAGA_TOPICS
 
 TERMINAL = ("CONFIRMED", "CANCELLED")
-UNAVAILABLE_RETRIES = 5  # a 503 (a database connection lost) is retried, as a client would
 MOUSE = "11111111-1111-1111-1111-111111111111"
 KEYBOARD = "22222222-2222-2222-2222-222222222222"
 HUB = "33333333-3333-3333-3333-333333333333"
@@ -73,12 +72,9 @@ class RunningPlatform:
         )
 
     async def order(self, order_id: str) -> dict[str, Any]:
-        """The order; a 503 is retried after its Retry-After, as a client would."""
-        for _ in range(UNAVAILABLE_RETRIES):
-            response = await self.http.get(self.url("order", f"/api/orders/{order_id}"))
-            if response.status_code != 503:
-                break
-            await asyncio.sleep(float(response.headers["retry-after"]))
+        """The order; a 503 (a database connection lost) is retried, as a client would."""
+        url = self.url("order", f"/api/orders/{order_id}")
+        response, _ = await until_available(lambda: self.http.get(url))
         response.raise_for_status()
         return dict(response.json())
 
@@ -184,22 +180,30 @@ async def assert_every_effect_once(
     assert set(notes.values()) == {1}
 
 
+async def until_available(
+    send: Callable[[], Awaitable[httpx.Response]], seconds: float = 60, pace: float = 1.0
+) -> tuple[httpx.Response, int]:
+    """``send`` again while it answers a 503 problem, after ``pace`` times its Retry-After,
+    as a client would, for ``seconds`` at most: the last answer, and the 503s met."""
+    unavailable = 0
+    deadline = time.monotonic() + seconds
+    while (response := await send()).status_code == 503 and time.monotonic() < deadline:
+        assert response.headers["content-type"] == "application/problem+json"
+        unavailable += 1
+        await asyncio.sleep(float(response.headers["retry-after"]) * pace)
+    return response, unavailable
+
+
 async def place_retrying(
     running: RunningPlatform, body: Any, key: str, seconds: float = 60
 ) -> tuple[str, int]:
-    """POST until accepted, retrying a 503 with the same key as a client would (after a
-    fifth of its Retry-After, to keep tests short): the order's id, and the 503s met."""
-    unavailable = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        response = await running.place(body, key=key)
-        if response.status_code in (200, 201):
-            return str(response.json()["id"]), unavailable
-        assert response.status_code == 503, response.text
-        assert response.headers["content-type"] == "application/problem+json"
-        unavailable += 1
-        await asyncio.sleep(float(response.headers["retry-after"]) / 5)
-    raise AssertionError(f"the order under key {key} was never accepted")
+    """POST until accepted, retrying a 503 with the same key (after a fifth of its
+    Retry-After, to keep tests short): the order's id, and the 503s met."""
+    response, unavailable = await until_available(
+        lambda: running.place(body, key=key), seconds, pace=0.2
+    )
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["id"]), unavailable
 
 
 async def assert_confirmed_once_without_dead_letters(

@@ -12,13 +12,12 @@ from uuid import uuid4
 import pytest
 from adapters_postgres.uow import order_uow_factory
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
-from core_saga.messages import Envelope, LineItem, OrderCreated
-from core_saga.orders import Order
 from core_saga.ports import KeyClaim
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.contract.builders import new_order, order_created
 from tests.integration.postgres.conftest import ManualClock
 
 pytestmark = pytest.mark.integration
@@ -137,25 +136,11 @@ async def test_place_refuses_a_unit_of_work_whose_transaction_began(
     order_engine: AsyncEngine, clock: ManualClock
 ) -> None:
     """Its statement would commit apart from what the transaction did before."""
-    line = LineItem(product_id=uuid4(), quantity=1, unit_price=Decimal("5"))
     now = clock.now()
-    order = Order.place(uuid4(), uuid4(), (line,), "EUR", now, uuid4(), timedelta(seconds=30))
-    created = Envelope(
-        event_id=uuid4(),
-        occurred_at=now,
-        correlation_id=order.id,
-        causation_id=order.id,
-        payload=OrderCreated(
-            order_id=order.id,
-            customer_id=order.customer_id,
-            items=(line,),
-            total_amount=Decimal("5"),
-            currency="EUR",
-        ),
-    )
+    order = new_order(now)
     claim = KeyClaim(f"key-{uuid4()}", "hash", now, now + timedelta(days=1))
     async with order_uow_factory(order_engine)() as uow:
         assert await uow.orders.get(order.id) is None  # something ran in this transaction
         with pytest.raises(RuntimeError, match="this one has begun"):
-            await uow.place(order, created, claim)
+            await uow.place(order, order_created(now, order.id), claim)
     assert await orders_of(order_engine, order.customer_id) == []
