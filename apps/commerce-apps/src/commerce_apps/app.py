@@ -55,17 +55,29 @@ async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) 
 
 
 async def _supervise(
-    run: Callable[[], Awaitable[None]], name: str, cap: float = RECOVERY_BACKOFF_MAX
+    run: Callable[[], Awaitable[None]],
+    name: str,
+    cap: float = RECOVERY_BACKOFF_MAX,
+    first: float = 0.5,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Keep ``run`` going: restart it after a failure (broker down at start), backing off."""
-    delay = 0.5
+    """Keep ``run`` going: restart it after a failure (broker down at start), backing off.
+
+    The delay doubles while ``run`` fails fast, up to ``cap``; a run that lasted longer than
+    ``cap`` was healthy, so its failure is the first of a new series and is retried soon.
+    """
+    loop = asyncio.get_running_loop()
+    delay = first
     while True:
+        started = loop.time()
         try:
             await run()
             return
         except Exception as exc:
+            if loop.time() - started > cap:
+                delay = first
             log.warning("%s stopped (%s); restarting in %.1f s", name, exc, delay)
-        await asyncio.sleep(delay)
+        await sleep(delay)
         delay = min(delay * 2, cap)
 
 
