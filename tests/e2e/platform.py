@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from adapters_kafka.dead_letters import read_dead_letters
 from adapters_kafka.embedded import free_port
 from adapters_kafka.settings import KafkaSettings
@@ -31,6 +32,12 @@ CUSTOMER = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
 PAYMENTS_SUCCEED: Mapping[ServiceName, Mapping[str, Any]] = {
     "payment": {"payment_force_outcome": "success"}
 }
+
+
+# For tests that pause or restart the broker: only the one a platform embeds is theirs to.
+EMBEDDED_BROKER_ONLY = pytest.mark.skipif(
+    bool(os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")), reason="the broker is not embedded"
+)
 
 
 def namespace() -> str:
@@ -118,8 +125,12 @@ async def running_platform(
     postgres_admin_url: str,
     per_service: Mapping[ServiceName, Mapping[str, Any]] | None = None,
     span_exporter: Any = None,
+    database_prefix: str | None = None,
 ) -> AsyncIterator[RunningPlatform]:
-    """A fresh platform: its own databases and, unless one is given, its own broker."""
+    """A fresh platform: its own databases and, unless one is given, its own broker.
+
+    ``database_prefix`` names the databases: another platform's, to start again on its data.
+    """
     config = PlatformConfig(
         # 6 partitions, not the embedded broker's 1: replicas share them, and one order's
         # events cross partitions as they would in production
@@ -130,7 +141,7 @@ async def running_platform(
             kafka_namespace=namespace(),
         ),
         database_url=postgres_admin_url,
-        database_prefix=f"e2e_{uuid.uuid4().hex[:8]}_",
+        database_prefix=database_prefix or f"e2e_{uuid.uuid4().hex[:8]}_",
         kafka_bootstrap_servers=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"),
         ports={service: free_port() for service in SERVICES},
         per_service=per_service or {},

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.e2e.platform import (
+    EMBEDDED_BROKER_ONLY,
     HUB,
     MOUSE,
     PAYMENTS_SUCCEED,
@@ -17,13 +17,7 @@ from tests.e2e.platform import (
     running_platform,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        bool(os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")),
-        reason="pauses the embedded broker",
-    ),
-]
+pytestmark = [pytest.mark.e2e, EMBEDDED_BROKER_ONLY]
 
 
 @pytest.fixture(scope="module")

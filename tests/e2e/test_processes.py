@@ -23,6 +23,7 @@ from commerce_apps.settings import SERVICES, ServiceName, Settings
 from core_saga.messages import ORDER_TOPIC
 
 from tests.e2e.platform import (
+    EMBEDDED_BROKER_ONLY,
     MOUSE,
     PAYMENTS_SUCCEED,
     RunningPlatform,
@@ -109,9 +110,7 @@ async def test_a_service_that_cannot_start_is_named_with_its_output(
     assert platform.pids == {}
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")), reason="the broker is not embedded"
-)
+@EMBEDDED_BROKER_ONLY
 async def test_topics_on_the_embedded_broker_get_one_partition(
     postgres_admin_url: str,
 ) -> None:

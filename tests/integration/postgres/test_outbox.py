@@ -88,3 +88,21 @@ async def test_store_claims_in_id_order_marks_deletes_and_measures_age(
     assert await store.oldest_unpublished_age(clock.now()) == 0.0
     assert await store.delete_published_before(clock.now() + timedelta(minutes=1)) == 3
     assert await outbox_ids(order_engine) == [e.event_id for e in envelopes[3:]]
+
+
+async def test_requeued_rows_are_claimed_again_in_id_order(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    envelopes = [order_created() for _ in range(4)]
+    async with order_uow_factory(order_engine)() as uow:
+        for envelope in envelopes:
+            await uow.outbox.add(envelope)
+        await uow.commit()
+    store = PostgresOutboxStore(order_engine)
+    sent = await store.claim_batch(3)
+    await store.mark_published([p.position for p in sent], clock.now())
+
+    assert await store.requeue_published() == 3  # the fourth was never published
+    again = await store.claim_batch(10)
+    assert [p.message.event_id for p in again] == [e.event_id for e in envelopes]
+    assert await store.requeue_published() == 0

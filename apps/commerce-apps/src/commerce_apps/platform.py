@@ -30,8 +30,10 @@ import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
 from adapters_postgres.embedded import EmbeddedPostgres
-from adapters_postgres.engine import create_databases, with_database
+from adapters_postgres.engine import create_databases, create_engine, with_database
 from adapters_postgres.migrations import migrate
+from adapters_postgres.outbox import PostgresOutboxStore
+from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import build_app
 from commerce_apps.container import (
@@ -215,6 +217,21 @@ class Platform:
         else:
             self.bootstrap_servers = cfg.kafka_bootstrap_servers
         await self._ensure_topics()
+        if self._broker is not None:
+            await self._requeue_outboxes()
+
+    async def _requeue_outboxes(self) -> None:
+        """A new embedded broker is empty: what the last one held and no consumer had read yet
+        is lost with it, so every event the outboxes still keep is sent again (the inboxes
+        skip those already applied). Nothing to do on fresh databases."""
+        for service, url in self.database_urls.items():
+            engine = create_engine(url, poolclass=NullPool)
+            try:
+                count = await PostgresOutboxStore(engine).requeue_published()
+            finally:
+                await engine.dispose()
+            if count:
+                log.info("%s: %d kept events to send again to the new broker", service, count)
 
     def pause_broker(self) -> None:
         """Freeze the embedded broker: an outage drill in which nothing it holds is lost."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -135,6 +136,10 @@ _DELETE_PUBLISHED = delete(outbox).where(
     outbox.c.published_at < bindparam("cutoff", type_=outbox.c.published_at.type)
 )
 
+_REQUEUE_PUBLISHED = (
+    update(outbox).where(outbox.c.published_at.is_not(None)).values(published_at=None)
+)
+
 _OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
 
 
@@ -185,6 +190,17 @@ class PostgresOutboxStore:
     async def delete_published_before(self, cutoff: datetime) -> int:
         async with self._connection() as conn:
             result = await conn.execute(_DELETE_PUBLISHED, {"cutoff": cutoff})
+        return int(result.rowcount)
+
+    async def requeue_published(self) -> int:
+        """Mark every row still kept as unpublished, for the relay to send again; return how many.
+
+        For a broker that lost what it held (an in-memory one restarted): events published
+        to it but not yet read would otherwise be lost. The consumers' inboxes, kept longer
+        than the outbox, skip those they had already applied.
+        """
+        async with self._connection() as conn:
+            result = await conn.execute(_REQUEUE_PUBLISHED)
         return int(result.rowcount)
 
     async def oldest_unpublished_age(self, now: datetime) -> float:
