@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from adapters_kafka import headers as h
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
+from adapters_postgres.engine import create_engine
+from adapters_postgres.outbox import PostgresOutboxStore
+from adapters_postgres.uow import order_uow_factory
 from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
 from commerce_apps.cli import app
 from typer.testing import CliRunner, Result
 
 from tests.fixtures.kafka import unique_name
+from tests.fixtures.postgres import DatabaseFactory
 from tests.integration.kafka.support import read_topic
+from tests.integration.postgres.conftest import order_created
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +78,52 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
     )
     assert unknown.exit_code == 1
     assert "no dead letter with event id nope" in unknown.output
+
+
+async def test_outbox_resend_marks_what_was_published_for_the_relay_to_send_again(
+    new_database: DatabaseFactory,
+) -> None:
+    url = await new_database.create("order")
+    engine = create_engine(url)
+    try:
+        async with order_uow_factory(engine)() as uow:
+            for envelope in (order_created(), order_created(), order_created()):
+                await uow.outbox.add(envelope)
+            await uow.commit()
+        store = PostgresOutboxStore(engine)
+        sent = await store.claim_batch(2)
+        await store.mark_published([p.position for p in sent], datetime.now(UTC))
+
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        none = await asyncio.to_thread(
+            commerce, "outbox", "resend", "order", "--since", later, DATABASE_URL=url
+        )
+        assert none.exit_code == 0, none.output
+        assert none.output.strip() == "order: 0 event(s) to send again"
+
+        resent = await asyncio.to_thread(commerce, "outbox", "resend", "order", DATABASE_URL=url)
+        assert resent.exit_code == 0, resent.output
+        assert resent.output.strip() == "order: 2 event(s) to send again"
+        assert len(await store.claim_batch(10)) == 3
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("order", "--since", "yesterday"), "error: --since is not an ISO 8601 time"),
+        (("shipping",), "error: unknown service 'shipping'"),
+        ((), "error: name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL"),
+    ],
+)
+def test_bad_outbox_resend_input_is_one_line_and_exit_1(
+    args: tuple[str, ...], message: str
+) -> None:
+    result = commerce("outbox", "resend", *args, DATABASE_URL="postgresql://u:p@127.0.0.1:1/x")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_an_unreachable_broker_is_one_line_and_exit_1() -> None:

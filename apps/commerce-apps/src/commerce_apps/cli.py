@@ -12,14 +12,17 @@ from rich.console import Console
 from rich.table import Table
 
 from commerce_apps.console import (
+    database_targets,
     fail,
     load_settings,
     quiet_logs,
     run_async,
     run_fast,
+    service_name,
 )
 from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
+from commerce_apps.outbox_commands import outbox_app
 from commerce_apps.platform import (
     Platform,
     PlatformConfig,
@@ -27,10 +30,11 @@ from commerce_apps.platform import (
     on_broker,
     processes_pay_off,
 )
-from commerce_apps.settings import SERVICES, ServiceName
+from commerce_apps.settings import SERVICES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(dlt_app, name="dlt")
+app.add_typer(outbox_app, name="outbox")
 
 
 def _banner(platform: Platform) -> None:
@@ -110,7 +114,7 @@ def run(
     service: Annotated[str, typer.Argument(help="order|inventory|payment|notification")],
 ) -> None:
     """One service against external PostgreSQL (DATABASE_URL) and Kafka: a container's command."""
-    name = _service(service)
+    name = service_name(service)
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     if not settings.database_url:
@@ -137,19 +141,10 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply the migrations of one service (DATABASE_URL), or of all four on one server."""
-    from adapters_postgres.engine import create_databases, with_database
+    from adapters_postgres.engine import create_databases
     from adapters_postgres.migrations import migrate as apply
 
-    if service is not None:
-        url = load_settings().database_url
-        if not url:
-            raise fail("DATABASE_URL is not set")
-        targets = {_service(service): url}
-    elif server_url:
-        targets = {name: with_database(server_url, name) for name in SERVICES}
-    else:
-        raise fail("name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL")
-
+    targets = database_targets(service, server_url)
     quiet_logs()
 
     async def main() -> None:
@@ -178,12 +173,6 @@ def topics() -> None:
         Console().print(f"created: {', '.join(created) or 'none (all existed)'}")
 
     run_async(main)
-
-
-def _service(name: str) -> ServiceName:
-    if name not in SERVICES:
-        raise fail(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
-    return name
 
 
 def main() -> None:

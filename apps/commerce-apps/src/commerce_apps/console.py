@@ -15,7 +15,7 @@ from rich.console import Console
 
 from commerce_apps.logs import configure_logging
 from commerce_apps.platform import PlatformError
-from commerce_apps.settings import Settings
+from commerce_apps.settings import SERVICES, ServiceName, Settings
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -35,6 +35,27 @@ def load_settings() -> Settings:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]).upper()
         raise fail(f"bad setting {where}: {first['msg']}") from None
+
+
+def service_name(name: str) -> ServiceName:
+    if name not in SERVICES:
+        raise fail(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    return name
+
+
+def database_targets(service: str | None, server_url: str | None) -> dict[ServiceName, str]:
+    """Each service's database: one on ``DATABASE_URL``, or all four on a server URL."""
+    from adapters_postgres.engine import with_database
+
+    if service is not None:
+        name = service_name(service)
+        url = load_settings().database_url
+        if not url:
+            raise fail("DATABASE_URL is not set")
+        return {name: url}
+    if server_url:
+        return {name: with_database(server_url, name) for name in SERVICES}
+    raise fail("name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL")
 
 
 # Young objects collected every 20,000 net allocations rather than 700: a relayed batch or

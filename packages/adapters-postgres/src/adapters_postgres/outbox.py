@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from core_saga.messages import Envelope
@@ -137,8 +137,15 @@ _DELETE_PUBLISHED = delete(outbox).where(
 )
 
 _REQUEUE_PUBLISHED = (
-    update(outbox).where(outbox.c.published_at.is_not(None)).values(published_at=None)
+    update(outbox)
+    .where(
+        outbox.c.published_at.is_not(None),
+        outbox.c.published_at >= bindparam("since", type_=outbox.c.published_at.type),
+    )
+    .values(published_at=None)
 )
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
 
@@ -192,15 +199,16 @@ class PostgresOutboxStore:
             result = await conn.execute(_DELETE_PUBLISHED, {"cutoff": cutoff})
         return int(result.rowcount)
 
-    async def requeue_published(self) -> int:
-        """Mark every row still kept as unpublished, for the relay to send again; return how many.
+    async def requeue_published(self, since: datetime | None = None) -> int:
+        """Mark the rows still kept that were published at or after ``since`` (all of them by
+        default) as unpublished, for the relay to send again; return how many.
 
-        For a broker that lost what it held (an in-memory one restarted): events published
-        to it but not yet read would otherwise be lost. The consumers' inboxes, kept longer
-        than the outbox, skip those they had already applied.
+        For a broker that lost what it held (an in-memory one restarted, a topic deleted):
+        events published to it but not yet read would otherwise be lost. The consumers'
+        inboxes, kept longer than the outbox, skip those they had already applied.
         """
         async with self._connection() as conn:
-            result = await conn.execute(_REQUEUE_PUBLISHED)
+            result = await conn.execute(_REQUEUE_PUBLISHED, {"since": since or _EPOCH})
         return int(result.rowcount)
 
     async def oldest_unpublished_age(self, now: datetime) -> float:
