@@ -37,9 +37,7 @@ def resend(
     ] = None,
 ) -> None:
     """Have the relays send again what the outboxes keep (the inboxes skip repeats)."""
-    from adapters_postgres.engine import create_engine
-    from adapters_postgres.outbox import PostgresOutboxStore
-    from sqlalchemy.pool import NullPool
+    from adapters_postgres.outbox import requeue_published
 
     moment = _instant(since) if since is not None else None
     targets = database_targets(service, server_url)
@@ -47,11 +45,7 @@ def resend(
 
     async def main() -> None:
         for name, url in targets.items():
-            engine = create_engine(url, poolclass=NullPool)
-            try:
-                count = await PostgresOutboxStore(engine).requeue_published(moment)
-            finally:
-                await engine.dispose()
+            count = await requeue_published(url, moment)
             Console().print(f"{name}: {count} event(s) to send again")
 
     run_async(main)

@@ -30,10 +30,9 @@ import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
 from adapters_postgres.embedded import EmbeddedPostgres
-from adapters_postgres.engine import create_databases, create_engine, with_database
+from adapters_postgres.engine import create_databases, with_database
 from adapters_postgres.migrations import migrate
-from adapters_postgres.outbox import PostgresOutboxStore
-from sqlalchemy.pool import NullPool
+from adapters_postgres.outbox import requeue_published
 
 from commerce_apps.app import build_app
 from commerce_apps.container import (
@@ -225,11 +224,7 @@ class Platform:
         is lost with it, so every event the outboxes still keep is sent again (the inboxes
         skip those already applied). Nothing to do on fresh databases."""
         for service, url in self.database_urls.items():
-            engine = create_engine(url, poolclass=NullPool)
-            try:
-                count = await PostgresOutboxStore(engine).requeue_published()
-            finally:
-                await engine.dispose()
+            count = await requeue_published(url)
             if count:
                 log.info("%s: %d kept events to send again to the new broker", service, count)
 

@@ -23,8 +23,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from adapters_postgres import raw
+from adapters_postgres.engine import create_engine
 from adapters_postgres.sql import unnest_params, unnest_rows, where_given
 from adapters_postgres.tables import outbox
 
@@ -217,3 +219,13 @@ class PostgresOutboxStore:
         if oldest is None:
             return 0.0
         return max(0.0, float((now - oldest).total_seconds()))
+
+
+async def requeue_published(url: str, since: datetime | None = None) -> int:
+    """``PostgresOutboxStore.requeue_published`` on the database at ``url``, on a connection
+    of its own (for a command or a start-up step, not a service's pool)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return await PostgresOutboxStore(engine).requeue_published(since)
+    finally:
+        await engine.dispose()
