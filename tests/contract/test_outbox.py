@@ -136,3 +136,29 @@ async def test_an_event_id_written_twice_is_one_row(
     claimed = await database.outbox.claim_batch(10)
 
     assert [pending.message.event_id for pending in claimed] == [envelope.event_id]
+
+
+async def test_requeued_rows_are_claimed_again_in_id_order(
+    database: Database[UnitOfWork], clock: ManualClock
+) -> None:
+    envelopes = await write(database, clock, 4)
+    sent = await database.outbox.claim_batch(3)
+    await database.outbox.mark_published([p.position for p in sent], clock.now())
+
+    assert await database.outbox.requeue_published() == 3  # the fourth was never published
+    again = await database.outbox.claim_batch(10)
+    assert [p.message.event_id for p in again] == [e.event_id for e in envelopes]
+    assert await database.outbox.requeue_published() == 0
+
+
+async def test_a_requeue_since_a_moment_leaves_what_was_published_before_it(
+    database: Database[UnitOfWork], clock: ManualClock
+) -> None:
+    envelopes = await write(database, clock, 3)
+    start = clock.now()
+    for minutes, pending in enumerate(await database.outbox.claim_batch(10)):
+        await database.outbox.mark_published([pending.position], start + timedelta(minutes=minutes))
+
+    assert await database.outbox.requeue_published(since=start + timedelta(seconds=30)) == 2
+    again = await database.outbox.claim_batch(10)
+    assert [p.message.event_id for p in again] == [e.event_id for e in envelopes[1:]]

@@ -93,6 +93,11 @@ class SagaMachine(RuleBasedStateMachine):
         record = data.draw(st.sampled_from(self.harness.records()), label="record")
         self.harness.duplicate(*record)
 
+    @rule()
+    def broker_restarts_empty(self) -> None:
+        """Whatever it held is lost; the outboxes send again what they kept."""
+        self.run(self.harness.restart_broker())
+
     @rule(seconds=st.integers(1, 40))
     def advance_and_sweep(self, seconds: int) -> None:
         self.harness.clock.advance(timedelta(seconds=seconds))

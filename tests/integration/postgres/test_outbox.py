@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from adapters_postgres.outbox import PostgresOutboxStore
 from adapters_postgres.uow import order_uow_factory
-from core_saga.messages import Envelope, decode
+from core_saga.messages import decode
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,16 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_outbox")]
 async def outbox_ids(engine: AsyncEngine) -> list[object]:
     async with engine.connect() as conn:
         return list(await conn.scalars(text("SELECT event_id FROM outbox ORDER BY id")))
-
-
-async def committed(engine: AsyncEngine, count: int) -> list[Envelope]:
-    """``count`` OrderCreated events written to the outbox in one transaction."""
-    envelopes = [order_created() for _ in range(count)]
-    async with order_uow_factory(engine)() as uow:
-        for envelope in envelopes:
-            await uow.outbox.add(envelope)
-        await uow.commit()
-    return envelopes
 
 
 async def test_a_committed_transaction_leaves_its_row(order_engine: AsyncEngine) -> None:
@@ -98,32 +88,3 @@ async def test_store_claims_in_id_order_marks_deletes_and_measures_age(
     assert await store.oldest_unpublished_age(clock.now()) == 0.0
     assert await store.delete_published_before(clock.now() + timedelta(minutes=1)) == 3
     assert await outbox_ids(order_engine) == [e.event_id for e in envelopes[3:]]
-
-
-async def test_requeued_rows_are_claimed_again_in_id_order(
-    order_engine: AsyncEngine, clock: ManualClock
-) -> None:
-    envelopes = await committed(order_engine, 4)
-    store = PostgresOutboxStore(order_engine)
-    sent = await store.claim_batch(3)
-    await store.mark_published([p.position for p in sent], clock.now())
-
-    assert await store.requeue_published() == 3  # the fourth was never published
-    again = await store.claim_batch(10)
-    assert [p.message.event_id for p in again] == [e.event_id for e in envelopes]
-    assert await store.requeue_published() == 0
-
-
-async def test_a_requeue_since_a_moment_leaves_what_was_published_before_it(
-    order_engine: AsyncEngine, clock: ManualClock
-) -> None:
-    envelopes = await committed(order_engine, 3)
-    store = PostgresOutboxStore(order_engine)
-    for pending in await store.claim_batch(10):
-        await store.mark_published([pending.position], clock.now())
-        clock.advance(60)
-
-    # published at t, t + 60 s, t + 120 s; now t + 180 s: since t + 30 s takes the last two
-    assert await store.requeue_published(since=clock.now() - timedelta(seconds=150)) == 2
-    again = await store.claim_batch(10)
-    assert [p.message.event_id for p in again] == [e.event_id for e in envelopes[1:]]

@@ -202,13 +202,7 @@ class PostgresOutboxStore:
         return int(result.rowcount)
 
     async def requeue_published(self, since: datetime | None = None) -> int:
-        """Mark the rows still kept that were published at or after ``since`` (all of them by
-        default) as unpublished, for the relay to send again; return how many.
-
-        For a broker that lost what it held (an in-memory one restarted, a topic deleted):
-        events published to it but not yet read would otherwise be lost. The consumers'
-        inboxes, kept longer than the outbox, skip those they had already applied.
-        """
+        """See ``OutboxStore.requeue_published``: one UPDATE (the inbox outlives the rows)."""
         async with self._connection() as conn:
             result = await conn.execute(_REQUEUE_PUBLISHED, {"since": since or _EPOCH})
         return int(result.rowcount)

@@ -80,6 +80,12 @@ class OutboxStore(Protocol):
 
     async def delete_published_before(self, cutoff: datetime) -> int: ...
 
+    async def requeue_published(self, since: datetime | None = None) -> int:
+        """Mark the rows still kept that were published at or after ``since`` (all of them
+        by default) unpublished again, for the relay to resend: after a broker lost events
+        it had acknowledged. The consumers' inboxes skip what they applied. Return how many."""
+        ...
+
     async def oldest_unpublished_age(self, now: datetime) -> float:
         """Seconds since the oldest unpublished row was written; 0 when none waits."""
         ...

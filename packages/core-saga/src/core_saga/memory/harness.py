@@ -11,6 +11,7 @@ The four services' handlers consume from a ``MemoryBroker`` with their own offse
     await harness.deliver(cursor)                # its next message, acknowledged
     await harness.deliver(cursor, crash_before_commit=True)  # rolled back, not acknowledged
     harness.duplicate(topic, partition, offset)  # that message again, at the log's end
+    await harness.restart_broker()               # everything lost; outboxes send again
     harness.clock.advance(timedelta(seconds=31)); await harness.sweep()
     await harness.run_until_quiet()              # relay and deliver until nothing moves
     assert await harness.violations() == []      # DESIGN §3 invariants, dead letters
@@ -304,6 +305,17 @@ class SagaHarness:
     def duplicate(self, topic: str, partition: int, offset: int) -> None:
         """Append that message again (a producer retry or a replayed batch)."""
         self.broker.append(self.broker.log(topic, partition)[offset])
+
+    async def restart_broker(self, *, requeue: bool = True) -> int:
+        """The broker comes back empty (every record lost, read or not), every consumer at
+        offset 0; with ``requeue`` every outbox marks what it kept unpublished again, as a
+        platform starting an embedded broker does. Return how many rows were requeued."""
+        self.broker = MemoryBroker(self.broker.partitions)
+        self.publisher.broker = self.broker
+        self._offsets = dict.fromkeys(self.cursors(), 0)
+        if not requeue:
+            return 0
+        return sum([await store.requeue_published() for store in self.backend.outboxes.values()])
 
     def inject(self, topic: str, key: str, value: bytes) -> None:
         """Put a raw value on a topic, e.g. poison."""

@@ -58,6 +58,16 @@ class MemoryOutboxStore:
         self.rows = kept
         return deleted
 
+    async def requeue_published(self, since: datetime | None = None) -> int:
+        again = [
+            row
+            for row in self.rows
+            if row.published_at is not None and (since is None or row.published_at >= since)
+        ]
+        for row in again:
+            row.published_at = None
+        return len(again)
+
     async def oldest_unpublished_age(self, now: datetime) -> float:
         waiting = self.unpublished()
         return (now - waiting[0].created_at).total_seconds() if waiting else 0.0
