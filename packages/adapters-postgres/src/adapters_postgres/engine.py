@@ -60,7 +60,8 @@ async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connec
     ``BEGIN`` lazily: both are done here when still due, so a statement sent here is never
     outside the transaction it was meant for (on an ``AUTOCOMMIT`` connection there is
     none to begin). With ``begin=False`` a transaction not yet begun on the server is left
-    so: a statement then commits on its own (``begun`` tells).
+    so: a statement then commits on its own (``begun`` tells). The adapter's transaction
+    start is private API, as in SQLAlchemy 2.0 and 2.1: the package requires below 2.2.
     """
     if not conn.in_transaction():
         await conn.begin()
