@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from commerce_apps.app import _supervise
+from core_saga.relay import RelayBackoff
 
 
 async def test_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() -> None:
@@ -23,7 +24,7 @@ async def test_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() 
     async def sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    await _supervise(run, "consumer", cap=cap, first=0.1, sleep=sleep)
+    await _supervise(run, "consumer", RelayBackoff(initial=0.1, maximum=cap), sleep=sleep)
 
     assert delays == [0.1, 0.2, 0.4, 0.5, 0.1, 0.2]
     assert plan == []

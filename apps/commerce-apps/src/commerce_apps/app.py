@@ -19,7 +19,7 @@ from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_e
 from adapters_postgres.migrations import is_at_head
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
-from core_saga.ports import RECOVERY_BACKOFF_MAX
+from core_saga.relay import RelayBackoff
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -42,6 +42,7 @@ OPERATIONS = {
 }
 VERSION = "0.1.0"
 SHUTDOWN_SECONDS = 15.0
+SUPERVISOR_BACKOFF = RelayBackoff(initial=0.5)  # to RECOVERY_BACKOFF_MAX, as every recovery
 
 
 async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) -> None:
@@ -57,28 +58,27 @@ async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) 
 async def _supervise(
     run: Callable[[], Awaitable[None]],
     name: str,
-    cap: float = RECOVERY_BACKOFF_MAX,
-    first: float = 0.5,
+    backoff: RelayBackoff = SUPERVISOR_BACKOFF,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Keep ``run`` going: restart it after a failure (broker down at start), backing off.
 
-    The delay doubles while ``run`` fails fast, up to ``cap``; a run that lasted longer than
-    ``cap`` was healthy, so its failure is the first of a new series and is retried soon.
+    The delay doubles while ``run`` fails fast, up to ``backoff.maximum``; a run that lasted
+    longer than that was healthy, so its failure is the first of a new series.
     """
     loop = asyncio.get_running_loop()
-    delay = first
+    failures = 0
     while True:
         started = loop.time()
         try:
             await run()
             return
         except Exception as exc:
-            if loop.time() - started > cap:
-                delay = first
+            healthy = loop.time() - started > backoff.maximum
+            failures = 1 if healthy else failures + 1
+            delay = backoff.delay(failures)
             log.warning("%s stopped (%s); restarting in %.1f s", name, exc, delay)
         await sleep(delay)
-        delay = min(delay * 2, cap)
 
 
 def build_app(container: ServiceContainer) -> Starlette:

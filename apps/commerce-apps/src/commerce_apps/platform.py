@@ -141,6 +141,7 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         self.database_urls: dict[str, str] = {}
+        self._kept: set[str] = set()  # services whose database existed before this start
         self.bootstrap_servers = ""
         self.urls: dict[ServiceName, str] = {}
         self._postgres: EmbeddedPostgres | None = None
@@ -199,8 +200,9 @@ class Platform:
         else:
             admin = cfg.database_url
         try:
-            await create_databases(admin, names.values())
+            created = await create_databases(admin, names.values())
             self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
+            self._kept = {s for s, n in names.items() if n not in created}
             for service, url in self.database_urls.items():
                 await migrate(url, service)
         except OSError as exc:
@@ -222,9 +224,9 @@ class Platform:
     async def _requeue_outboxes(self) -> None:
         """A new embedded broker is empty: what the last one held and no consumer had read yet
         is lost with it, so every event the outboxes still keep is sent again (the inboxes
-        skip those already applied). Nothing to do on fresh databases."""
-        for service, url in self.database_urls.items():
-            count = await requeue_published(url)
+        skip those already applied). Only databases from before this start have any."""
+        for service in sorted(self._kept):
+            count = await requeue_published(self.database_urls[service])
             if count:
                 log.info("%s: %d kept events to send again to the new broker", service, count)
 

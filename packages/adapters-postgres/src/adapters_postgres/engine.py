@@ -79,16 +79,20 @@ async def begun(conn: AsyncConnection) -> bool:
     return bool(raw.is_in_transaction())
 
 
-async def create_databases(admin_url: str, names: Iterable[str]) -> None:
-    """``CREATE DATABASE`` for each missing name (it cannot run inside a transaction)."""
+async def create_databases(admin_url: str, names: Iterable[str]) -> list[str]:
+    """``CREATE DATABASE`` for each missing name (it cannot run inside a transaction); return
+    the names created."""
+    created = []
     conn = await asyncpg.connect(plain_url(admin_url))
     try:
         for name in names:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
             if not exists:
                 await conn.execute(f'CREATE DATABASE "{_identifier(name)}"')
+                created.append(name)
     finally:
         await conn.close()
+    return created
 
 
 async def drop_database(admin_url: str, name: str) -> None:

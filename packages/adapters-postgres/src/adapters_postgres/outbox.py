@@ -140,14 +140,11 @@ _DELETE_PUBLISHED = delete(outbox).where(
 
 _REQUEUE_PUBLISHED = (
     update(outbox)
-    .where(
-        outbox.c.published_at.is_not(None),
-        outbox.c.published_at >= bindparam("since", type_=outbox.c.published_at.type),
-    )
+    .where(outbox.c.published_at >= bindparam("since", type_=outbox.c.published_at.type))
     .values(published_at=None)
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "since" when none is given: every published row
 
 _OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
 
