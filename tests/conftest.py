@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.kafka"]
+from tests import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.kafka"]
 
 # pgserver logs from an atexit hook, after pytest closed its capture streams: without this
 # the run would end in a "--- Logging error ---" traceback below the summary line.

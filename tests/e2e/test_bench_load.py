@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from commerce_apps.bench.load import LoadConfig, LoadRun
 
-from tests.conftest import ROOT
+from tests import ROOT
 from tests.e2e.platform import RunningPlatform
 
 CLI = "from commerce_apps.cli import main; main()"

@@ -12,7 +12,7 @@ import sys
 import pytest
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 
-from tests.conftest import ROOT
+from tests import ROOT
 
 CLI = "from commerce_apps.cli import main; main()"
 pytestmark = pytest.mark.integration

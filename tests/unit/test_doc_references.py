@@ -4,9 +4,9 @@ leave a failure scenario 'proved by' nothing."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import ROOT
+
 REFERENCE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?")
 DEFINED = r"^(?:(?:async )?def {name}\(|class {name}\b|{name} = )"
 

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES
 
+from tests import ROOT
+
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"
 DASHBOARDS = INFRA / "grafana" / "dashboards"
