@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
+import asyncpg
 import pytest
 from adapters_postgres.outbox import PostgresOutboxStore
 from adapters_postgres.relay import RelayRunner, RelaySettings
@@ -160,3 +162,31 @@ async def test_published_rows_are_deleted_after_the_retention_period(
     async with order_engine.connect() as conn:
         left = list(await conn.scalars(text("SELECT event_id FROM outbox")))
     assert left == [recent.event_id]
+
+
+async def test_a_connection_lost_while_subscribing_is_retried(
+    order_engine: AsyncEngine,
+    order_url: str,
+    clock: ManualClock,
+    publisher: RecordingPublisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server ends the relay's session between its lock and its LISTEN (asyncpg raises
+    its own error there, not SQLAlchemy's): the relay connects again and publishes."""
+    listen = asyncpg.Connection.add_listener
+    killed: list[int] = []
+
+    async def dying_listen(raw: asyncpg.Connection, *args: Any) -> None:
+        if not killed:
+            killed.append(raw.get_server_pid())
+            async with order_engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed[0]})
+        await listen(raw, *args)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", dying_listen)
+    written = await write(order_engine, 2, clock)
+    runner = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(runner):
+        await publisher.wait_for(2)
+    assert killed, "the first session was not ended"
+    assert publisher.event_ids == [e.event_id for e in written]

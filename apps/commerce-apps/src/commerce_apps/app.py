@@ -1,9 +1,10 @@
 """A service as a Starlette app: routes, docs, health, metrics, and its background workers.
 
-The lifespan starts the Kafka publisher, the outbox relay, the consumer and (for the order
-service) the deadline sweep. On SIGTERM it drains the consumer first, cancels the relay,
-sweeps and gauges, and stops the publisher last (dead letters in flight still go out).
-Outbox rows not yet relayed stay in the outbox for the next start.
+The lifespan starts the outbox relay, the Kafka publisher and consumer (retried in the
+background while the broker is unreachable, so the API and its outbox serve meanwhile) and
+(for the order service) the deadline sweep. On SIGTERM it drains the consumer first, cancels
+the relay, sweeps and gauges, and stops the publisher last (dead letters in flight still go
+out). Outbox rows not yet relayed stay in the outbox for the next start.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from commerce_apps.container import ServiceContainer
+from commerce_apps.container import ServiceContainer, ensure_saga_topics
 from commerce_apps.http.docs import docs_routes
 from commerce_apps.http.health import health_routes
 from commerce_apps.http.middleware import RequestMetrics
@@ -81,7 +82,8 @@ async def _supervise(
         await sleep(delay)
 
 
-def build_app(container: ServiceContainer) -> Starlette:
+def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> Starlette:
+    """The service's app; ``ensure_topics`` creates the saga topics once the broker answers."""
     service: str = container.service()
     settings = container.settings()
     metrics = container.metrics()
@@ -130,10 +132,19 @@ def build_app(container: ServiceContainer) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         publisher = container.publisher()
         consumer = container.consumer()
-        await publisher.start()
+
+        async def connect_and_consume() -> None:
+            """Retried while the broker is unreachable; the API and outbox serve meanwhile."""
+            if ensure_topics:
+                await ensure_saga_topics(settings, service)
+            await publisher.start()
+            await consumer.run()
+
         tasks = [
             asyncio.create_task(container.relay().run(), name=f"{service}-relay"),
-            asyncio.create_task(_supervise(consumer.run, "consumer"), name=f"{service}-consumer"),
+            asyncio.create_task(
+                _supervise(connect_and_consume, "broker connection"), name=f"{service}-consumer"
+            ),
             asyncio.create_task(_every(5.0, outbox_age, "outbox age"), name=f"{service}-age"),
             asyncio.create_task(_every(5.0, consumer_lag, "consumer lag"), name=f"{service}-lag"),
             asyncio.create_task(

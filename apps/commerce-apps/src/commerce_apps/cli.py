@@ -120,10 +120,11 @@ def run(
     if not settings.database_url:
         raise fail("DATABASE_URL is not set")
 
-    from commerce_apps.service import serve_one
+    from commerce_apps.service import exit_zero_on_sigterm, serve_one
 
+    exit_zero_on_sigterm()
     try:
-        run_fast(serve_one(name, settings))  # uvicorn handles SIGINT/SIGTERM itself
+        run_fast(serve_one(name, settings))  # uvicorn drains on SIGINT/SIGTERM
     except PlatformError as exc:
         raise fail(str(exc)) from None
 

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import SHUTDOWN_SECONDS, build_app
-from commerce_apps.container import container_for, ensure_saga_topics
+from commerce_apps.container import container_for
 from commerce_apps.logs import configure_logging, log_context
-from commerce_apps.platform import PlatformError, check_port_free, on_broker
+from commerce_apps.platform import PlatformError, check_port_free
 from commerce_apps.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,11 @@ STOP_SECONDS = 2 * SHUTDOWN_SECONDS + 5  # above the app's drain: consumer, then
 LINE_LIMIT = 1 << 20
 
 
-async def preflight(
-    service: ServiceName, settings: Settings, seconds: float = 15, *, topics: bool = True
-) -> None:
-    """Fail fast, in one line, when the database or broker is unreachable or not set up.
+async def preflight(service: ServiceName, settings: Settings, seconds: float = 15) -> None:
+    """Fail fast, in one line, when the database is unreachable or not migrated.
 
-    ``topics=False`` when the caller created the saga topics already (``commerce up``).
+    An unreachable broker is no reason to refuse: the service starts, takes orders into its
+    outbox, reports not-ready, and connects once the broker answers (``build_app``).
     """
     engine = create_engine(settings.database_url or "", poolclass=NullPool)
     try:
@@ -66,10 +65,6 @@ async def preflight(
         await engine.dispose()
     if not migrated:
         raise PlatformError(f"{service} database is not migrated: run 'commerce migrate {service}'")
-    if topics:
-        await on_broker(
-            settings.kafka_bootstrap_servers, ensure_saga_topics(settings, service), seconds
-        )
 
 
 async def serve_one(
@@ -82,9 +77,9 @@ async def serve_one(
     """Serve ``service`` until SIGINT/SIGTERM; ``consumer_options`` go to aiokafka's consumer."""
     port = settings.port_for(service)
     check_port_free(settings.host, port)
-    await preflight(service, settings, topics=not topics_ready)
+    await preflight(service, settings)
     overrides = {} if consumer_options is None else {"consumer_options": dict(consumer_options)}
-    app = build_app(container_for(service, settings, **overrides))
+    app = build_app(container_for(service, settings, **overrides), ensure_topics=not topics_ready)
     config = uvicorn.Config(app, host=settings.host, port=port, log_config=None, lifespan="on")
     await uvicorn.Server(config).serve()
 
@@ -108,8 +103,7 @@ def child_main() -> None:
     """A service process started by ``ServiceProcess``: spec on stdin; stops at its EOF."""
     spec = ServiceSpec.model_validate_json(sys.stdin.buffer.readline())
     configure_logging(spec.settings.log_format, spec.settings.log_level)
-    # Before uvicorn takes over SIGTERM, and after it re-raises it once drained: exit 0.
-    signal.signal(signal.SIGTERM, _exit_quietly)
+    exit_zero_on_sigterm()
     threading.Thread(target=_stop_at_eof, name="parent-watch", daemon=True).start()
     with log_context(service=spec.service):
         profiled(spec.profile, lambda: _serve_child(spec))
@@ -139,6 +133,12 @@ def profiled(path: str | None, run: Callable[[], None]) -> None:
         profiler.runcall(run)
     finally:
         profiler.dump_stats(path)
+
+
+def exit_zero_on_sigterm() -> None:
+    """A SIGTERM is how a service is asked to stop (a container, a parent): after uvicorn
+    drained and re-raised it, or before uvicorn took it over, exit 0 instead of dying of it."""
+    signal.signal(signal.SIGTERM, _exit_quietly)
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:

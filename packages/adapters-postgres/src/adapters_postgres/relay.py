@@ -105,6 +105,8 @@ class RelayRunner:
                     await self._session()
                 except (*DATABASE_ERRORS, LostLeadership) as exc:
                     log.warning("outbox relay %s lost its database: %s", self.service, exc)
+                except Exception:  # e.g. asyncpg's own errors from LISTEN: never stop relaying
+                    log.exception("outbox relay %s failed; starting over", self.service)
                 self._reconnects += 1
                 await asyncio.sleep(self.settings.backoff.delay(self._reconnects))
         finally:
