@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from adapters_kafka import headers as h
@@ -153,6 +154,19 @@ def test_a_port_in_use_is_one_line_and_exit_1() -> None:
         )
     assert result.exit_code == 1
     assert result.output.strip() == f"error: port {port} on 127.0.0.1 is already in use"
+
+
+def test_up_takes_its_ports_from_the_base_port(tmp_path: Path) -> None:
+    """The inventory's port is the base + 2, as 8083 is to 8081: taken, it is named."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        inventory = taken.getsockname()[1]
+        base = str(inventory - 2)
+        result = commerce("up", "--base-port", base, "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: port {inventory} on 127.0.0.1 is already in use"
+    assert not (tmp_path / "postgres").exists()  # refused before starting anything
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from commerce_apps.platform import (
     on_broker,
     processes_pay_off,
 )
-from commerce_apps.settings import SERVICES
+from commerce_apps.settings import DEFAULT_PORTS, SERVICES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(dlt_app, name="dlt")
@@ -68,6 +68,15 @@ def up(
         typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap (else embedded)"),
     ] = None,
     host: str = "127.0.0.1",
+    base_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65532,
+            help="The order service's port; payment, inventory and notification take the "
+            "next three (8081-8084 by default)",
+        ),
+    ] = DEFAULT_PORTS["order"],
     processes: Annotated[
         bool,
         typer.Option(
@@ -88,6 +97,10 @@ def up(
         database_url=database_url,
         kafka_bootstrap_servers=kafka,
         host=host,
+        ports={
+            service: base_port - DEFAULT_PORTS["order"] + DEFAULT_PORTS[service]
+            for service in SERVICES
+        },
         processes=processes,
     )
 
