@@ -100,5 +100,7 @@ async def test_every_service_has_health_metrics_and_docs(
     assert all("503" in op["responses"] for op in operations)  # a database may be down
     docs = await http.get(succeeding.url(service, "/docs"))
     assert "swagger-ui" in docs.text and "cdn" not in docs.text.lower()
+    init = await http.get(succeeding.url(service, "/docs/init.js"))
+    assert "validatorUrl: null" in init.text  # nor validator.swagger.io
     asset = await http.get(succeeding.url(service, "/docs/assets/swagger-ui-bundle.js"))
     assert asset.status_code == 200 and len(asset.content) > 100_000

@@ -123,6 +123,20 @@ def test_money_out_of_contract_is_invalid(amount: str) -> None:
         decode(envelope_text(amount=amount))
 
 
+@pytest.mark.parametrize(
+    ("amount", "exact"), [("99.480", "99.48"), ("10.000", "10.00"), ("0.0000", "0.00")]
+)
+def test_money_with_trailing_zeros_is_the_same_amount_in_two_places(
+    amount: str, exact: str
+) -> None:
+    """A Java ``BigDecimal`` of scale 3 (``99.480``) is valid money, not poison."""
+    envelope = decode(envelope_text(amount=amount))
+    assert isinstance(envelope.payload, PaymentSucceeded)
+    assert envelope.payload.amount == Decimal(exact)
+    assert envelope.payload.amount.as_tuple() == Decimal(exact).as_tuple()
+    assert decode(encode(envelope)) == envelope
+
+
 def test_deeply_nested_json_is_undecodable() -> None:
     with pytest.raises(UndecodableMessage):
         decode("[" * 100_000)

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
@@ -43,8 +44,25 @@ def is_dead_letter_topic(topic: str) -> bool:
 
 
 def _two_places(value: Decimal) -> Decimal:
-    if not value.is_finite() or value.as_tuple().exponent < -2:  # type: ignore[operator]
+    """Refuse a third decimal place, not trailing zeros.
+
+    ``99.480`` (a Java ``BigDecimal`` of scale 3) is the amount 99.48: kept, as ``99.48``.
+    """
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN or infinity
         raise ValueError("money has at most 2 decimal places")
+    excess = -2 - exponent  # how many digits stand past the second place
+    if excess <= 0:
+        return value
+    if any(digits[-excess:]):
+        raise ValueError("money has at most 2 decimal places")
+    return Decimal((sign, digits[:-excess] or (0,), -2))  # exact: no context, no rounding
+
+
+def _json_number(value: Any) -> Any:
+    """Refuse what lax validation would coerce: ``true`` as 1, the string ``"1.5"`` as 1.5."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number, not a string or a boolean")
     return value
 
 
@@ -62,13 +80,29 @@ Money = Annotated[
 ]
 """An amount of money: ``Decimal``, at least 0, at most two places, a JSON number on the wire."""
 
+MIN_PRICE: Final = Decimal("0.01")
+
 Price = Annotated[
     Decimal,
-    Field(ge=Decimal("0.01"), lt=MAX_AMOUNT),
+    Field(ge=MIN_PRICE, lt=MAX_AMOUNT),
+    BeforeValidator(_json_number),
     AfterValidator(_two_places),
     PlainSerializer(_money_to_json, when_used="json"),
+    # pydantic would also offer a string form, which ``_json_number`` refuses.
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": float(MIN_PRICE),
+            "exclusiveMaximum": float(MAX_AMOUNT),
+            "description": "at most 2 decimal places",
+        },
+        mode="validation",
+    ),
 ]
-"""A unit price a customer may order at: like ``Money`` but at least 0.01 (DESIGN §5)."""
+"""A unit price a customer may order at: a JSON number like ``Money``, at least 0.01 (DESIGN §5)."""
+
+Quantity = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_json_number)]
+"""How many of a product a customer may order: a JSON number, never ``true`` or ``"2"``."""
 
 
 def _parse_instant(value: Any) -> Any:

@@ -32,8 +32,10 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks), parse_float=Decimal)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # bad JSON or UTF-8, or an integer of over 4,300 digits
         raise Problem(400, "Bad Request", f"malformed JSON: {exc}") from None
+    except RecursionError:  # e.g. 60 000 "[": small enough to read, too deep to parse
+        raise Problem(400, "Bad Request", "malformed JSON: nested too deeply") from None
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -8,7 +8,7 @@ from typing import Any
 
 import swagger_ui_bundle
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_schema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -17,6 +17,9 @@ from starlette.staticfiles import StaticFiles
 from commerce_apps.http.problems import PROBLEM_JSON
 
 REF = "#/components/schemas/{model}"
+Documented = type[BaseModel] | tuple[type[BaseModel]] | None
+"""What a status answers with: a model, a list of one (see ``list_of``), or no body."""
+Refs = Mapping[tuple[Any, JsonSchemaMode], JsonSchemaValue]  # keyed as models_json_schema keys
 
 
 class ProblemDocument(BaseModel):
@@ -36,40 +39,43 @@ class Operation:
     method: str
     path: str
     summary: str
-    responses: Mapping[int, type[BaseModel] | tuple[type[BaseModel]] | None]
+    responses: Mapping[int, Documented]
     request: type[BaseModel] | None = None
     parameters: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
 
-def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
-    found: dict[str, type[BaseModel]] = {ProblemDocument.__name__: ProblemDocument}
+def _models(operations: Sequence[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    """Each model once per mode: request bodies as validated, responses as serialized."""
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemDocument, "serialization")]
     for op in operations:
-        candidates = [op.request, *op.responses.values()]
-        for item in candidates:
+        if op.request is not None:
+            pairs.append((op.request, "validation"))
+        for item in op.responses.values():
             model = item[0] if isinstance(item, tuple) else item
             if model is not None:
-                found[model.__name__] = model
-    return list(found.values())
+                pairs.append((model, "serialization"))
+    return list(dict.fromkeys(pairs))
 
 
-def _content(item: type[BaseModel] | tuple[type[BaseModel]] | None, status: int) -> Any:
+def _content(item: Documented, status: int, refs: Refs) -> Any:
     if status >= 400:
-        return {PROBLEM_JSON: {"schema": {"$ref": REF.format(model="ProblemDocument")}}}
+        return {PROBLEM_JSON: {"schema": refs[ProblemDocument, "serialization"]}}
     if item is None:
         return None
     if isinstance(item, tuple):
-        schema = {"type": "array", "items": {"$ref": REF.format(model=item[0].__name__)}}
+        schema = {"type": "array", "items": refs[item[0], "serialization"]}
     else:
-        schema = {"$ref": REF.format(model=item.__name__)}
+        schema = refs[item, "serialization"]
     return {"application/json": {"schema": schema}}
 
 
 def openapi_document(title: str, version: str, operations: Sequence[Operation]) -> dict[str, Any]:
-    """Build the document; schemas come from the models in serialization (wire) form."""
-    models = _models(operations)
-    _, definitions = models_json_schema(
-        [(model, "serialization") for model in models], ref_template=REF, by_alias=True
-    )
+    """Build the document from the models.
+
+    A request body is described as it is validated (bounds, minimum price), a response as it
+    is written: the serialization form alone would drop the request's constraints.
+    """
+    refs, definitions = models_json_schema(_models(operations), ref_template=REF, by_alias=True)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
@@ -78,14 +84,12 @@ def openapi_document(title: str, version: str, operations: Sequence[Operation]) 
         if op.request is not None:
             entry["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": REF.format(model=op.request.__name__)}}
-                },
+                "content": {"application/json": {"schema": refs[op.request, "validation"]}},
             }
         # Every route reads a database: 503 when it is unavailable (problems.on_unavailable).
         for status, item in {**op.responses, 503: None}.items():
             response: dict[str, Any] = {"description": str(status)}
-            content = _content(item, status)
+            content = _content(item, status, refs)
             if content is not None:
                 response["content"] = content
             entry["responses"][str(status)] = response
@@ -107,8 +111,11 @@ _SWAGGER_PAGE = """<!doctype html>
 <script src="/docs/init.js"></script>
 </body></html>"""
 
+# validatorUrl: null, else Swagger UI sends the document to validator.swagger.io for a badge
+# whenever it is served from a host other than localhost.
 _SWAGGER_INIT = """window.onload = () => {
   window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+    validatorUrl: null,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     layout: "StandaloneLayout"});
 };"""

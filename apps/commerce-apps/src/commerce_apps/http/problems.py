@@ -47,13 +47,20 @@ def problem_response(
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """One entry per invalid field, named by its JSON path (camelCase, as sent)."""
+    """One entry per invalid field, named by its JSON path (camelCase, as sent).
+
+    pydantic also reports a tuple with an invalid element as too short (it counts only the
+    valid ones): that entry is dropped where an element's own error already explains it.
+    """
+    items = error.errors(include_url=False)
+    inside = {item["loc"][:-n] for item in items for n in range(1, len(item["loc"]))}
     return [
         {
             "field": ".".join(str(part) for part in item["loc"]) or "body",
             "message": item["msg"],
         }
-        for item in error.errors(include_url=False)
+        for item in items
+        if not (item["type"] == "too_short" and item["loc"] in inside)
     ]
 
 

@@ -27,6 +27,7 @@ from core_saga.messages import (
     PaymentFailed,
     PaymentSucceeded,
     Price,
+    Quantity,
     StockRejected,
     StockReleaseRequested,
     StockReserved,
@@ -52,8 +53,9 @@ DEFAULT_KEY_TTL: Final = timedelta(hours=24)
 
 
 class OrderLine(LineItem):
-    """A requested line: a ``LineItem`` whose unit price is at least 0.01."""
+    """A requested line: JSON numbers only, a unit price of at least 0.01 (events are laxer)."""
 
+    quantity: Quantity
     unit_price: Price
 
 

@@ -1,0 +1,112 @@
+"""POST /api/orders over the real routes and error handlers, on the in-memory order database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from commerce_apps.http.problems import EXCEPTION_HANDLERS, PROBLEM_JSON
+from commerce_apps.services.order import order_routes
+from core_saga.handlers.order import OrderService
+from core_saga.inventory import SEED_PRODUCTS
+from core_saga.memory import ManualClock, MemoryOrderDatabase
+from starlette.applications import Starlette
+
+pytestmark = pytest.mark.unit
+
+MOUSE = SEED_PRODUCTS[0].id
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    clock = ManualClock()
+    db = MemoryOrderDatabase(clock)
+    routes = order_routes(OrderService(db.unit_of_work, clock), db.unit_of_work)
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://order") as http:
+        yield http
+
+
+def order_text(quantity: str = "2", unit_price: str = "10.50") -> bytes:
+    """A body written by hand, so a literal such as ``99.480`` reaches the server as sent."""
+    line = f'{{"productId": "{MOUSE}", "quantity": {quantity}, "unitPrice": {unit_price}}}'
+    return f'{{"customerId": "{uuid4()}", "items": [{line}]}}'.encode()
+
+
+async def post(client: httpx.AsyncClient, body: bytes, key: str | None = "k") -> httpx.Response:
+    headers = JSON if key is None else {**JSON, "Idempotency-Key": key}
+    return await client.post("/api/orders", content=body, headers=headers)
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+async def test_an_order_without_an_idempotency_key_is_a_400(client: httpx.AsyncClient) -> None:
+    body = problem(await post(client, order_text(), key=None), 400)
+    assert "Idempotency-Key" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"[" * 60_000, b'{"customerId": ' + b"1" * 5_000 + b"}"],
+    ids=["nested too deeply", "an integer past Python's 4,300 digits"],
+)
+async def test_json_python_cannot_parse_is_a_400_like_any_malformed_json(
+    client: httpx.AsyncClient, text: bytes
+) -> None:
+    body = problem(await post(client, text), 400)
+    assert "malformed JSON" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit_price", "field"),
+    [
+        ("true", "10.50", "items.0.quantity"),
+        ('"2"', "10.50", "items.0.quantity"),
+        ("2", '"1.5"', "items.0.unitPrice"),
+        ("2", "true", "items.0.unitPrice"),
+        ("2", "99.481", "items.0.unitPrice"),
+    ],
+)
+async def test_a_line_that_is_not_json_numbers_names_its_field(
+    client: httpx.AsyncClient, quantity: str, unit_price: str, field: str
+) -> None:
+    body = problem(await post(client, order_text(quantity, unit_price)), 422)
+    assert [error["field"] for error in body["errors"]] == [field]  # and no "items: too short"
+
+
+async def test_an_order_without_lines_is_too_short(client: httpx.AsyncClient) -> None:
+    body = problem(await post(client, f'{{"customerId": "{uuid4()}", "items": []}}'.encode()), 422)
+    assert [(e["field"], e["message"]) for e in body["errors"]] == [
+        ("items", "Tuple should have at least 1 item after validation, not 0")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("unit_price", "echoed", "total"),
+    [
+        ("10", 10, 20),
+        ("10.5", 10.5, 21),
+        ("99.48", 99.48, 198.96),
+        ("99.480", 99.48, 198.96),  # trailing zeros: still two places
+        ("10.000", 10, 20),
+    ],
+)
+async def test_prices_are_json_numbers_of_at_most_two_places(
+    client: httpx.AsyncClient, unit_price: str, echoed: float, total: float
+) -> None:
+    response = await post(client, order_text("2", unit_price))
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["items"][0]["unitPrice"] == echoed
+    assert order["totalAmount"] == total
