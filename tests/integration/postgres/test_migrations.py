@@ -56,6 +56,44 @@ async def test_upgrade_downgrade_upgrade_on_an_empty_database(
         await engine.dispose()
 
 
+def _inbox_indexes(sync: Connection) -> set[str]:
+    return {index["name"] or "" for index in inspect(sync).get_indexes("processed_events")}
+
+
+BEFORE_INBOX_INDEX = {
+    "order": "order_0001",
+    "inventory": "inventory_0002",
+    "payment": "payment_0001",
+    "notification": "notification_0001",
+}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_inbox_index_revision_goes_down_and_up_again(
+    new_database: DatabaseFactory, service: str
+) -> None:
+    """Down to the revision before it drops the inbox's ``processed_at`` index and keeps
+    every table; up again brings it back."""
+    url = await new_database.create(service)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert "processed_events_processed_at_idx" in await conn.run_sync(_inbox_indexes)
+
+        await downgrade(url, service, BEFORE_INBOX_INDEX[service])
+        assert await current_revisions(url, service) == {BEFORE_INBOX_INDEX[service]}
+        async with engine.connect() as conn:
+            assert "processed_events_processed_at_idx" not in await conn.run_sync(_inbox_indexes)
+            assert await conn.run_sync(_tables) == set(METADATA[service].tables)
+
+        await migrate(url, service)
+        assert await is_at_head(url, service)
+        async with engine.connect() as conn:
+            assert "processed_events_processed_at_idx" in await conn.run_sync(_inbox_indexes)
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("service", SERVICES)
 async def test_migrated_schema_matches_the_tables_the_adapters_query(
     service_databases: dict[str, str], service: str

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from adapters_postgres.outbox import PostgresOutboxStore
+from adapters_postgres.outbox import _OLDEST_UNPUBLISHED, PostgresOutboxStore
 from adapters_postgres.uow import order_uow_factory
 from core_saga.messages import decode
 from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.postgres.conftest import ManualClock, order_created
@@ -88,3 +89,31 @@ async def test_store_claims_in_id_order_marks_deletes_and_measures_age(
     assert await store.oldest_unpublished_age(clock.now()) == 0.0
     assert await store.delete_published_before(clock.now() + timedelta(minutes=1)) == 3
     assert await outbox_ids(order_engine) == [e.event_id for e in envelopes[3:]]
+
+
+async def test_the_age_is_read_from_one_entry_of_the_unpublished_index(
+    order_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """However long the backlog, the gauge reads only the first unpublished row in id order
+    (``min(created_at)`` read every one of them)."""
+    async with order_uow_factory(order_engine)() as uow:
+        for i in range(50):
+            await uow.outbox.add(order_created(at=clock.now() + timedelta(seconds=i)))
+        await uow.commit()
+    store = PostgresOutboxStore(order_engine)
+    sent = await store.claim_batch(10)
+    await store.mark_published([p.position for p in sent], clock.now())
+    clock.advance(60)
+    assert await store.oldest_unpublished_age(clock.now()) == 50.0  # the 11th, written at +10 s
+
+    gauge = _OLDEST_UNPUBLISHED.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    async with order_engine.connect() as conn:
+        await conn.execute(text("ANALYZE outbox"))
+        [plan] = await conn.scalar(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {gauge}"))
+    top = plan["Plan"]
+    [scan] = top["Plans"]
+    assert (top["Node Type"], scan["Node Type"]) == ("Limit", "Index Scan")
+    assert scan["Index Name"] == "outbox_unpublished_idx"
+    assert scan["Actual Rows"] == 1

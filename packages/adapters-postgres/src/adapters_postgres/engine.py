@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import asyncpg
@@ -50,6 +51,17 @@ def create_engine(
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     return _create_async_engine(async_url(url), **options)
+
+
+@asynccontextmanager
+async def transaction(bind: AsyncEngine | AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """A short transaction of its own: on a connection of the engine's pool, or on the given
+    connection, which must then be in autocommit mode (each statement commits alone)."""
+    if isinstance(bind, AsyncConnection):
+        yield bind
+    else:
+        async with bind.begin() as conn:
+            yield conn
 
 
 async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,6 @@ from sqlalchemy import (
     Insert,
     Text,
     bindparam,
-    delete,
     func,
     literal_column,
     select,
@@ -26,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from adapters_postgres import raw
-from adapters_postgres.engine import create_engine
+from adapters_postgres.engine import create_engine, transaction
+from adapters_postgres.housekeeping import PURGE_BATCH, delete_in_batches, delete_oldest
 from adapters_postgres.sql import unnest_params, unnest_rows, where_given
 from adapters_postgres.tables import outbox
 
@@ -134,9 +133,7 @@ _MARK_PUBLISHED = (
     "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
 )
 
-_DELETE_PUBLISHED = delete(outbox).where(
-    outbox.c.published_at < bindparam("cutoff", type_=outbox.c.published_at.type)
-)
+_DELETE_PUBLISHED = delete_oldest(outbox.c.published_at)  # the published_at partial index
 
 _REQUEUE_PUBLISHED = (
     update(outbox)
@@ -146,7 +143,12 @@ _REQUEUE_PUBLISHED = (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "since" when none is given: every published row
 
-_OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+_OLDEST_UNPUBLISHED = (
+    select(outbox.c.created_at)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(1)
+)
 
 
 class PostgresOutboxStore:
@@ -157,19 +159,14 @@ class PostgresOutboxStore:
     connection died cannot mark anything as published after a standby took over.
     """
 
-    def __init__(self, bind: AsyncEngine | AsyncConnection) -> None:
+    def __init__(
+        self, bind: AsyncEngine | AsyncConnection, *, purge_batch: int = PURGE_BATCH
+    ) -> None:
         self._bind = bind
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        if isinstance(self._bind, AsyncConnection):
-            yield self._bind
-        else:
-            async with self._bind.begin() as conn:
-                yield conn
+        self._purge_batch = purge_batch
 
     async def claim_batch(self, limit: int, skip: Sequence[int] = ()) -> Sequence[PendingMessage]:
-        async with self._connection() as conn:
+        async with transaction(self._bind) as conn:
             rows = await raw.fetch(conn, _CLAIM_BATCH, limit, list(skip))
         return [
             PendingMessage(
@@ -190,22 +187,34 @@ class PostgresOutboxStore:
     async def mark_published(self, positions: Sequence[int], at: datetime) -> None:
         if not positions:
             return
-        async with self._connection() as conn:  # one array parameter, however large the batch
+        async with transaction(self._bind) as conn:  # one array parameter, however large the batch
             await raw.fetch(conn, _MARK_PUBLISHED, list(positions), at)
 
     async def delete_published_before(self, cutoff: datetime) -> int:
-        async with self._connection() as conn:
-            result = await conn.execute(_DELETE_PUBLISHED, {"cutoff": cutoff})
-        return int(result.rowcount)
+        """Rows published before ``cutoff``, ``purge_batch`` per statement (and transaction)."""
+        return await delete_in_batches(self._bind, _DELETE_PUBLISHED, cutoff, self._purge_batch)
 
     async def requeue_published(self, since: datetime | None = None) -> int:
         """See ``OutboxStore.requeue_published``: one UPDATE (the inbox outlives the rows)."""
-        async with self._connection() as conn:
+        async with transaction(self._bind) as conn:
             result = await conn.execute(_REQUEUE_PUBLISHED, {"since": since or _EPOCH})
         return int(result.rowcount)
 
     async def oldest_unpublished_age(self, now: datetime) -> float:
-        async with self._connection() as conn:
+        """The ``created_at`` of the first unpublished row in id order: one entry of the
+        ``published_at IS NULL`` partial index, however long the backlog (``min(created_at)``
+        read all of it, every 5 s on every replica, while the broker was down).
+
+        Not strictly the oldest ``created_at``: an id is drawn from the sequence when the
+        committing transaction writes its rows, ``created_at`` is the event's ``occurredAt``
+        from the application's clock, so a transaction that made its event first and
+        committed second holds the later id. The two orders differ only among transactions
+        that overlapped (milliseconds, plus the clock difference between replicas), far
+        below what this gauge is for: the relay sends in id order, so this row is the one
+        everything waits behind, and its age is how late the backlog is. The in-memory store
+        measures the same way.
+        """
+        async with transaction(self._bind) as conn:
             oldest: datetime | None = await conn.scalar(_OLDEST_UNPUBLISHED)
         if oldest is None:
             return 0.0

@@ -67,6 +67,7 @@ def _processed_events(metadata: MetaData) -> Table:
         Column("event_id", Uuid, primary_key=True),
         Column("event_type", Text, nullable=False),
         Column("processed_at", Timestamp, nullable=False, server_default=func.now()),
+        Index("processed_events_processed_at_idx", "processed_at"),  # the purge's batches
     )
 
 

@@ -53,6 +53,21 @@ def drop_outbox_and_inbox() -> None:
     op.drop_table("outbox")
 
 
+def index_inbox_by_age() -> None:
+    """Revision 2 of every service database (3 of the inventory's): ``processed_at``
+    indexed, so the purge reads the oldest inbox rows a batch at a time.
+
+    A plain ``CREATE INDEX`` in the migration's transaction, as the other indexes: inserts
+    into the inbox (consumers) wait while it builds; a migration cannot build it
+    ``CONCURRENTLY``, which refuses to run in a transaction.
+    """
+    op.create_index("processed_events_processed_at_idx", "processed_events", ["processed_at"])
+
+
+def drop_inbox_age_index() -> None:
+    op.drop_index("processed_events_processed_at_idx", table_name="processed_events")
+
+
 def status_check(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
     """``column IN (values)``: a text column instead of an enum type, cheap to extend."""
     allowed = ", ".join(f"'{value}'" for value in values)
