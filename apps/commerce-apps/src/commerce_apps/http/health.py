@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, make_asgi_app
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -30,11 +31,19 @@ def health_routes(checks: Mapping[str, Check], registry: CollectorRegistry) -> l
             {"status": "UP" if up else "DOWN", "checks": results}, status_code=200 if up else 503
         )
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
     return [
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", _Exposition(registry), methods=["GET"]),
     ]
+
+
+class _Exposition:
+    """prometheus-client's own ASGI app: it speaks OpenMetrics to a scraper that asks for it
+    and gzips for one that accepts it. A class, so Starlette routes to it as an ASGI app."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._app = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
