@@ -50,3 +50,23 @@ async def test_list_by_order_and_all_oldest_first(
         assert await uow.notifications.list(newer.order_id) == [newer]
         assert await uow.notifications.list(uuid4()) == []
         assert await uow.notifications.list() == [older, newer]
+
+
+async def test_list_returns_the_newest_notifications_up_to_the_limit_oldest_first(
+    notifications: Database[NotificationUnitOfWork], clock: ManualClock
+) -> None:
+    oldest, middle, newest = (
+        new_notification(clock.advance(timedelta(seconds=1))) for _ in range(3)
+    )
+    tied = [new_notification(newest.created_at) for _ in range(2)]
+    async with notifications.unit_of_work() as uow:
+        for notification in (newest, oldest, *tied, middle):
+            assert await uow.notifications.add(notification)
+        await uow.commit()
+
+    async with notifications.unit_of_work() as uow:
+        everything = await uow.notifications.list()
+        assert everything == [oldest, middle, *sorted([newest, *tied], key=lambda n: n.id)]
+        assert await uow.notifications.list(limit=2) == everything[-2:]  # ties broken by id
+        assert await uow.notifications.list(limit=4) == everything[-4:]
+        assert await uow.notifications.list(oldest.order_id, limit=1) == [oldest]

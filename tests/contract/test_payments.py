@@ -115,3 +115,21 @@ async def test_a_second_payment_for_an_order_is_refused(
 
     async with payments.unit_of_work() as uow:
         assert await uow.payments.list(first.order_id) == [first]
+
+
+async def test_list_returns_the_newest_payments_up_to_the_limit_oldest_first(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    oldest, middle, newest = (new_payment(clock.advance(timedelta(seconds=1))) for _ in range(3))
+    tied = sorted((new_payment(newest.created_at) for _ in range(2)), key=lambda p: p.id)
+    async with payments.unit_of_work() as uow:
+        for payment in (newest, oldest, *tied, middle):
+            await uow.payments.add(payment)
+        await uow.commit()
+
+    async with payments.unit_of_work() as uow:
+        everything = await uow.payments.list()
+        assert everything == [oldest, middle, *sorted([newest, *tied], key=lambda p: p.id)]
+        assert await uow.payments.list(limit=2) == everything[-2:]  # ties broken by id
+        assert await uow.payments.list(limit=4) == everything[-4:]
+        assert await uow.payments.list(oldest.order_id, limit=1) == [oldest]

@@ -17,6 +17,7 @@ import pytest
 from adapters_kafka.dead_letters import read_dead_letters
 from adapters_kafka.embedded import free_port
 from adapters_kafka.settings import KafkaSettings
+from commerce_apps.http.params import MAX_LIST_LIMIT
 from commerce_apps.platform import Platform, PlatformConfig
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 from core_saga.messages import SAGA_TOPICS
@@ -28,6 +29,7 @@ HUB = "33333333-3333-3333-3333-333333333333"
 MONITOR = "44444444-4444-4444-4444-444444444444"
 STAND = "55555555-5555-5555-5555-555555555555"
 INITIAL_STOCK = {MOUSE: 100, KEYBOARD: 50, HUB: 75, MONITOR: 30, STAND: 200}
+PAGE = MAX_LIST_LIMIT  # the most rows a payment or notification list returns at once
 CUSTOMER = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
 PAYMENTS_SUCCEED: Mapping[ServiceName, Mapping[str, Any]] = {
     "payment": {"payment_force_outcome": "success"}
@@ -97,16 +99,23 @@ class RunningPlatform:
         return {p["id"]: p for p in response.json()}
 
     async def payments(self, order_id: str | None = None) -> list[dict[str, Any]]:
-        params = {"orderId": order_id} if order_id else {}
-        response = await self.http.get(self.url("payment", "/api/payments"), params=params)
-        return list(response.json())
+        return await self._listed("payment", "/api/payments", order_id)
 
     async def notifications(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        return await self._listed("notification", "/api/notifications", order_id)
+
+    async def _listed(
+        self, service: ServiceName, path: str, order_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Every row (of one order, if given): the most a page holds, refused if it is full.
+
+        A full page may have left older rows out, which a count or an invariant would miss.
+        """
         params = {"orderId": order_id} if order_id else {}
-        response = await self.http.get(
-            self.url("notification", "/api/notifications"), params=params
-        )
-        return list(response.json())
+        response = await self.http.get(self.url(service, path), params={**params, "limit": PAGE})
+        rows = list(response.json())
+        assert len(rows) < PAGE, f"{path} has {PAGE} rows or more: some were left out"
+        return rows
 
     async def settled(self, order_id: str, seconds: float = 40) -> None:
         """Until the order is notified and no product holds a reservation any more.

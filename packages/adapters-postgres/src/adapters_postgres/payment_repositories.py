@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
+from core_saga.ports import LIST_LIMIT
 from sqlalchemy import exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -119,11 +120,19 @@ class PostgresPaymentRepository:
         rows = await raw.fetch_compiled(self._conn, _PAYMENT_OF_ORDER, {"order_id": order_id})
         return _payment(rows[0]) if rows else None
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
-        query = select(payments).order_by(payments.c.created_at, payments.c.id)
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Payment]:
+        """The newest ``limit`` rows, read newest first (so LIMIT keeps them), then reversed."""
+        query = (
+            select(payments)
+            .order_by(payments.c.created_at.desc(), payments.c.id.desc())
+            .limit(limit)
+        )
         if order_id is not None:
             query = query.where(payments.c.order_id == order_id)
-        return [_payment(row._mapping) for row in await self._conn.execute(query)]
+        rows = list(await self._conn.execute(query))
+        return [_payment(row._mapping) for row in reversed(rows)]
 
     async def add(self, payment: Payment) -> None:
         self._held.add(payment.order_id, payment)

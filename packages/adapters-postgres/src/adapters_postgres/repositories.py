@@ -16,6 +16,7 @@ from uuid import UUID
 from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
+from core_saga.ports import LIST_LIMIT
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -365,10 +366,18 @@ class PostgresNotificationRepository:
         )
         return bool(added)
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Notification]:
-        query = select(notifications).order_by(notifications.c.created_at, notifications.c.id)
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Notification]:
+        """The newest ``limit`` rows, read newest first (so LIMIT keeps them), then reversed."""
+        query = (
+            select(notifications)
+            .order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
+            .limit(limit)
+        )
         if order_id is not None:
             query = query.where(notifications.c.order_id == order_id)
+        rows = list(await self._conn.execute(query))
         return [
             Notification(
                 id=row.id,
@@ -378,5 +387,5 @@ class PostgresNotificationRepository:
                 message=row.message,
                 created_at=row.created_at,
             )
-            for row in await self._conn.execute(query)
+            for row in reversed(rows)
         ]

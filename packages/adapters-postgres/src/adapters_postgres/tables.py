@@ -203,6 +203,7 @@ payments = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp),
     _status_check("status", PAYMENT_STATUSES),
+    Index("payments_created_at_idx", "created_at", "id"),  # the newest page of GET /api/payments
 )
 
 cancelled_orders = Table(
@@ -230,6 +231,7 @@ notifications = Table(
     Column("message", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     _status_check("type", NOTIFICATION_TYPES),
+    Index("notifications_created_at_idx", "created_at", "id"),  # the newest page of the list
 )
 
 outbox.to_metadata(notification_metadata)

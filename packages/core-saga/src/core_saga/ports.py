@@ -161,6 +161,9 @@ class KeyClaim:
 
 # --- repositories --------------------------------------------------------------------------
 
+LIST_LIMIT = 100
+"""How many rows a list read returns unless told: none loads a whole table by default."""
+
 
 class OrderRepository(Protocol):
     async def add(self, order: Order) -> None: ...
@@ -205,7 +208,15 @@ class PaymentRepository(Protocol):
 
     async def get_by_order(self, order_id: UUID) -> Payment | None: ...
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]: ...
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Payment]:
+        """The newest ``limit`` payments (of one order, if given), oldest first.
+
+        Newest by ``created_at``, then ``id``, so rows created at the same instant are cut
+        and ordered the same way on every read.
+        """
+        ...
 
     async def add(self, payment: Payment) -> None: ...
 
@@ -223,7 +234,14 @@ class NotificationRepository(Protocol):
         """Store it; False when the order already has a notification."""
         ...
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Notification]: ...
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Notification]:
+        """The newest ``limit`` notifications (of one order, if given), oldest first.
+
+        Ordered as ``PaymentRepository.list``: by ``created_at``, then ``id``.
+        """
+        ...
 
 
 # --- units of work -------------------------------------------------------------------------

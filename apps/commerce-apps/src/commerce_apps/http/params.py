@@ -1,10 +1,11 @@
-"""Reading ids from requests and writing domain objects back, with problem+json for bad ids."""
+"""Reading ids and limits from requests, writing domain objects back; problem+json if bad."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
+from core_saga.ports import LIST_LIMIT
 from pydantic import BaseModel
 from starlette.requests import Request
 
@@ -32,6 +33,27 @@ def query_order_id(request: Request) -> UUID | None:
             "orderId is not a UUID",
             [{"field": "orderId", "message": "Input should be a valid UUID"}],
         ) from None
+
+
+MAX_LIST_LIMIT = 1000
+
+
+def query_limit(request: Request) -> int:
+    """``limit`` rows to list: 1..1000, ``LIST_LIMIT`` when absent or empty (as ``orderId``).
+
+    ASCII digits only: ``int`` would also take a sign, spaces, underscores or other scripts.
+    """
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return LIST_LIMIT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIST_LIMIT:
+        return int(raw)
+    raise Problem(
+        400,
+        "Bad Request",
+        f"limit is not an integer from 1 to {MAX_LIST_LIMIT}",
+        [{"field": "limit", "message": f"Input should be an integer from 1 to {MAX_LIST_LIMIT}"}],
+    )
 
 
 def not_found(request: Request, what: str) -> Problem:

@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import query_order_id, wire
-from commerce_apps.services.payment import ORDER_ID_PARAM
+from commerce_apps.http.params import query_limit, query_order_id, wire
+from commerce_apps.services.payment import LIMIT_PARAM, ORDER_ID_PARAM
 
 
 class NotificationBody(WireModel):
@@ -30,18 +30,18 @@ OPERATIONS = (
     Operation(
         "GET",
         "/api/notifications",
-        "Notifications, optionally of one order",
+        "The newest notifications, optionally of one order",
         {200: list_of(NotificationBody), 400: None},
-        parameters=(ORDER_ID_PARAM,),
+        parameters=(ORDER_ID_PARAM, LIMIT_PARAM),
     ),
 )
 
 
 def notification_routes(uow: Callable[[], NotificationUnitOfWork]) -> list[BaseRoute]:
     async def list_notifications(request: Request) -> JSONResponse:
-        order_id = query_order_id(request)
+        order_id, limit = query_order_id(request), query_limit(request)
         async with uow() as work:
-            notifications = await work.notifications.list(order_id)
+            notifications = await work.notifications.list(order_id, limit=limit)
         return JSONResponse([wire(NotificationBody, n) for n in notifications])
 
     return [Route("/api/notifications", list_notifications, methods=["GET"])]

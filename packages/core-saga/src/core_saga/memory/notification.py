@@ -8,7 +8,7 @@ from uuid import UUID
 from core_saga.memory.tables import LockScope, Staged, Table
 from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
 from core_saga.notifications import Notification
-from core_saga.ports import Clock, NotificationRepository
+from core_saga.ports import LIST_LIMIT, Clock, NotificationRepository
 
 
 class MemoryNotifications:
@@ -24,9 +24,12 @@ class MemoryNotifications:
         self._rows.put(notification.order_id, notification)
         return True
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Notification]:
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Notification]:
         found = self._rows.select(lambda n: order_id is None or n.order_id == order_id)
-        return sorted(found, key=lambda notification: notification.created_at)
+        ordered = sorted(found, key=lambda notification: (notification.created_at, notification.id))
+        return ordered[max(len(ordered) - limit, 0) :]  # the newest, as SQL's LIMIT keeps
 
 
 class MemoryNotificationDatabase(MemoryDatabase):

@@ -9,7 +9,7 @@ from uuid import UUID
 from core_saga.memory.tables import LockScope, Staged, Table
 from core_saga.memory.unit_of_work import HELD_ORDERS, MemoryDatabase, MemoryUnitOfWork
 from core_saga.payments import Payment
-from core_saga.ports import Clock, PaymentRepository
+from core_saga.ports import LIST_LIMIT, Clock, PaymentRepository
 
 
 class MemoryPayments:
@@ -25,9 +25,12 @@ class MemoryPayments:
         found = await self.list(order_id)
         return found[0] if found else None
 
-    async def list(self, order_id: UUID | None = None) -> Sequence[Payment]:
+    async def list(
+        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+    ) -> Sequence[Payment]:
         found = self._rows.select(lambda p: order_id is None or p.order_id == order_id)
-        return sorted(found, key=lambda payment: payment.created_at)
+        ordered = sorted(found, key=lambda payment: (payment.created_at, payment.id))
+        return ordered[max(len(ordered) - limit, 0) :]  # the newest, as SQL's LIMIT keeps
 
     async def add(self, payment: Payment) -> None:
         """At most one payment per order, as PostgreSQL's unique ``order_id`` enforces."""
