@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
 from adapters_postgres.identity import IdentityMap, OrderLocks
-from adapters_postgres.sql import every_column, param, unnest_params
+from adapters_postgres.sql import every_column, newest_page, param, unnest_params
 from adapters_postgres.tables import cancelled_orders, payments
 
 _FIELDS = ("id", "order_id", "amount", "currency", "reason", "created_at", "updated_at")
@@ -123,16 +123,7 @@ class PostgresPaymentRepository:
     async def list(
         self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
     ) -> Sequence[Payment]:
-        """The newest ``limit`` rows, read newest first (so LIMIT keeps them), then reversed."""
-        query = (
-            select(payments)
-            .order_by(payments.c.created_at.desc(), payments.c.id.desc())
-            .limit(limit)
-        )
-        if order_id is not None:
-            query = query.where(payments.c.order_id == order_id)
-        rows = list(await self._conn.execute(query))
-        return [_payment(row._mapping) for row in reversed(rows)]
+        return [_payment(row) for row in await newest_page(self._conn, payments, order_id, limit)]
 
     async def add(self, payment: Payment) -> None:
         self._held.add(payment.order_id, payment)

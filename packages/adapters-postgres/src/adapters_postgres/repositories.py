@@ -40,9 +40,9 @@ from adapters_postgres.sql import array_agg_ordered as _array_agg
 from adapters_postgres.sql import array_param as _array
 from adapters_postgres.sql import every_column as _every_column
 from adapters_postgres.sql import insert_children as _insert_children
+from adapters_postgres.sql import newest_page, where_given
 from adapters_postgres.sql import param as _param
 from adapters_postgres.sql import unnest_rows as _rows
-from adapters_postgres.sql import where_given
 from adapters_postgres.tables import (
     notifications,
     order_items,
@@ -369,23 +369,14 @@ class PostgresNotificationRepository:
     async def list(
         self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
     ) -> Sequence[Notification]:
-        """The newest ``limit`` rows, read newest first (so LIMIT keeps them), then reversed."""
-        query = (
-            select(notifications)
-            .order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
-            .limit(limit)
-        )
-        if order_id is not None:
-            query = query.where(notifications.c.order_id == order_id)
-        rows = list(await self._conn.execute(query))
         return [
             Notification(
-                id=row.id,
-                order_id=row.order_id,
-                type=NotificationType(row.type),
-                recipient=row.recipient,
-                message=row.message,
-                created_at=row.created_at,
+                id=row["id"],
+                order_id=row["order_id"],
+                type=NotificationType(row["type"]),
+                recipient=row["recipient"],
+                message=row["message"],
+                created_at=row["created_at"],
             )
-            for row in reversed(rows)
+            for row in await newest_page(self._conn, notifications, order_id, limit)
         ]

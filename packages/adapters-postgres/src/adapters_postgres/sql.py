@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     BindParameter,
     Column,
     ColumnElement,
     Insert,
+    RowMapping,
     Select,
     Table,
     TableValuedAlias,
@@ -20,6 +22,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.functions import Function
 
 
@@ -68,6 +71,19 @@ def array_agg_ordered(target: Column[Any], order_by: Column[Any]) -> Function[An
 def where_given(query: Select[Any], where: ColumnElement[bool] | None) -> Select[Any]:
     """``query``, filtered by ``where`` when there is one (a row written only if it holds)."""
     return query if where is None else query.where(where)
+
+
+async def newest_page(
+    conn: AsyncConnection, table: Table, order_id: UUID | None, limit: int
+) -> list[RowMapping]:
+    """The newest ``limit`` rows of ``table`` (of one order, if given), oldest first: read
+    newest first along its ``(created_at, id)`` index, so that LIMIT keeps them, then reversed.
+    """
+    query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+    if order_id is not None:
+        query = query.where(table.c.order_id == order_id)
+    rows = [row._mapping for row in await conn.execute(query)]
+    return rows[::-1]
 
 
 def insert_children(
