@@ -80,7 +80,10 @@ def relay_settings(settings: Settings) -> RelaySettings:
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(attempts=settings.consumer_retries, backoff=settings.consumer_retry_backoff)
+    """``CONSUMER_RETRIES`` retries after the first attempt (DESIGN §4: "retried 3 times")."""
+    return RetryPolicy(
+        attempts=settings.consumer_retries + 1, backoff=settings.consumer_retry_backoff
+    )
 
 
 def traced_engine(url: str, provider: TracerProvider | None) -> AsyncEngine:

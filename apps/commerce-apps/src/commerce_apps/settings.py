@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         168.0, gt=0, description="keep processed event ids longer than the broker keeps messages"
     )
     housekeeping_interval: float = Field(3600.0, gt=0, description="seconds between purges")
-    consumer_retries: int = Field(3, ge=1)
+    consumer_retries: int = Field(3, ge=0, description="retries of a domain error before the DLT")
     consumer_retry_backoff: float = Field(1.0, ge=0)
 
     log_format: Literal["json", "console"] = "json"

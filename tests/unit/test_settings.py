@@ -1,0 +1,23 @@
+"""Settings as an operator writes them, and what the services make of them."""
+
+from __future__ import annotations
+
+import pytest
+from commerce_apps.container import retry_policy
+from commerce_apps.settings import Settings
+from pydantic import ValidationError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(3, 4), (0, 1)])
+def test_consumer_retries_are_retries_after_the_first_attempt(retries: int, attempts: int) -> None:
+    """DESIGN §4: a domain error is "retried (default 3 times)" before the DLT."""
+    assert Settings().consumer_retries == 3
+    policy = retry_policy(Settings(consumer_retries=retries, consumer_retry_backoff=0.5))
+    assert (policy.attempts, policy.backoff) == (attempts, 0.5)
+
+
+def test_negative_retries_are_refused() -> None:
+    with pytest.raises(ValidationError, match="consumer_retries"):
+        Settings(consumer_retries=-1)
