@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from adapters_kafka import headers as h
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
-from adapters_postgres.engine import create_engine
+from adapters_postgres.engine import create_engine, with_database
 from adapters_postgres.outbox import PostgresOutboxStore
 from adapters_postgres.uow import order_uow_factory
 from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
@@ -31,6 +34,15 @@ pytestmark = pytest.mark.integration
 def commerce(*args: str, **env: str) -> Result:
     result = CliRunner().invoke(app, list(args), env=env)
     return result
+
+
+def assert_one_line_error(result: Result, message: str) -> None:
+    """The project's rule for bad input: ``error: ...`` on one line, exit 1, no traceback."""
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not a crash
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith(message), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 async def test_dead_letters_are_listed_with_their_reason_and_replayed(
@@ -65,8 +77,21 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
     assert event_id in listed.output
     assert "invalid OrderCreated: items: too short" in listed.output
 
+    by_dlt_name = await asyncio.to_thread(
+        commerce, "dlt", "list", f"{topic}.DLT", KAFKA_BOOTSTRAP_SERVERS=servers, COLUMNS="300"
+    )
+    assert by_dlt_name.exit_code == 0, by_dlt_name.output
+    assert f"2 dead letter(s) on {topic}.DLT" in by_dlt_name.output
+    assert event_id in by_dlt_name.output
+
     replayed = await asyncio.to_thread(
-        commerce, "dlt", "replay", topic, "--event-id", event_id, KAFKA_BOOTSTRAP_SERVERS=servers
+        commerce,
+        "dlt",
+        "replay",
+        f"{topic}.DLT",  # the DLT's own name works as well as the topic's
+        "--event-id",
+        event_id,
+        KAFKA_BOOTSTRAP_SERVERS=servers,
     )
     assert replayed.exit_code == 0, replayed.output
     assert "replayed 1 record" in replayed.output
@@ -79,6 +104,16 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
     )
     assert unknown.exit_code == 1
     assert "no dead letter with event id nope" in unknown.output
+
+
+@pytest.mark.parametrize("command", ["list", "replay"])
+def test_a_topic_without_a_dead_letter_topic_is_one_line_and_exit_1(
+    kafka_bootstrap: str, command: str
+) -> None:
+    """A typo, the wrong broker or a platform never started: not "0 dead letters"."""
+    topic = unique_name("no-such-topic")
+    result = commerce("dlt", command, topic, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    assert_one_line_error(result, f"error: no topic {topic}.DLT on the broker at {kafka_bootstrap}")
 
 
 async def test_outbox_resend_marks_what_was_published_for_the_relay_to_send_again(
@@ -125,6 +160,70 @@ def test_bad_outbox_resend_input_is_one_line_and_exit_1(
     assert result.exit_code == 1
     assert result.output.strip().startswith(message)
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "source"),
+    [
+        (("run", "payment"), {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        (("migrate", "payment"), {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        (("outbox", "resend", "order"), {"DATABASE_URL": "mysql://u:secret@h/db"}, "DATABASE_URL"),
+        (("migrate",), {"COMMERCE_DATABASE_URL": "not a url"}, "COMMERCE_DATABASE_URL"),
+        (("migrate", "--database-url", "not-a-url"), {}, "--database-url"),
+        (("up", "--database-url", "not-a-url"), {}, "--database-url"),
+        (("up",), {"COMMERCE_DATABASE_URL": "not-a-url"}, "COMMERCE_DATABASE_URL"),
+        (("bench", "relay", "--database-url", "x", "--kafka", "127.0.0.1:1"), {}, "--database-url"),
+    ],
+)
+def test_a_database_url_that_does_not_parse_is_one_line_and_exit_1(
+    args: tuple[str, ...], env: dict[str, str], source: str, tmp_path: Path
+) -> None:
+    where = ("--data-dir", str(tmp_path)) if args[0] == "up" else ()  # nothing may start
+    result = commerce(*args, *where, **env)
+    assert_one_line_error(result, f"error: {source} is not a PostgreSQL URL: ")
+    assert "secret" not in result.output  # a password is never echoed
+
+
+@pytest.mark.parametrize(
+    "args", [("run", "payment"), ("migrate", "payment"), ("outbox", "resend", "payment")]
+)
+def test_a_missing_database_is_one_line_naming_the_service(
+    postgres_admin_url: str, args: tuple[str, ...]
+) -> None:
+    url = with_database(postgres_admin_url, "nosuchdb")
+    result = commerce(*args, DATABASE_URL=url, PORT="18998")
+    assert_one_line_error(
+        result, 'error: payment database unreachable: database "nosuchdb" does not exist'
+    )
+
+
+def test_up_on_a_missing_database_is_one_line(postgres_admin_url: str, tmp_path: Path) -> None:
+    """``commerce up --database-url`` names a server and the database it connects to first."""
+    with socket.socket() as probe:  # four free ports from here, most likely
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    url = with_database(postgres_admin_url, "nosuchdb")
+    result = commerce(
+        "up", "--database-url", url, "--base-port", str(base), "--data-dir", str(tmp_path)
+    )
+    assert_one_line_error(result, "error: database unreachable at ")
+    assert result.output.rstrip().endswith('database "nosuchdb" does not exist')
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("outbox", "resend"), "error: order database unreachable: "),
+        (("migrate",), "error: database server postgresql://postgres:***@127.0.0.1:1/postgres"),
+    ],
+)
+def test_a_database_server_down_is_one_line_naming_what_is_unreachable(
+    args: tuple[str, ...], message: str
+) -> None:
+    server = "postgresql://postgres:secret@127.0.0.1:1/postgres"
+    result = commerce(*args, COMMERCE_DATABASE_URL=server)
+    assert_one_line_error(result, message)
+    assert "secret" not in result.output
 
 
 def test_an_unreachable_broker_is_one_line_and_exit_1() -> None:
@@ -195,6 +294,11 @@ def test_an_unknown_service_is_refused() -> None:
         (("--stock", "100"), "error: --stock needs --embedded"),
         (("--rate", "0"), "error: --rate must be positive"),
         (("--embedded", "--kafka", "localhost:9092"), "error: --kafka is for a running platform"),
+        (
+            ("--concurrency", "4", "--rate", "5", "--order-url", "http://127.0.0.1:1"),
+            "error: --concurrency is for the closed loop",
+        ),
+        (("--rate", "5", "--order-url", "http://127.0.0.1:1"), "error: no order service answers"),
     ],
 )
 def test_bad_bench_options_are_one_line_and_exit_1(args: tuple[str, ...], message: str) -> None:
@@ -209,3 +313,49 @@ def test_the_bench_reads_the_broker_security_settings_the_services_read() -> Non
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: bad setting KAFKA_SECURITY_PROTOCOL")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def order_service_stub() -> Iterator[str]:
+    """An order service that only says it is alive: enough for the bench to go on."""
+
+    class Alive(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Alive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_bench_names_an_unreachable_broker_in_one_line(order_service_stub: str) -> None:
+    result = commerce(
+        "bench", "--orders", "10", "--order-url", order_service_stub, "--kafka", "127.0.0.1:1",
+        "--json", "--quiet",
+    )  # fmt: skip
+    assert_one_line_error(result, "error: broker unreachable at 127.0.0.1:1: ")
+
+
+@pytest.mark.parametrize("command", [("dlt", "list"), ("dlt", "replay")])
+def test_help_shows_no_rst_markup(command: tuple[str, ...]) -> None:
+    result = commerce(*command, "--help", COLUMNS="200")
+    assert result.exit_code == 0
+    assert "``" not in result.output
+
+
+def test_the_relay_bench_help_says_why_its_batch_differs_from_the_services() -> None:
+    result = commerce("bench", "relay", "--help", COLUMNS="300")
+    assert result.exit_code == 0
+    assert "OUTBOX_BATCH_SIZE" in result.output

@@ -12,21 +12,28 @@ from rich.console import Console
 from rich.table import Table
 
 from commerce_apps.console import (
+    checked_server_url,
     database_targets,
     fail,
     load_settings,
+    on_database,
     quiet_logs,
+    reach_database,
+    redacted,
     run_async,
     run_fast,
+    service_database_url,
     service_name,
 )
 from commerce_apps.dlt import dlt_app
 from commerce_apps.logs import configure_logging
 from commerce_apps.outbox_commands import outbox_app
 from commerce_apps.platform import (
+    KAFKA_PORT,
     Platform,
     PlatformConfig,
     PlatformError,
+    kafka_port_if_free,
     on_broker,
     processes_pay_off,
 )
@@ -48,6 +55,12 @@ def _banner(platform: Platform) -> None:
         table.add_row(name, api, f"{api}/docs", str(pids.get(name, "")))
     Console().print(table)
     Console().print(f"Kafka bootstrap: {platform.bootstrap_servers}")
+    if not platform.bootstrap_servers.endswith(f":{KAFKA_PORT}"):  # 9092 was taken
+        Console().print(
+            f"For commerce dlt, topics and bench in another shell: "
+            f"export KAFKA_BOOTSTRAP_SERVERS={platform.bootstrap_servers}",
+            highlight=False,
+        )
     for db, url in platform.database_urls.items():
         Console().print(f"PostgreSQL {db}: {url}", highlight=False)
     Console().print("Press Ctrl-C to stop.")
@@ -88,6 +101,8 @@ def up(
     ] = processes_pay_off(),
 ) -> None:
     """Run the whole platform: infrastructure, migrations, topics, the four APIs."""
+    if database_url is not None:
+        checked_server_url(database_url)
     settings = load_settings()
     configure_logging("console", settings.log_level)
     config = PlatformConfig(
@@ -96,6 +111,7 @@ def up(
         reset=reset,
         database_url=database_url,
         kafka_bootstrap_servers=kafka,
+        broker_port=None if kafka else kafka_port_if_free(),
         host=host,
         ports={
             service: base_port - DEFAULT_PORTS["order"] + DEFAULT_PORTS[service]
@@ -130,8 +146,7 @@ def run(
     name = service_name(service)
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    if not settings.database_url:
-        raise fail("DATABASE_URL is not set")
+    service_database_url(settings)
 
     from commerce_apps.service import exit_zero_on_sigterm, serve_one
 
@@ -163,9 +178,13 @@ def migrate(
 
     async def main() -> None:
         if service is None and server_url:
-            await create_databases(server_url, SERVICES)
+            shown = redacted(server_url)
+            await reach_database(f"database server {shown}", server_url)
+            creating = create_databases(server_url, SERVICES)
+            await on_database(f"creating the databases on {shown}", creating)
         for name, url in targets.items():
-            await apply(url, name)
+            await reach_database(f"{name} database", url)
+            await on_database(f"{name} migration", apply(url, name))
             Console().print(f"{name}: migrated to head")
 
     run_async(main)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import re
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from commerce_apps.logs import configure_logging
 from commerce_apps.platform import PlatformError
@@ -21,9 +24,19 @@ console = Console(stderr=True)
 T = TypeVar("T")
 
 
+# What SQLAlchemy adds to a driver's error: its class name first, a link on a second line.
+_SQLALCHEMY_WRAPPING = re.compile(
+    r"\(sqlalchemy\.[\w.]+\) |\s*\(Background on this error at: [^)]*\)"
+)
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+URL_SHAPE = "postgresql://user:password@host:port/database"
+
+
 def fail(message: str) -> typer.Exit:
-    """One line on stderr and exit status 1."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr and exit status 1, whatever the message was built from (a
+    ``PlatformError`` may quote a SQLAlchemy error, which spans two lines)."""
+    line = " ".join(_SQLALCHEMY_WRAPPING.sub("", message).split())
+    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -43,19 +56,91 @@ def service_name(name: str) -> ServiceName:
     return name
 
 
+def postgres_url(url: str, source: str) -> str:
+    """``url`` if it is a PostgreSQL URL; else one line naming where it came from, at once,
+    rather than SQLAlchemy's traceback from wherever the URL is first used."""
+    from adapters_postgres.engine import async_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        async_url(url)
+    except (ArgumentError, ValueError):
+        shown = _PASSWORD.sub(r"\1:***@", url)
+        raise fail(f"{source} is not a PostgreSQL URL: {shown!r} (expected {URL_SHAPE})") from None
+    return url
+
+
+def checked_server_url(url: str) -> str:
+    """A server URL from ``--database-url`` or ``COMMERCE_DATABASE_URL``, checked; a bad one
+    is named as the user gave it (the same text in both can be named either way)."""
+    from_env = os.environ.get("COMMERCE_DATABASE_URL") == url
+    return postgres_url(url, "COMMERCE_DATABASE_URL" if from_env else "--database-url")
+
+
+def service_database_url(settings: Settings) -> str:
+    """A service's own database: ``DATABASE_URL``, which must be set and be a PostgreSQL URL."""
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set")
+    return postgres_url(settings.database_url, "DATABASE_URL")
+
+
 def database_targets(service: str | None, server_url: str | None) -> dict[ServiceName, str]:
-    """Each service's database: one on ``DATABASE_URL``, or all four on a server URL."""
+    """Each service's database: one on ``DATABASE_URL``, or all four on a server URL
+    (``--database-url``, or ``COMMERCE_DATABASE_URL``)."""
     from adapters_postgres.engine import with_database
 
     if service is not None:
         name = service_name(service)
-        url = load_settings().database_url
-        if not url:
-            raise fail("DATABASE_URL is not set")
-        return {name: url}
+        return {name: service_database_url(load_settings())}
     if server_url:
+        checked_server_url(server_url)
         return {name: with_database(server_url, name) for name in SERVICES}
     raise fail("name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL")
+
+
+def redacted(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def reach_database(what: str, url: str, seconds: float = 15) -> None:
+    """Connect once before the work: a server down, a wrong password or a missing database
+    is then one line, ``<what> unreachable: <reason>``, as ``commerce run``'s preflight says."""
+    from adapters_postgres.engine import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with asyncio.timeout(seconds), engine.connect():
+            pass
+    except TimeoutError:
+        raise PlatformError(f"{what} unreachable: no answer in {seconds:g} s") from None
+    except Exception as exc:
+        raise PlatformError(f"{what} unreachable: {database_error(exc)}") from None
+    finally:
+        await engine.dispose()
+
+
+async def on_database(what: str, call: Awaitable[T]) -> T:
+    """Await work on a database that answered; a database failure (a permission, a lock, a
+    missing table) becomes one line saying ``what`` failed, not a traceback."""
+    import asyncpg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return await call
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+        raise PlatformError(f"{what} failed: {database_error(exc)}") from None
+
+
+def database_error(exc: BaseException) -> str:
+    """The driver's own words: SQLAlchemy wraps them in its class name and a link."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return str(cause) or type(cause).__name__
 
 
 # Young objects collected every 20,000 net allocations rather than 700: a relayed batch or

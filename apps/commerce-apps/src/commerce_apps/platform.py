@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
@@ -33,6 +34,7 @@ from adapters_postgres.embedded import EmbeddedPostgres
 from adapters_postgres.engine import create_databases, with_database
 from adapters_postgres.migrations import migrate
 from adapters_postgres.outbox import requeue_published
+from sqlalchemy.exc import SQLAlchemyError
 
 from commerce_apps.app import build_app
 from commerce_apps.container import (
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+KAFKA_PORT = 9092  # Kafka's usual port, in the default KAFKA_BOOTSTRAP_SERVERS
 
 
 class PlatformError(Exception):
@@ -82,6 +85,7 @@ class PlatformConfig:
     database_url: str | None = None  # a server URL; one database per service is made on it
     database_prefix: str = ""
     kafka_bootstrap_servers: str | None = None
+    broker_port: int | None = None  # of the embedded broker; None: any free port
     host: str = "127.0.0.1"
     ports: Mapping[ServiceName, int] = field(default_factory=dict)
     per_service: Mapping[ServiceName, Mapping[str, Any]] = field(default_factory=dict)
@@ -135,6 +139,16 @@ def check_port_free(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise PlatformError(f"port {port} on {host} is already in use") from None
             raise PlatformError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def kafka_port_if_free() -> int | None:
+    """Kafka's own port for the embedded broker where nothing holds it: the CLI's default
+    ``KAFKA_BOOTSTRAP_SERVERS`` (``localhost:9092``) then finds it with nothing to set."""
+    try:
+        check_port_free("127.0.0.1", KAFKA_PORT)
+    except PlatformError:
+        return None
+    return KAFKA_PORT
 
 
 class Platform:
@@ -201,17 +215,20 @@ class Platform:
             admin = cfg.database_url
         try:
             created = await create_databases(admin, names.values())
-            self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
-            self._kept = {s for s, n in names.items() if n not in created}
-            for service, url in self.database_urls.items():
-                await migrate(url, service)
-        except OSError as exc:
+        except (OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
             raise PlatformError(f"database unreachable at {_redact(admin)}: {exc}") from exc
+        self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
+        self._kept = {s for s, n in names.items() if n not in created}
+        for service, url in self.database_urls.items():
+            try:
+                await migrate(url, service)
+            except (OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
+                raise PlatformError(f"{service} migration failed: {exc}") from exc
 
     async def _start_broker(self) -> None:
         cfg = self.config
         if cfg.kafka_bootstrap_servers is None:
-            self._broker = EmbeddedBroker()
+            self._broker = EmbeddedBroker(port=cfg.broker_port)
             self.bootstrap_servers = await asyncio.to_thread(self._broker.start)
             assert self._broker.pid is not None
             self._guarded().stop_process(self._broker.pid)

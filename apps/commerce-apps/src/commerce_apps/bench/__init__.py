@@ -21,14 +21,15 @@ from commerce_apps.bench.load import LoadConfig, LoadRun, check_reachable
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import LoadResult, print_table
 from commerce_apps.cli import app
-from commerce_apps.console import fail, run_async
-from commerce_apps.platform import processes_pay_off
+from commerce_apps.console import fail, postgres_url, quiet_logs, run_async
+from commerce_apps.platform import on_broker, processes_pay_off
 
 bench_app = typer.Typer(
     help="Place orders and time each saga to its end (the relay subcommand: the outbox alone)."
 )
 app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
+CLOSED_LOOP = LoadConfig.concurrency  # sagas in flight when neither mode is given
 
 
 def _emit(title: str, summary: dict[str, Any], as_json: bool) -> None:
@@ -45,6 +46,18 @@ async def _drive(config: LoadConfig, quiet: bool) -> LoadResult:
             "terminal": progress.add_task("terminal", total=config.orders),
         }
         return await LoadRun(config, lambda what: progress.advance(bars[what])).run()
+
+
+async def _broker_answers(kafka: KafkaSettings) -> None:
+    """Connect once before the run: the event watcher connects inside ``LoadRun``, where an
+    unreachable broker ended the command in a traceback rather than a line."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer: Any = AIOKafkaConsumer(**kafka.client_options())
+    try:
+        await consumer.start()
+    finally:
+        await consumer.stop()
 
 
 def _kafka(bootstrap_servers: str) -> KafkaSettings:
@@ -64,8 +77,13 @@ def load_command(
     ),
     embedded: Annotated[bool, typer.Option(help="Start a fresh platform for the run")] = False,
     orders: Annotated[int, typer.Option(min=1)] = 3000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Sagas in flight (closed loop)")] = 64,
-    rate: Annotated[float | None, typer.Option(help="Orders per second (open loop)")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help=f"Sagas in flight (closed loop, the default: {CLOSED_LOOP})"),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Orders per second (open loop, instead of --concurrency)")
+    ] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between poll rounds")] = 0.005,
     poll_parallel: Annotated[int, typer.Option(min=1, help="GETs in flight per round")] = 32,
     timeout: Annotated[float, typer.Option(help="Seconds an order may take to end")] = 60.0,
@@ -102,6 +120,8 @@ def load_command(
         return
     if rate is not None and rate <= 0:
         raise fail("--rate must be positive")
+    if rate is not None and concurrency is not None:
+        raise fail("--concurrency is for the closed loop, --rate for the open one: give one")
     if stock is not None and not embedded:
         raise fail("--stock needs --embedded (it rewrites the platform's stock)")
     if kafka is not None and embedded:
@@ -110,12 +130,16 @@ def load_command(
     async def main() -> dict[str, Any]:
         from commerce_apps.bench.embedded import embedded_platform
 
+        in_flight = CLOSED_LOOP if concurrency is None else concurrency
         config = LoadConfig(
-            order_url, orders, concurrency, rate, poll_interval, poll_parallel, timeout, seed
+            order_url, orders, in_flight, rate, poll_interval, poll_parallel, timeout, seed
         )
         if not embedded:
+            quiet_logs()  # the libraries' warnings would repeat the one line an error gets
             watched = None if poll or kafka is None else _kafka(kafka)
             await check_reachable(order_url)
+            if watched is not None:
+                await on_broker(watched.bootstrap_servers, _broker_answers(watched))
             result = await _drive(replace(config, kafka=watched), quiet)
         else:
             async with embedded_platform(log_level, cprofile, processes=processes, stock=stock) as (
@@ -124,7 +148,7 @@ def load_command(
             ):
                 broker = None if poll else _kafka(bootstrap)
                 result = await _drive(replace(config, order_url=url, kafka=broker), quiet)
-        mode = {"rate_per_s": rate} if rate is not None else {"concurrency": concurrency}
+        mode = {"rate_per_s": rate} if rate is not None else {"concurrency": in_flight}
         setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}
         summary = result.summary(**mode, **setup)
         if plot is not None:
@@ -140,7 +164,15 @@ def load_command(
 def relay_command(
     events: Annotated[int, typer.Option(min=1, help="Outbox rows to relay")] = 20_000,
     profile: Annotated[str, typer.Option(help="default | seed")] = "default",
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per poll (default)")] = 2000,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Rows per poll (default profile). 2000: the batch of every relay figure in "
+            "docs/benchmarks.md, where the size barely mattered; the services use "
+            "OUTBOX_BATCH_SIZE (500)",
+        ),
+    ] = 2000,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL server")] = None,
     kafka: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as the last line")] = False,
@@ -148,6 +180,8 @@ def relay_command(
     """Outbox relay throughput: committed rows to broker acknowledgements."""
     if profile not in ("default", "seed"):
         raise fail("--profile is default or seed")
+    if database_url is not None:
+        postgres_url(database_url, "--database-url")
     config = RelayBenchConfig(
         events=events,
         profile="seed" if profile == "seed" else "default",
