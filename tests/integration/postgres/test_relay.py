@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -190,3 +191,36 @@ async def test_a_connection_lost_while_subscribing_is_retried(
         await publisher.wait_for(2)
     assert killed, "the first session was not ended"
     assert publisher.event_ids == [e.event_id for e in written]
+
+
+@dataclass(frozen=True)
+class RecordingBackoff(RelayBackoff):
+    """Tiny delays; remembers for which attempt each was asked."""
+
+    asked: list[int] = field(default_factory=list)
+
+    def delay(self, failures: int) -> float:
+        self.asked.append(failures)
+        return super().delay(failures)
+
+
+async def test_an_error_that_recurs_after_taking_the_lock_still_backs_off(
+    order_url: str,
+    clock: ManualClock,
+    publisher: RecordingPublisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in a leading session (here its clean-up) ends every session the same way: the
+    delays between sessions grow instead of restarting at the first one each time."""
+
+    async def broken(store: PostgresOutboxStore, cutoff: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(PostgresOutboxStore, "delete_published_before", broken)
+    backoff = RecordingBackoff(initial=0.001, maximum=0.01)
+    runner = RelayRunner(order_url, "order", publisher, clock, replace(FAST, backoff=backoff))
+    async with running(runner):
+        async with asyncio.timeout(30):
+            while len(backoff.asked) < 4:
+                await asyncio.sleep(0.01)
+    assert backoff.asked[:4] == [1, 2, 3, 4]

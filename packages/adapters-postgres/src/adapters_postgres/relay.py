@@ -86,6 +86,7 @@ class RelayRunner:
         self.published = 0
         self.failures = 0  # publish attempts failed in a row (0 while the broker is fine)
         self._reconnects = 0
+        self._crashes = 0  # sessions ended by an unexpected error since a whole pass went through
         session = {name: str(value) for name, value in {**KEEPALIVES, **PLANNER}.items()}
         self._engine = create_engine(  # NullPool: the lock dies with the socket
             url, poolclass=NullPool, connect_args={"server_settings": session}
@@ -107,8 +108,12 @@ class RelayRunner:
                     log.warning("outbox relay %s lost its database: %s", self.service, exc)
                 except Exception:  # e.g. asyncpg's own errors from LISTEN: never stop relaying
                     log.exception("outbox relay %s failed; starting over", self.service)
+                    self._crashes += 1
                 self._reconnects += 1
-                await asyncio.sleep(self.settings.backoff.delay(self._reconnects))
+                # A session that took the lock resets _reconnects; an error that recurs after
+                # it (a bug, not an outage) still backs off, counted by _crashes.
+                attempt = max(self._reconnects, self._crashes)
+                await asyncio.sleep(self.settings.backoff.delay(attempt))
         finally:
             await self._engine.dispose()
 
@@ -170,6 +175,7 @@ class RelayRunner:
                 next_cleanup = loop.time() + self.settings.cleanup_interval
             if sent >= self.settings.batch_size:
                 continue  # more is probably waiting
+            self._crashes = 0  # a whole pass (send, clean up) went through
             self.idle.set()
             await _first_of(wake, lost, seconds=self.settings.poll_interval)
             self.idle.clear()
