@@ -13,6 +13,7 @@ from adapters_postgres.migrations import (
     downgrade,
     head_revisions,
     is_at_head,
+    is_migrated,
     migrate,
 )
 from adapters_postgres.tables import METADATA
@@ -92,6 +93,27 @@ async def test_the_inbox_index_revision_goes_down_and_up_again(
             assert "processed_events_processed_at_idx" in await conn.run_sync(_inbox_indexes)
     finally:
         await engine.dispose()
+
+
+async def test_readiness_accepts_a_newer_schema_but_not_an_older_one(
+    new_database: DatabaseFactory,
+) -> None:
+    """A rolling upgrade migrates first: the old release's replicas stay ready on a revision
+    they have no script for; a database behind this code's head is not ready."""
+    url = await new_database.create()
+    assert not await is_migrated(url, "payment")  # nothing applied yet
+    await migrate(url, "payment", "payment_0001")
+    assert not await is_migrated(url, "payment")  # behind
+    await migrate(url, "payment")
+    assert await is_migrated(url, "payment")  # at head
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:  # as a newer release's migration would leave it
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'payment_9999'"))
+    finally:
+        await engine.dispose()
+    assert await is_migrated(url, "payment")
+    assert not await is_at_head(url, "payment")
 
 
 @pytest.mark.parametrize("service", SERVICES)

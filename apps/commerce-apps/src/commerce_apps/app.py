@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
-from adapters_postgres.migrations import is_at_head
+from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
 from core_saga.relay import RelayBackoff
@@ -95,7 +95,7 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         return True
 
     async def migrated() -> bool:
-        return await is_at_head(engine, service)
+        return await is_migrated(engine, service)
 
     async def broker_up() -> bool:
         return bool(container.consumer().ready) and await container.publisher().ping()

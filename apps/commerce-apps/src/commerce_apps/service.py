@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import uvicorn
 from adapters_postgres.engine import create_engine
-from adapters_postgres.migrations import is_at_head
+from adapters_postgres.migrations import is_migrated
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.pool import NullPool
 
@@ -58,7 +58,7 @@ async def preflight(service: ServiceName, settings: Settings, seconds: float = 1
     engine = create_engine(settings.database_url or "", poolclass=NullPool)
     try:
         async with asyncio.timeout(seconds):
-            migrated = await is_at_head(engine, service)
+            migrated = await is_migrated(engine, service)
     except Exception as exc:
         raise PlatformError(f"{service} database unreachable: {exc}") from None
     finally:

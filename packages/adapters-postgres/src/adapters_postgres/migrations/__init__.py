@@ -99,8 +99,29 @@ async def current_revisions(target: str | AsyncEngine, service: str) -> set[str]
 
 
 async def is_at_head(target: str | AsyncEngine, service: str) -> bool:
-    """Readiness: the database is at the newest revision this code knows."""
+    """The database is at exactly the newest revision this code knows."""
     return await current_revisions(target, service) == head_revisions(service)
+
+
+@functools.cache
+def known_revisions(service: str) -> frozenset[str]:
+    """Every revision this code has a script for."""
+    scripts = ScriptDirectory.from_config(alembic_config(service))
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+async def is_migrated(target: str | AsyncEngine, service: str) -> bool:
+    """Readiness: the database has every revision this code needs: it is at this code's head,
+    or at a revision this code has no script for, which a newer release applied.
+
+    During a rolling upgrade ``commerce migrate`` runs before the new replicas start, so the
+    old ones must stay ready on the newer schema (migrations here only add: columns with
+    defaults, tables, indexes); at exactly the head they would all answer 503 at once.
+    """
+    current = await current_revisions(target, service)
+    if not current:
+        return False
+    return current == head_revisions(service) or not current <= known_revisions(service)
 
 
 __all__ = [
@@ -110,5 +131,7 @@ __all__ = [
     "downgrade",
     "head_revisions",
     "is_at_head",
+    "is_migrated",
+    "known_revisions",
     "migrate",
 ]
