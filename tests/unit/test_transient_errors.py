@@ -1,11 +1,21 @@
 """Which database failures a retry can outlive (``is_transient``): those are retried by
-consumers and answered 503 by the API; the others are bugs, never retried."""
+consumers and answered 503 by the API; the others are bugs, never retried. And which broker
+failures at connection time may pass by themselves (``broker_may_recover``)."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
+from adapters_kafka.policy import broker_may_recover
 from adapters_postgres.uow import is_transient
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 
@@ -29,3 +39,24 @@ def test_a_server_that_stops_starts_or_refuses_for_now_is_transient(error: Excep
 def test_a_violated_constraint_is_not() -> None:
     error = asyncpg.exceptions.UniqueViolationError("duplicate key value")
     assert not is_transient(IntegrityError("INSERT", (), error))
+
+
+@pytest.mark.parametrize(
+    ("error", "may_recover"),
+    [
+        (KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]"), True),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (KafkaTimeoutError(), True),
+        (NodeNotReadyError(), True),
+        (InvalidReplicationFactorError(), False),
+        (TopicAuthorizationFailedError(), False),
+        (SaslAuthenticationFailed(), False),
+        (ValueError("a bug"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_a_broker_that_is_down_may_recover_one_that_refuses_the_settings_needs_a_fix(
+    error: Exception, may_recover: bool
+) -> None:
+    """The first is a warning while the service retries; the second is logged as an error."""
+    assert broker_may_recover(error) is may_recover

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from adapters_kafka.policy import broker_may_recover
 from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
 from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
@@ -135,9 +136,20 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
 
         async def connect_and_consume() -> None:
             """Retried while the broker is unreachable; the API and outbox serve meanwhile."""
-            if ensure_topics:
-                await ensure_saga_topics(settings, service)
-            await publisher.start()
+            try:
+                if ensure_topics:
+                    await ensure_saga_topics(settings, service)
+                await publisher.start()
+            except Exception as exc:
+                if not broker_may_recover(exc):  # an ERROR to alert on, not a warning
+                    log.error(
+                        "the broker at %s refuses %s: %r; check the KAFKA_* and TOPIC_* "
+                        "settings (retrying)",
+                        settings.kafka_bootstrap_servers,
+                        service,
+                        exc,
+                    )
+                raise
             await consumer.run()
 
         tasks = [

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+from aiokafka.errors import KafkaTimeoutError
 from core_saga.messages import Envelope
 from core_saga.ports import RECOVERY_BACKOFF_MAX, InfrastructureError, PublishError
 
@@ -36,6 +37,15 @@ def is_transient(error: BaseException) -> bool:
     or timeout errors (``ConnectionError`` and ``TimeoutError`` are ``OSError``\\s).
     """
     return isinstance(error, InfrastructureError | PublishError | OSError)
+
+
+def broker_may_recover(error: BaseException) -> bool:
+    """Whether connecting again may succeed: the broker is down or slow (a network error, a
+    timeout, an error Kafka marks retriable), not refusing the settings (a replication factor
+    above the brokers, a failed authentication, a denied ACL), which an operator must fix."""
+    return isinstance(error, OSError | TimeoutError | KafkaTimeoutError) or bool(
+        getattr(error, "retriable", False)
+    )
 
 
 class ConsumerHooks:
