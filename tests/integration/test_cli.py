@@ -168,6 +168,13 @@ def test_bad_outbox_resend_input_is_one_line_and_exit_1(
         (("run", "payment"), {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
         (("migrate", "payment"), {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
         (("outbox", "resend", "order"), {"DATABASE_URL": "mysql://u:secret@h/db"}, "DATABASE_URL"),
+        (("migrate", "order"), {"DATABASE_URL": "postgresql//user:s3cret@host/db"}, "DATABASE_URL"),
+        (
+            ("migrate",),
+            {"COMMERCE_DATABASE_URL": "mysql://user:se/cret@h/db"},
+            "COMMERCE_DATABASE_URL",
+        ),
+        (("migrate", "--database-url", "postgresql://user:p@ss@host:abc/db"), {}, "--database-url"),
         (("migrate",), {"COMMERCE_DATABASE_URL": "not a url"}, "COMMERCE_DATABASE_URL"),
         (("migrate", "--database-url", "not-a-url"), {}, "--database-url"),
         (("up", "--database-url", "not-a-url"), {}, "--database-url"),
@@ -181,7 +188,16 @@ def test_a_database_url_that_does_not_parse_is_one_line_and_exit_1(
     where = ("--data-dir", str(tmp_path)) if args[0] == "up" else ()  # nothing may start
     result = commerce(*args, *where, **env)
     assert_one_line_error(result, f"error: {source} is not a PostgreSQL URL: ")
-    assert "secret" not in result.output  # a password is never echoed
+    assert "cret" not in result.output  # a password is never echoed (secret, s3cret, se/cret)
+    assert "p@ss" not in result.output
+    assert result.output.rstrip().endswith("expected postgresql://user:password@host:port/database")
+
+
+def test_a_url_of_another_database_names_its_scheme_only() -> None:
+    result = commerce("migrate", "order", DATABASE_URL="mysql://user:se/cret@h/db")
+    assert_one_line_error(
+        result, "error: DATABASE_URL is not a PostgreSQL URL: the scheme is 'mysql'; expected "
+    )
 
 
 @pytest.mark.parametrize(

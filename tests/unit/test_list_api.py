@@ -92,14 +92,27 @@ async def test_an_explicit_limit_keeps_the_newest_rows_oldest_first(api: ListApi
     assert await ids(api, "?limit=1000") == stored
 
 
-async def test_the_limit_also_applies_with_an_order_id(api: ListApi) -> None:
+async def test_a_limit_with_an_order_id_is_accepted_and_finds_the_orders_row(
+    api: ListApi,
+) -> None:
+    """An order has one payment or notification at most (``order_id`` is unique), so whether
+    the limit is applied with ``orderId`` cannot be seen here: only that the two combine."""
     stored = await api.store(2)
     response = await api.client.get(api.path)
     order_id = response.json()[0]["orderId"]
     assert await ids(api, f"?orderId={order_id}&limit=1") == stored[:1]
 
 
-@pytest.mark.parametrize("limit", ["0", "1001", "abc", "-1", "1.5", "+5", " 5", "١٠"])
+async def test_a_limit_with_leading_zeros_is_read_as_its_number(api: ListApi) -> None:
+    stored = await api.store(3)
+    assert await ids(api, "?limit=" + "0" * 5000 + "2") == stored[1:]
+
+
+@pytest.mark.parametrize(
+    "limit",
+    ["0", "1001", "abc", "-1", "1.5", "+5", " 5", "١٠", "1" * 4301, "0" * 4301, "00001001"],
+    ids=lambda limit: limit if len(limit) < 10 else f"{len(limit)} x {limit[0]}",
+)
 async def test_a_limit_outside_1_to_1000_is_a_400_naming_it(api: ListApi, limit: str) -> None:
     response = await api.client.get(api.path, params={"limit": limit})
     assert response.status_code == 400, response.text

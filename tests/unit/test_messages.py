@@ -18,7 +18,9 @@ from core_saga.messages import (
     OrderCreated,
     PaymentSucceeded,
     PoisonMessage,
+    StockReleaseRequested,
     UndecodableMessage,
+    UnsupportedVersion,
     decode,
     encode,
 )
@@ -106,7 +108,9 @@ def test_unknown_payload_fields_are_ignored_and_null_causation_is_accepted() -> 
     assert envelope.causation_id is None
 
 
-@pytest.mark.parametrize("occurred_at", ["1e20", "Infinity", "NaN", "99999999999999999999", "true"])
+@pytest.mark.parametrize(
+    "occurred_at", ["1e20", "1e999999999", "Infinity", "NaN", "99999999999999999999", "true"]
+)
 def test_impossible_instants_are_invalid_events_not_crashes(occurred_at: str) -> None:
     with pytest.raises(InvalidEvent, match="occurredAt"):
         decode(envelope_text(occurred_at=occurred_at))
@@ -115,6 +119,38 @@ def test_impossible_instants_are_invalid_events_not_crashes(occurred_at: str) ->
 def test_negative_epoch_seconds_keep_their_fraction() -> None:
     envelope = decode(envelope_text(occurred_at="-1.5"))
     assert envelope.occurred_at == datetime(1969, 12, 31, 23, 59, 58, 500000, tzinfo=UTC)
+
+
+def release_text(quantity: str) -> str:
+    """A ``StockReleaseRequested`` whose one line holds ``quantity`` as written."""
+    order_id = uuid4()
+    line = f'{{"productId":"{uuid4()}","quantity":{quantity},"unitPrice":10}}'
+    return (
+        f'{{"eventId":"{uuid4()}","eventType":"StockReleaseRequested",'
+        f'"occurredAt":"2026-01-01T00:00:00Z","correlationId":"{order_id}","version":1,'
+        f'"payload":{{"orderId":"{order_id}","items":[{line}]}}}}'
+    )
+
+
+@pytest.mark.parametrize("quantity", ["1e999999999", "-1e999999999", "1e-999999999", "1e5000000"])
+def test_a_quantity_with_a_huge_exponent_is_poison_at_once(quantity: str) -> None:
+    """Expanded, ``1e999999999`` is a billion-digit int: the consumer stalled on it instead
+    of dead-lettering it."""
+    with pytest.raises(InvalidEvent, match=r"items\.0\.quantity: Value error, must be a whole"):
+        decode(release_text(quantity))
+
+
+@pytest.mark.parametrize(("quantity", "count"), [("2.0", 2), ("2.000", 2), ("1e1", 10)])
+def test_a_whole_quantity_with_a_point_or_an_exponent_is_read(quantity: str, count: int) -> None:
+    envelope = decode(release_text(quantity))
+    assert isinstance(envelope.payload, StockReleaseRequested)
+    assert envelope.payload.items[0].quantity == count
+    assert type(envelope.payload.items[0].quantity) is int
+
+
+def test_a_version_with_a_huge_exponent_is_unsupported_at_once() -> None:
+    with pytest.raises(UnsupportedVersion):
+        decode(release_text("1").replace('"version":1', '"version":1e999999999'))
 
 
 @pytest.mark.parametrize("amount", ["1.001", "-1", "1e12", "NaN"])

@@ -92,6 +92,25 @@ async def test_an_order_without_lines_is_too_short(client: httpx.AsyncClient) ->
     ]
 
 
+@pytest.mark.parametrize("quantity", ["1e999999999", "-1e999999999", "1e-999999999", "2.5"])
+async def test_a_quantity_that_is_not_a_whole_number_is_refused_unexpanded(
+    client: httpx.AsyncClient, quantity: str
+) -> None:
+    """``1e999999999`` was once expanded to a billion digits, stalling the event loop."""
+    body = problem(await post(client, order_text(quantity)), 422)
+    assert [error["field"] for error in body["errors"]] == ["items.0.quantity"]
+    assert "whole number" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("quantity", ["2.0", "2.000", "0.2e1"])
+async def test_a_whole_quantity_may_be_written_with_a_point(
+    client: httpx.AsyncClient, quantity: str
+) -> None:
+    response = await post(client, order_text(quantity))
+    assert response.status_code == 201, response.text
+    assert response.json()["items"][0]["quantity"] == 2
+
+
 @pytest.mark.parametrize(
     ("unit_price", "echoed", "total"),
     [
@@ -110,3 +129,11 @@ async def test_prices_are_json_numbers_of_at_most_two_places(
     order = response.json()
     assert order["items"][0]["unitPrice"] == echoed
     assert order["totalAmount"] == total
+
+
+async def test_a_declared_length_of_thousands_of_digits_is_too_large(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {**JSON, "Idempotency-Key": "k", "Content-Length": "9" * 5_000}
+    response = await client.post("/api/orders", content=order_text(), headers=headers)
+    assert problem(response, 413)["detail"] == "the body exceeds 65536 bytes"

@@ -62,7 +62,8 @@ def _banner(platform: Platform) -> None:
             highlight=False,
         )
     for db, url in platform.database_urls.items():
-        Console().print(f"PostgreSQL {db}: {url}", highlight=False)
+        # Unwrapped however narrow the terminal: a URL broken over two lines cannot be pasted.
+        Console().print(f"PostgreSQL {db}: {redacted(url)}", highlight=False, soft_wrap=True)
     Console().print("Press Ctrl-C to stop.")
 
 

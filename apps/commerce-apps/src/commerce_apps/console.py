@@ -28,7 +28,7 @@ T = TypeVar("T")
 _SQLALCHEMY_WRAPPING = re.compile(
     r"\(sqlalchemy\.[\w.]+\) |\s*\(Background on this error at: [^)]*\)"
 )
-_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 URL_SHAPE = "postgresql://user:password@host:port/database"
 
 
@@ -58,15 +58,22 @@ def service_name(name: str) -> ServiceName:
 
 def postgres_url(url: str, source: str) -> str:
     """``url`` if it is a PostgreSQL URL; else one line naming where it came from, at once,
-    rather than SQLAlchemy's traceback from wherever the URL is first used."""
+    rather than SQLAlchemy's traceback from wherever the URL is first used.
+
+    The URL itself is not echoed: where it does not parse, no mask can tell its password
+    (``postgresql//user:s3cret@host``, ``user:p@ss@host``); only a scheme other than
+    PostgreSQL's is named.
+    """
     from adapters_postgres.engine import async_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         async_url(url)
     except (ArgumentError, ValueError):
-        shown = _PASSWORD.sub(r"\1:***@", url)
-        raise fail(f"{source} is not a PostgreSQL URL: {shown!r} (expected {URL_SHAPE})") from None
+        scheme = _SCHEME.match(url)
+        given = "" if scheme is None or scheme[1].lower().startswith("postgres") else scheme[1]
+        said = f"the scheme is {given!r}; " if given else ""
+        raise fail(f"{source} is not a PostgreSQL URL: {said}expected {URL_SHAPE}") from None
     return url
 
 
@@ -99,10 +106,12 @@ def database_targets(service: str | None, server_url: str | None) -> dict[Servic
 
 
 def redacted(url: str) -> str:
-    """A database URL fit to print: the password masked."""
+    """A database URL fit to print: the password masked; one without a password (embedded
+    PostgreSQL's ``postgres:@``) as it is, to be copied and pasted."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
 async def reach_database(what: str, url: str, seconds: float = 15) -> None:

@@ -31,13 +31,13 @@ class ConsumerRunner:
     """Runs ``handler`` for a consumer group: ordered per partition, concurrent across them.
 
     An offset is committed only once the handler returned for it and for everything before
-    it in its partition (so after its transaction committed). A handler's domain or
-    unexpected error is retried ``retry.attempts`` times, then the record is sent to
-    ``<topic>.DLT`` with its key, value and headers naming where it came from and why, and
-    committed. Records that do not decode (undecodable, invalid, unknown type) are
-    dead-lettered at once: decoding the same bytes again cannot succeed. Infrastructure
-    failures (``is_transient`` or the ``is_infrastructure`` predicate) are never
-    dead-lettered: the same message is retried with capped exponential backoff and
+    it in its partition (so after its transaction committed). A handler failing with a domain
+    or unexpected error is tried ``retry.attempts`` times in all (the first try included),
+    then the record is sent to ``<topic>.DLT`` with its key, value and headers naming where
+    it came from and why, and committed. Records that do not decode (undecodable, invalid,
+    unknown type) are dead-lettered at once: decoding the same bytes again cannot succeed.
+    Infrastructure failures (``is_transient`` or the ``is_infrastructure`` predicate) are
+    never dead-lettered: the same message is retried with capped exponential backoff and
     ``ready`` is False until it succeeds.
 
     Event types outside ``handler.subscriptions`` are skipped and committed, even broken

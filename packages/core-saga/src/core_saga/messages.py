@@ -66,6 +66,28 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+MAX_WHOLE_EXPONENT: Final = 18
+"""A whole number past ``10**19`` is refused unexpanded: no int field allows one that large."""
+
+
+def _whole_number(value: Any) -> Any:
+    """Turn a ``Decimal`` bound for an int field into an int here, cheaply, or refuse it.
+
+    JSON numbers with a point or an exponent arrive as ``Decimal``; pydantic would expand
+    ``1e999999999`` to a billion digits (``1e-999999999`` to a billion-digit denominator)
+    before ``le`` refused it, stalling the event loop or a consumer for as long.
+    """
+    if not isinstance(value, Decimal):
+        return value
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    if value and value.adjusted() > MAX_WHOLE_EXPONENT:
+        raise ValueError(f"must be a whole number of at most {MAX_WHOLE_EXPONENT + 1} digits")
+    if value != value.to_integral_value():
+        raise ValueError("must be a whole number, got a number with a fractional part")
+    return int(value)  # ``2.0`` stays the 2 it always was
+
+
 def _money_to_json(value: Decimal) -> float | int:
     # Written as a JSON number, as the seed writes it; below MAX_AMOUNT with at most two
     # places the shortest float repr is exactly the decimal, so nothing is rounded.
@@ -101,7 +123,10 @@ Price = Annotated[
 ]
 """A unit price a customer may order at: a JSON number like ``Money``, at least 0.01 (DESIGN §5)."""
 
-Quantity = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_json_number)]
+Count = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_whole_number)]
+"""How many of a product an event's line holds."""
+
+Quantity = Annotated[Count, BeforeValidator(_json_number)]
 """How many of a product a customer may order: a JSON number, never ``true`` or ``"2"``."""
 
 
@@ -113,6 +138,8 @@ def _parse_instant(value: Any) -> Any:
         seconds = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
         if not seconds.is_finite():
             raise ValueError("occurredAt is not a finite number")
+        if seconds and seconds.adjusted() > MAX_WHOLE_EXPONENT:  # ``floor`` would expand it
+            raise ValueError("occurredAt is out of range: too many seconds")
         whole = math.floor(seconds)
         micros = int((seconds - whole) * 1_000_000)
         try:
@@ -151,7 +178,7 @@ class WireModel(BaseModel):
 
 class LineItem(WireModel):
     product_id: UUID
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: Count
     unit_price: Money
 
 

@@ -42,12 +42,19 @@ def query_limit(request: Request) -> int:
     """``limit`` rows to list: 1..1000, ``LIST_LIMIT`` when absent or empty (as ``orderId``).
 
     ASCII digits only: ``int`` would also take a sign, spaces, underscores or other scripts.
+    Their length is checked first: past 4,300 digits (leading zeros too) ``int`` raises.
     """
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return LIST_LIMIT
-    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIST_LIMIT:
-        return int(raw)
+    digits = raw.lstrip("0")
+    if (
+        raw.isascii()
+        and raw.isdigit()
+        and 0 < len(digits) <= len(str(MAX_LIST_LIMIT))
+        and int(digits) <= MAX_LIST_LIMIT
+    ):
+        return int(digits)
     raise Problem(
         400,
         "Bad Request",

@@ -1,0 +1,40 @@
+"""``commerce up``'s banner: database URLs fit to print, and to paste when they hold no secret."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from commerce_apps.cli import _banner
+from commerce_apps.platform import Platform
+
+pytestmark = pytest.mark.unit
+
+# pgserver's form: an empty password, and a socket directory longer than a narrow terminal
+EMBEDDED = "postgresql://postgres:@/commerce_order?host=/home/someone/projects/shop/.commerce/pg"
+
+
+def banner(database_urls: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
+    platform = SimpleNamespace(
+        urls={}, pids={}, bootstrap_servers="127.0.0.1:9092", database_urls=database_urls
+    )
+    _banner(cast(Platform, platform))
+    return capsys.readouterr().out
+
+
+def test_a_server_password_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    out = banner({"order": "postgresql://app:s3cret@db.example:5432/commerce_order"}, capsys)
+    assert "PostgreSQL order: postgresql://app:***@db.example:5432/commerce_order" in out
+    assert "s3cret" not in out
+
+
+@pytest.mark.parametrize(
+    "url", [EMBEDDED, "postgresql://postgres@127.0.0.1:5432/commerce_order"], ids=["empty", "none"]
+)
+def test_a_url_without_a_password_is_shown_as_it_is(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = banner({"order": url}, capsys)
+    assert f"PostgreSQL order: {url}\n" in out
+    assert "***" not in out
