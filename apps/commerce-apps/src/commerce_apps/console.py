@@ -198,10 +198,27 @@ def quiet_logs() -> None:
 
 
 async def _with_signals(main: Callable[[], Awaitable[T]]) -> T:
+    """``main``, cancelled by SIGINT, SIGTERM or SIGHUP (the terminal closed): a clean stop.
+
+    A cancellation no signal asked for (a library's CancelledError leaking out) is an error,
+    not a silent exit 0 that looks like success.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main())
+    signalled: list[int] = []
+
+    def stop(sig: int) -> None:
+        signalled.append(sig)
+        task.cancel()
+
     if threading.current_thread() is threading.main_thread():  # not so under a test runner
-        # SIGHUP: the terminal closed; stop as cleanly as on Ctrl-C, not die on the spot.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, task.cancel)
-    return await task
+            loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if signalled:
+            raise
+        raise PlatformError(
+            "the command was cancelled from inside (a bug: please report it)"
+        ) from None

@@ -51,13 +51,12 @@ async def _drive(config: LoadConfig, quiet: bool) -> LoadResult:
 async def _broker_answers(kafka: KafkaSettings) -> None:
     """Connect once before the run: the event watcher connects inside ``LoadRun``, where an
     unreachable broker ended the command in a traceback rather than a line."""
-    from aiokafka import AIOKafkaConsumer
+    from adapters_kafka.publisher import KafkaPublisher
 
-    consumer: Any = AIOKafkaConsumer(**kafka.client_options())
-    try:
-        await consumer.start()
-    finally:
-        await consumer.stop()
+    # A producer, not a consumer: aiokafka's consumer stopped right after its start raises
+    # CancelledError from its close, which ended the command as if interrupted (exit 0).
+    async with KafkaPublisher(kafka):
+        pass
 
 
 def _kafka(bootstrap_servers: str) -> KafkaSettings:
