@@ -280,7 +280,10 @@ def test_up_takes_its_ports_from_the_base_port(tmp_path: Path) -> None:
         base = str(inventory - 2)
         result = commerce("up", "--base-port", base, "--data-dir", str(tmp_path))
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: port {inventory} on 127.0.0.1 is already in use"
+    assert result.output.strip() == (
+        f"error: port {inventory} on 127.0.0.1 is already in use "
+        "(--base-port moves the four APIs elsewhere)"
+    )
     assert not (tmp_path / "postgres").exists()  # refused before starting anything
 
 

@@ -33,6 +33,7 @@ from commerce_apps.platform import (
     Platform,
     PlatformConfig,
     PlatformError,
+    PortInUse,
     kafka_port_if_free,
     on_broker,
     processes_pay_off,
@@ -123,7 +124,10 @@ def up(
 
     async def main() -> None:
         platform = Platform(config)
-        await platform.start()
+        try:
+            await platform.start()
+        except PortInUse as exc:
+            raise PlatformError(f"{exc} (--base-port moves the four APIs elsewhere)") from None
         try:
             _banner(platform)
             await platform.wait()

@@ -59,6 +59,10 @@ class PlatformError(Exception):
     """A start-up failure worth one clear line: port in use, database or broker unreachable."""
 
 
+class PortInUse(PlatformError):
+    """A port the platform needs is taken (by an earlier platform still running, often)."""
+
+
 async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
     """Await a broker call; an unreachable broker becomes one line, not a traceback."""
     try:
@@ -137,7 +141,7 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PlatformError(f"port {port} on {host} is already in use") from None
+                raise PortInUse(f"port {port} on {host} is already in use") from None
             raise PlatformError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
