@@ -109,7 +109,17 @@ def test_unknown_payload_fields_are_ignored_and_null_causation_is_accepted() -> 
 
 
 @pytest.mark.parametrize(
-    "occurred_at", ["1e20", "1e999999999", "Infinity", "NaN", "99999999999999999999", "true"]
+    "occurred_at",
+    [
+        "1e20",
+        "1e999999999",
+        "Infinity",
+        "NaN",
+        "99999999999999999999",
+        "true",
+        '"9999-12-31T23:59:59-01:00"',  # in UTC, year 10 000
+        '"0001-01-01T00:00:00+01:00"',  # in UTC, year 0
+    ],
 )
 def test_impossible_instants_are_invalid_events_not_crashes(occurred_at: str) -> None:
     with pytest.raises(InvalidEvent, match="occurredAt"):
@@ -176,6 +186,11 @@ def test_money_with_trailing_zeros_is_the_same_amount_in_two_places(
 def test_deeply_nested_json_is_undecodable() -> None:
     with pytest.raises(UndecodableMessage):
         decode("[" * 100_000)
+
+
+def test_an_integer_past_pythons_4300_digits_is_undecodable() -> None:
+    with pytest.raises(UndecodableMessage, match="4300 digits"):
+        decode(envelope_text(amount="9" * 5_000))
 
 
 def test_money_is_written_as_an_exact_json_number() -> None:

@@ -35,7 +35,8 @@ class ConsumerRunner:
     or unexpected error is tried ``retry.attempts`` times in all (the first try included),
     then the record is sent to ``<topic>.DLT`` with its key, value and headers naming where
     it came from and why, and committed. Records that do not decode (undecodable, invalid,
-    unknown type) are dead-lettered at once: decoding the same bytes again cannot succeed.
+    unknown type) are dead-lettered at once: decoding the same bytes again cannot succeed;
+    so are records whose ``eventType`` header disagrees with their envelope.
     Infrastructure failures (``is_transient`` or the ``is_infrastructure`` predicate) are
     never dead-lettered: the same message is retried with capped exponential backoff and
     ``ready`` is False until it succeeds.

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from core_saga.messages import (
     EVENT_TYPES,
     Envelope,
+    InvalidEvent,
     PoisonMessage,
     UndecodableMessage,
     dead_letter_topic,
@@ -99,6 +100,14 @@ class Delivery:
                 self._hooks.skipped(record.topic, claimed)
             else:  # decoding the same bytes again cannot succeed: no retries
                 await self._dead_letter(record, exc, attempts=1, first_failure=self._now())
+            return None
+        if header is not None and header != envelope.event_type:
+            # Groups route by the header: left as it is, the groups that apply the
+            # envelope's type may have skipped it unread.
+            mismatch = InvalidEvent(
+                f"eventType header {header!r} disagrees with the envelope's {envelope.event_type!r}"
+            )
+            await self._dead_letter(record, mismatch, attempts=1, first_failure=self._now())
             return None
         if envelope.event_type not in self._handler.subscriptions:
             self._hooks.skipped(record.topic, envelope.event_type)
@@ -212,7 +221,7 @@ class _Admitted(NamedTuple):
 
 def _event_type_in_json(value: bytes | None) -> str:
     """The ``eventType`` a broken record's JSON claims, if it parses that far; else ""."""
-    with contextlib.suppress(ValueError, TypeError):
+    with contextlib.suppress(ValueError, TypeError, RecursionError):  # e.g. 100 000 "["
         document = json.loads(value or b"")
         if isinstance(document, dict) and isinstance(document.get("eventType"), str):
             return str(document["eventType"])

@@ -152,7 +152,11 @@ def _parse_instant(value: Any) -> Any:
 def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59-01:00 is in year 10 000; pydantic
+        # turns a ValueError into a validation error, but lets an OverflowError escape
+        raise ValueError(f"occurredAt is out of range: {exc}") from exc
 
 
 def format_instant(value: datetime) -> str:
@@ -369,15 +373,29 @@ def decode(raw: bytes | str) -> Envelope:
         raise UndecodableMessage(f"value is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
         raise UndecodableMessage(f"value is not JSON: {exc.msg} at {exc.pos}") from exc
+    except ValueError as exc:  # an integer of over 4,300 digits: ``int`` refuses it
+        raise UndecodableMessage(f"value is not JSON this reader accepts: {exc}") from exc
     except RecursionError as exc:
         raise UndecodableMessage("value is nested too deeply") from exc
     return from_dict(data)
 
 
+_JSON_KINDS: Final = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    Decimal: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
 def from_dict(data: object) -> Envelope:
     """Validate an already-parsed wire form (see ``decode``)."""
     if not isinstance(data, dict):
-        raise UndecodableMessage(f"envelope is a JSON {type(data).__name__}, not an object")
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise UndecodableMessage(f"envelope is a JSON {kind}, not an object")
     event_type = data.get("eventType")
     event_class = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if event_class is None:
