@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from core_saga.messages import (
     EVENT_TYPES,
     Envelope,
@@ -30,6 +31,7 @@ from adapters_kafka.publisher import KafkaPublisher
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_MESSAGE = 2000
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class Delivery:
@@ -186,13 +188,21 @@ class Delivery:
             }
         )
         outages = 0
+        value = record.value
         while True:
             try:
                 await self._publisher.send(
-                    dead_letter_topic(record.topic), record.value, key=record.key, headers=headers
+                    dead_letter_topic(record.topic), value, key=record.key, headers=headers
                 )
                 break
             except PublishError as exc:
+                if value is not None and isinstance(exc.__cause__, _TOO_LARGE):
+                    # The value plus the reasons exceed the broker's limit: retrying would
+                    # block the partition for good. The reasons go without the value, which
+                    # stays readable at its original offset until the topic's retention.
+                    headers += h.encode_headers({h.DLT_VALUE_DROPPED: str(len(value))})
+                    value = None
+                    continue
                 outages += 1
                 await self._back_off(record, exc, outages)
         self._hooks.dead_lettered(record.topic, error)

@@ -20,6 +20,7 @@ DLT_ERROR_TYPE: Final = "dlt-error-type"
 DLT_ERROR_MESSAGE: Final = "dlt-error-message"
 DLT_ATTEMPTS: Final = "dlt-attempts"
 DLT_FIRST_FAILURE_AT: Final = "dlt-first-failure-at"
+DLT_VALUE_DROPPED: Final = "dlt-value-dropped"  # the value's size, when the broker refused it
 
 
 def encode_headers(headers: Mapping[str, str]) -> RawHeaders:

@@ -1,0 +1,85 @@
+"""A dead letter the broker refuses as too large: its reasons go without its value, rather
+than being retried as an outage that blocks the partition for good.
+
+Apache Kafka refuses records over ``message.max.bytes`` (1 MB by default); a poison record
+just under it grows past it with the DLT's headers. The embedded broker has no such limit,
+so a publisher that refuses like Kafka stands in for it here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from adapters_kafka import headers as h
+from adapters_kafka.delivery import Delivery
+from adapters_kafka.policy import ConsumerHooks, RetryPolicy
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
+from core_saga.ports import PublishError
+
+pytestmark = pytest.mark.unit
+
+LIMIT = 1_000
+
+
+class KafkaLikePublisher:
+    """Refuses a record whose value and headers pass ``LIMIT`` bytes, as a broker would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any
+    ) -> None:
+        size = len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > LIMIT:
+            cause = MessageSizeTooLargeError()
+            raise PublishError(f"broker refused {size} bytes") from cause
+        self.sent.append((topic, value, headers))
+
+
+class NoHandler:
+    subscriptions = frozenset({"OrderCreated"})
+
+    async def handle(self, envelope: Any) -> None:
+        raise AssertionError("poison never reaches the handler")
+
+
+async def test_a_dead_letter_too_large_for_the_broker_goes_without_its_value() -> None:
+    publisher = KafkaLikePublisher()
+    outages: list[Any] = []
+    delivery = Delivery(
+        NoHandler(),  # type: ignore[arg-type]
+        publisher,  # type: ignore[arg-type]
+        group_id="inventory-service",
+        retry=RetryPolicy(attempts=1, backoff=0.0),
+        is_infrastructure=None,
+        hooks=ConsumerHooks(),
+        now=lambda: datetime(2026, 11, 30, tzinfo=UTC),
+        outage=outages.append,
+    )
+    value = b"x" * (LIMIT - 100)  # fits the broker alone, not with the reasons
+    record = ConsumerRecord(
+        topic="order-events",
+        partition=0,
+        offset=42,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"order-1",
+        value=value,
+        checksum=None,
+        serialized_key_size=7,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+    await delivery.deliver_batch([record])
+
+    [(topic, sent, headers)] = publisher.sent
+    assert (topic, sent) == ("order-events.DLT", None)
+    named = h.decode_headers(headers)
+    assert named[h.DLT_VALUE_DROPPED] == str(len(value))
+    assert named[h.DLT_ORIGINAL_OFFSET] == "42"
+    assert named[h.DLT_ERROR_MESSAGE].startswith("value is not JSON")
+    assert outages == []  # never taken for an outage
