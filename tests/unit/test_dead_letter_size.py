@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from adapters_kafka import headers as h
+from adapters_kafka.dead_letters import DeadLetter, replay
 from adapters_kafka.delivery import Delivery
 from adapters_kafka.policy import ConsumerHooks, RetryPolicy
 from aiokafka.errors import MessageSizeTooLargeError
@@ -83,3 +84,16 @@ async def test_a_dead_letter_too_large_for_the_broker_goes_without_its_value() -
     assert named[h.DLT_ORIGINAL_OFFSET] == "42"
     assert named[h.DLT_ERROR_MESSAGE].startswith("value is not JSON")
     assert outages == []  # never taken for an outage
+
+
+async def test_a_letter_without_its_value_is_not_replayed() -> None:
+    """Replayed, it would reach the consumers as an empty record."""
+    kept = {h.DLT_ORIGINAL_TOPIC: "order-events", h.EVENT_ID: "kept"}
+    dropped = {**kept, h.EVENT_ID: "dropped", h.DLT_VALUE_DROPPED: "1048000"}
+    letters = [
+        DeadLetter(0, 1, b"order-1", b"{}", h.encode_headers(kept)),
+        DeadLetter(0, 2, b"order-2", None, h.encode_headers(dropped)),
+    ]
+    publisher = KafkaLikePublisher()
+    assert await replay(letters, publisher) == 1  # type: ignore[arg-type]
+    assert [(topic, value) for topic, value, _ in publisher.sent] == [("order-events", b"{}")]

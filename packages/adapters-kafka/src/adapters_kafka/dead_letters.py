@@ -18,6 +18,7 @@ from adapters_kafka.headers import (
     DLT_ORIGINAL_OFFSET,
     DLT_ORIGINAL_PARTITION,
     DLT_ORIGINAL_TOPIC,
+    DLT_VALUE_DROPPED,
     EVENT_ID,
     EVENT_TYPE,
     decode_headers,
@@ -121,11 +122,13 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
 async def replay(letters: Sequence[DeadLetter], publisher: KafkaPublisher) -> int:
     """Publish each record again to its original topic, without the dead-letter headers.
 
-    Safe to repeat: a record that was already applied is a duplicate to the inbox.
+    Safe to repeat: a record that was already applied is a duplicate to the inbox. A letter
+    that went without its value (``dlt-value-dropped``: too large for the broker) is not
+    replayed: it would arrive as an empty record; its value is at its original offset.
     """
     count = 0
     for letter in letters:
-        if not letter.original_topic:
+        if not letter.original_topic or DLT_VALUE_DROPPED in letter.headers:
             continue
         await publisher.send(
             letter.original_topic,
