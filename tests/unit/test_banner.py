@@ -15,9 +15,15 @@ pytestmark = pytest.mark.unit
 EMBEDDED = "postgresql://postgres:@/commerce_order?host=/home/someone/projects/shop/.commerce/pg"
 
 
-def banner(database_urls: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
+def banner(
+    database_urls: dict[str, str], capsys: pytest.CaptureFixture[str], server_url: str = ""
+) -> str:
     platform = SimpleNamespace(
-        urls={}, pids={}, bootstrap_servers="127.0.0.1:9092", database_urls=database_urls
+        urls={},
+        pids={},
+        bootstrap_servers="127.0.0.1:9092",
+        database_urls=database_urls,
+        server_url=server_url,
     )
     _banner(cast(Platform, platform))
     return capsys.readouterr().out
@@ -38,3 +44,11 @@ def test_a_url_without_a_password_is_shown_as_it_is(
     out = banner({"order": url}, capsys)
     assert f"PostgreSQL order: {url}\n" in out
     assert "***" not in out
+
+
+def test_the_server_url_for_the_admin_commands_is_given_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``commerce migrate`` and ``outbox resend`` for all four need the server, not a database."""
+    out = banner({}, capsys, server_url="postgresql://app:s3cret@db.example:5432/postgres")
+    assert "export COMMERCE_DATABASE_URL='postgresql://app:***@db.example:5432/postgres'" in out

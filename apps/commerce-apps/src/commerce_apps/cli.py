@@ -65,6 +65,13 @@ def _banner(platform: Platform) -> None:
     for db, url in platform.database_urls.items():
         # Unwrapped however narrow the terminal: a URL broken over two lines cannot be pasted.
         Console().print(f"PostgreSQL {db}: {redacted(url)}", highlight=False, soft_wrap=True)
+    if platform.server_url:
+        Console().print(
+            f"For commerce migrate and outbox resend (all four): "
+            f"export COMMERCE_DATABASE_URL='{redacted(platform.server_url)}'",
+            highlight=False,
+            soft_wrap=True,
+        )
     Console().print("Press Ctrl-C to stop.")
 
 

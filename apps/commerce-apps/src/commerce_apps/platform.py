@@ -159,6 +159,7 @@ class Platform:
     def __init__(self, config: PlatformConfig) -> None:
         self.config = config
         self.database_urls: dict[str, str] = {}
+        self.server_url = ""  # the PostgreSQL server the databases are on
         self._kept: set[str] = set()  # services whose database existed before this start
         self.bootstrap_servers = ""
         self.urls: dict[ServiceName, str] = {}
@@ -221,6 +222,7 @@ class Platform:
             created = await create_databases(admin, names.values())
         except (OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
             raise PlatformError(f"database unreachable at {_redact(admin)}: {exc}") from exc
+        self.server_url = admin
         self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
         self._kept = {s for s, n in names.items() if n not in created}
         for service, url in self.database_urls.items():

@@ -125,11 +125,19 @@ async def replay(letters: Sequence[DeadLetter], publisher: KafkaPublisher) -> in
     Safe to repeat: a record that was already applied is a duplicate to the inbox. A letter
     that went without its value (``dlt-value-dropped``: too large for the broker) is not
     replayed: it would arrive as an empty record; its value is at its original offset.
+
+    Each consumer group that gave up on a record dead-lettered its own copy; the record goes
+    back once (every group reads it again from the topic), not once per copy, which would
+    multiply a record that is still poison by the groups at every replay.
     """
     count = 0
+    sent: set[tuple[str, str]] = set()
     for letter in letters:
         if not letter.original_topic or DLT_VALUE_DROPPED in letter.headers:
             continue
+        if (letter.original_topic, letter.origin) in sent:
+            continue
+        sent.add((letter.original_topic, letter.origin))
         await publisher.send(
             letter.original_topic,
             letter.value,

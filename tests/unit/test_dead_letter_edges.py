@@ -1,5 +1,6 @@
-"""A dead letter the broker refuses as too large: its reasons go without its value, rather
-than being retried as an outage that blocks the partition for good.
+"""Dead letters at the edges: one the broker refuses as too large goes without its value
+(rather than being retried as an outage that blocks the partition for good); replay leaves
+such a letter out, and sends a record several groups dead-lettered back once.
 
 Apache Kafka refuses records over ``message.max.bytes`` (1 MB by default); a poison record
 just under it grows past it with the DLT's headers. The embedded broker has no such limit,
@@ -97,3 +98,22 @@ async def test_a_letter_without_its_value_is_not_replayed() -> None:
     publisher = KafkaLikePublisher()
     assert await replay(letters, publisher) == 1  # type: ignore[arg-type]
     assert [(topic, value) for topic, value, _ in publisher.sent] == [("order-events", b"{}")]
+
+
+async def test_a_record_three_groups_dead_lettered_goes_back_once() -> None:
+    """Every group reads it again from the topic: one copy per group would multiply it."""
+    origin = {h.DLT_ORIGINAL_TOPIC: "order-events", h.DLT_ORIGINAL_PARTITION: "0"}
+    letters = [
+        DeadLetter(0, n, b"k", b"not json", h.encode_headers({**origin, **more}))
+        for n, more in enumerate(
+            [
+                {h.DLT_ORIGINAL_OFFSET: "7", h.DLT_CONSUMER_GROUP: "inventory-service"},
+                {h.DLT_ORIGINAL_OFFSET: "7", h.DLT_CONSUMER_GROUP: "payment-service"},
+                {h.DLT_ORIGINAL_OFFSET: "8", h.DLT_CONSUMER_GROUP: "payment-service"},
+                {h.DLT_ORIGINAL_OFFSET: "7", h.DLT_CONSUMER_GROUP: "notification-service"},
+            ]
+        )
+    ]
+    publisher = KafkaLikePublisher()
+    assert await replay(letters, publisher) == 2  # type: ignore[arg-type]
+    assert len(publisher.sent) == 2
