@@ -121,7 +121,7 @@ async def test_list_returns_the_newest_payments_up_to_the_limit_oldest_first(
     payments: Database[PaymentUnitOfWork], clock: ManualClock
 ) -> None:
     oldest, middle, newest = (new_payment(clock.advance(timedelta(seconds=1))) for _ in range(3))
-    tied = sorted((new_payment(newest.created_at) for _ in range(2)), key=lambda p: p.id)
+    tied = [new_payment(newest.created_at) for _ in range(2)]
     async with payments.unit_of_work() as uow:
         for payment in (newest, oldest, *tied, middle):
             await uow.payments.add(payment)

@@ -16,12 +16,15 @@ EMBEDDED = "postgresql://postgres:@/commerce_order?host=/home/someone/projects/s
 
 
 def banner(
-    database_urls: dict[str, str], capsys: pytest.CaptureFixture[str], server_url: str = ""
+    database_urls: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    server_url: str = "",
+    bootstrap_servers: str = "127.0.0.1:9092",
 ) -> str:
     platform = SimpleNamespace(
         urls={},
         pids={},
-        bootstrap_servers="127.0.0.1:9092",
+        bootstrap_servers=bootstrap_servers,
         database_urls=database_urls,
         server_url=server_url,
     )
@@ -52,3 +55,14 @@ def test_the_server_url_for_the_admin_commands_is_given_masked(
     """``commerce migrate`` and ``outbox resend`` for all four need the server, not a database."""
     out = banner({}, capsys, server_url="postgresql://app:s3cret@db.example:5432/postgres")
     assert "export COMMERCE_DATABASE_URL='postgresql://app:***@db.example:5432/postgres'" in out
+
+
+@pytest.mark.parametrize(
+    ("servers", "told"), [("127.0.0.1:9092", False), ("127.0.0.1:15769", True)]
+)
+def test_a_broker_off_kafkas_port_comes_with_the_export_the_cli_needs(
+    servers: str, told: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On 9092 the CLI's default finds it; elsewhere (9092 was taken) the banner says how."""
+    out = banner({}, capsys, bootstrap_servers=servers)
+    assert (f"export KAFKA_BOOTSTRAP_SERVERS={servers}" in out) is told

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,45 +30,41 @@ class ListApi:
     """Stores that many rows a second apart; their ids, oldest first."""
 
 
-def payment_api(
-    clock: ManualClock,
-) -> tuple[list[BaseRoute], Callable[[int], Awaitable[list[UUID]]]]:
-    db = MemoryPaymentDatabase(clock)
+@dataclass(frozen=True)
+class Listed:
+    """A list route and what it lists: its in-memory database, a row builder, the repository."""
 
-    async def store(count: int) -> list[UUID]:
-        rows = [new_payment(clock.advance(timedelta(seconds=1))) for _ in range(count)]
-        async with db.unit_of_work() as uow:
-            for row in rows:
-                await uow.payments.add(row)
-            await uow.commit()
-        return [row.id for row in rows]
-
-    return payment.payment_routes(db.unit_of_work), store
+    database: Callable[[ManualClock], Any]
+    build: Callable[[datetime], Any]
+    repository: str
+    routes: Callable[[Any], list[BaseRoute]]
 
 
-def notification_api(
-    clock: ManualClock,
-) -> tuple[list[BaseRoute], Callable[[int], Awaitable[list[UUID]]]]:
-    db = MemoryNotificationDatabase(clock)
-
-    async def store(count: int) -> list[UUID]:
-        rows = [new_notification(clock.advance(timedelta(seconds=1))) for _ in range(count)]
-        async with db.unit_of_work() as uow:
-            for row in rows:
-                await uow.notifications.add(row)
-            await uow.commit()
-        return [row.id for row in rows]
-
-    return notification.notification_routes(db.unit_of_work), store
-
-
-APIS = {"/api/payments": payment_api, "/api/notifications": notification_api}
+APIS = {
+    "/api/payments": Listed(MemoryPaymentDatabase, new_payment, "payments", payment.payment_routes),
+    "/api/notifications": Listed(
+        MemoryNotificationDatabase,
+        new_notification,
+        "notifications",
+        notification.notification_routes,
+    ),
+}
 
 
 @pytest.fixture(params=sorted(APIS))
 async def api(request: pytest.FixtureRequest) -> AsyncIterator[ListApi]:
-    routes, store = APIS[request.param](ManualClock())
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    listed, clock = APIS[request.param], ManualClock()
+    db = listed.database(clock)
+
+    async def store(count: int) -> list[UUID]:
+        rows = [listed.build(clock.advance(timedelta(seconds=1))) for _ in range(count)]
+        async with db.unit_of_work() as uow:
+            for row in rows:
+                await getattr(uow, listed.repository).add(row)
+            await uow.commit()
+        return [row.id for row in rows]
+
+    app = Starlette(routes=listed.routes(db.unit_of_work), exception_handlers=EXCEPTION_HANDLERS)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         yield ListApi(request.param, client, store)

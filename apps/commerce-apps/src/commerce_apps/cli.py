@@ -16,10 +16,7 @@ from commerce_apps.console import (
     database_targets,
     fail,
     load_settings,
-    on_database,
     quiet_logs,
-    reach_database,
-    redacted,
     run_async,
     run_fast,
     service_database_url,
@@ -36,7 +33,10 @@ from commerce_apps.platform import (
     PortInUse,
     kafka_port_if_free,
     on_broker,
+    on_database,
     processes_pay_off,
+    reach_database,
+    redacted,
 )
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES
 
@@ -61,6 +61,7 @@ def _banner(platform: Platform) -> None:
             f"For commerce dlt, topics and bench in another shell: "
             f"export KAFKA_BOOTSTRAP_SERVERS={platform.bootstrap_servers}",
             highlight=False,
+            soft_wrap=True,  # one line, to be pasted
         )
     for db, url in platform.database_urls.items():
         # Unwrapped however narrow the terminal: a URL broken over two lines cannot be pasted.

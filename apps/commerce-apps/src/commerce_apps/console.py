@@ -105,53 +105,6 @@ def database_targets(service: str | None, server_url: str | None) -> dict[Servic
     raise fail("name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL")
 
 
-def redacted(url: str) -> str:
-    """A database URL fit to print: the password masked; one without a password (embedded
-    PostgreSQL's ``postgres:@``) as it is, to be copied and pasted."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
-
-
-async def reach_database(what: str, url: str, seconds: float = 15) -> None:
-    """Connect once before the work: a server down, a wrong password or a missing database
-    is then one line, ``<what> unreachable: <reason>``, as ``commerce run``'s preflight says."""
-    from adapters_postgres.engine import create_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        async with asyncio.timeout(seconds), engine.connect():
-            pass
-    except TimeoutError:
-        raise PlatformError(f"{what} unreachable: no answer in {seconds:g} s") from None
-    except Exception as exc:
-        raise PlatformError(f"{what} unreachable: {database_error(exc)}") from None
-    finally:
-        await engine.dispose()
-
-
-async def on_database(what: str, call: Awaitable[T]) -> T:
-    """Await work on a database that answered; a database failure (a permission, a lock, a
-    missing table) becomes one line saying ``what`` failed, not a traceback."""
-    import asyncpg
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        return await call
-    except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
-        raise PlatformError(f"{what} failed: {database_error(exc)}") from None
-
-
-def database_error(exc: BaseException) -> str:
-    """The driver's own words: SQLAlchemy wraps them in its class name and a link."""
-    from sqlalchemy.exc import DBAPIError
-
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    return str(cause) or type(cause).__name__
-
-
 # Young objects collected every 20,000 net allocations rather than 700: a relayed batch or
 # a consumed one allocates tens of thousands, and each collection also walked the survivors.
 GC_THRESHOLDS = (20_000, 20, 100)

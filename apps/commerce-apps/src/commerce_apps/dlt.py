@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from adapters_kafka.dead_letters import DeadLetter, read_dead_letters, replay
+from adapters_kafka.dead_letters import (
+    DeadLetter,
+    NoSuchTopic,
+    dlt_name,
+    read_dead_letters,
+    replay,
+)
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
-from core_saga.messages import SAGA_TOPICS, dead_letter_topic
+from core_saga.messages import SAGA_TOPICS
 from rich.console import Console
 from rich.table import Table
 
@@ -20,11 +26,6 @@ dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letter
 TOPIC_HELP = "e.g. order-events, or its dead-letter topic order-events.DLT"
 
 
-def _topic(name: str) -> str:
-    """The saga topic, whether the user named it or its dead-letter topic."""
-    return name.removesuffix(dead_letter_topic(""))
-
-
 async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
     """Every letter on ``topic``'s DLT; a DLT the broker lacks is an error, not "0 letters".
 
@@ -32,38 +33,28 @@ async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
     service's start), so a missing one means a typo, the wrong broker or ``KAFKA_NAMESPACE``,
     or a platform never started there: an operator looking for dead letters wants to know.
     """
-    dlt = dead_letter_topic(topic)
-    name = kafka.named(dlt)
-    if not await on_broker(kafka.bootstrap_servers, _exists(kafka, name)):
-        saga = ", ".join(SAGA_TOPICS)
-        raise PlatformError(
-            f"no topic {name} on the broker at {kafka.bootstrap_servers} (the saga's: {saga})"
-        )
-    return await on_broker(kafka.bootstrap_servers, read_dead_letters(kafka, dlt))
 
+    async def read() -> list[DeadLetter]:
+        try:
+            return await read_dead_letters(kafka, topic, missing_ok=False)
+        except NoSuchTopic as missing:
+            raise PlatformError(
+                f"no topic {missing} on the broker at {kafka.bootstrap_servers} "
+                f"(the saga's: {', '.join(SAGA_TOPICS)})"
+            ) from None
 
-async def _exists(kafka: KafkaSettings, name: str) -> bool:
-    """Whether the broker has topic ``name``, by fresh metadata (a DLT may be new)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer: Any = AIOKafkaConsumer(**kafka.client_options())
-    await consumer.start()
-    try:
-        return name in await consumer.topics()
-    finally:
-        await consumer.stop()
+    return await on_broker(kafka.bootstrap_servers, read())
 
 
 @dlt_app.command("list")
 def list_letters(topic: Annotated[str, typer.Argument(help=TOPIC_HELP)]) -> None:
     """Every dead letter of a topic (on <topic>.DLT), with the error that put it there."""
     kafka = kafka_settings(load_settings(), "dlt")
-    topic = _topic(topic)
     quiet_logs()
 
     async def main() -> None:
         letters = await _dead_letters(kafka, topic)
-        title = f"{len(letters)} dead letter(s) on {dead_letter_topic(topic)}"
+        title = f"{len(letters)} dead letter(s) on {dlt_name(topic)}"
         table = Table(title=title, title_justify="left")
         for column in ("dlt offset", "from", "event id", "event type", "attempts", "error"):
             table.add_column(column, overflow="fold")
@@ -88,7 +79,6 @@ def replay_letters(
 ) -> None:
     """Publish dead letters again to their original topic (the inbox makes repeats safe)."""
     kafka = kafka_settings(load_settings(), "dlt")
-    topic = _topic(topic)
     quiet_logs()
 
     async def main() -> None:
@@ -96,7 +86,7 @@ def replay_letters(
         if event_id is not None:
             letters = [letter for letter in letters if letter.event_id == event_id]
             if not letters:
-                raise fail(f"no dead letter with event id {event_id} on {topic}.DLT")
+                raise fail(f"no dead letter with event id {event_id} on {dlt_name(topic)}")
         async with KafkaPublisher(kafka) as publisher:
             count = await on_broker(kafka.bootstrap_servers, replay(letters, publisher))
         Console().print(f"replayed {count} record(s) to their original topic")

@@ -15,14 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from commerce_apps.console import (
-    database_targets,
-    fail,
-    on_database,
-    quiet_logs,
-    reach_database,
-    run_async,
-)
+from commerce_apps.console import database_targets, fail, quiet_logs, run_async
+from commerce_apps.platform import on_database, reach_database
 
 outbox_app = typer.Typer(no_args_is_help=True, help="Work on the services' outboxes.")
 

@@ -31,10 +31,12 @@ import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
 from adapters_postgres.embedded import EmbeddedPostgres
-from adapters_postgres.engine import create_databases, with_database
+from adapters_postgres.engine import create_databases, create_engine, with_database
 from adapters_postgres.migrations import migrate
 from adapters_postgres.outbox import requeue_published
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import build_app
 from commerce_apps.container import (
@@ -64,11 +66,55 @@ class PortInUse(PlatformError):
 
 
 async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
-    """Await a broker call; an unreachable broker becomes one line, not a traceback."""
+    """Await a broker call; an unreachable broker becomes one line, not a traceback (a
+    ``PlatformError`` the call raised says something else, and passes as it is)."""
     try:
         return await asyncio.wait_for(call, seconds)
+    except PlatformError:
+        raise
     except Exception as exc:
         raise PlatformError(f"broker unreachable at {servers}: {exc}") from None
+
+
+DATABASE_FAILURES = (OSError, asyncpg.PostgresError, SQLAlchemyError)
+"""What a database call raises when the server, the connection or the database fails."""
+
+
+def redacted(url: str) -> str:
+    """A database URL fit to print: the password masked; one without a password (embedded
+    PostgreSQL's ``postgres:@``) as it is, to be copied and pasted."""
+    parsed = make_url(url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+async def reach_database(what: str, url: str, seconds: float = 15) -> None:
+    """Connect once before the work: a server down, a wrong password or a missing database
+    is then one line, ``<what> unreachable: <reason>``, as ``commerce run``'s preflight says."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with asyncio.timeout(seconds), engine.connect():
+            pass
+    except TimeoutError:
+        raise PlatformError(f"{what} unreachable: no answer in {seconds:g} s") from None
+    except Exception as exc:
+        raise PlatformError(f"{what} unreachable: {database_error(exc)}") from None
+    finally:
+        await engine.dispose()
+
+
+async def on_database(what: str, call: Awaitable[T]) -> T:
+    """Await work on a database that answered; a database failure (a permission, a lock, a
+    missing table) becomes one line saying ``what`` failed, not a traceback."""
+    try:
+        return await call
+    except DATABASE_FAILURES as exc:
+        raise PlatformError(f"{what} failed: {database_error(exc)}") from None
+
+
+def database_error(exc: BaseException) -> str:
+    """The driver's own words: SQLAlchemy wraps them in its class name and a link."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return str(cause) or type(cause).__name__
 
 
 def processes_pay_off() -> bool:
@@ -220,16 +266,14 @@ class Platform:
             admin = cfg.database_url
         try:
             created = await create_databases(admin, names.values())
-        except (OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
-            raise PlatformError(f"database unreachable at {_redact(admin)}: {exc}") from exc
+        except DATABASE_FAILURES as exc:
+            detail = database_error(exc)
+            raise PlatformError(f"database unreachable at {redacted(admin)}: {detail}") from exc
         self.server_url = admin
         self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
         self._kept = {s for s, n in names.items() if n not in created}
         for service, url in self.database_urls.items():
-            try:
-                await migrate(url, service)
-            except (OSError, asyncpg.PostgresError, SQLAlchemyError) as exc:
-                raise PlatformError(f"{service} migration failed: {exc}") from exc
+            await on_database(f"{service} migration", migrate(url, service))
 
     async def _start_broker(self) -> None:
         cfg = self.config
@@ -449,8 +493,3 @@ def _quiet(logger: str) -> Iterator[None]:
 def profile_path(base: Path, service: ServiceName) -> Path:
     """``platform.prof`` → ``platform.order.prof``: one cProfile file per service process."""
     return base.with_name(f"{base.stem}.{service}{base.suffix}")
-
-
-def _redact(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
-    return f"{head.split('://')[0]}://***@{tail}" if sep else url

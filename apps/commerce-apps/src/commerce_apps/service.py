@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from commerce_apps.app import SHUTDOWN_SECONDS, build_app
 from commerce_apps.container import container_for
 from commerce_apps.logs import configure_logging, log_context
-from commerce_apps.platform import PlatformError, check_port_free
+from commerce_apps.platform import PlatformError, check_port_free, database_error
 from commerce_apps.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ async def preflight(service: ServiceName, settings: Settings, seconds: float = 1
         async with asyncio.timeout(seconds):
             migrated = await is_migrated(engine, service)
     except Exception as exc:
-        raise PlatformError(f"{service} database unreachable: {exc}") from None
+        raise PlatformError(f"{service} database unreachable: {database_error(exc)}") from None
     finally:
         await engine.dispose()
     if not migrated:

@@ -69,17 +69,26 @@ class DeadLetter:
         return self.headers.get(DLT_ATTEMPTS, "")
 
 
-def _dlt_name(topic: str) -> str:
+class NoSuchTopic(LookupError):
+    """The broker has no topic of that name (its name, namespaced, is the argument)."""
+
+
+def dlt_name(topic: str) -> str:
+    """``topic``'s dead-letter topic, whether given the topic or the DLT itself."""
     return topic if is_dead_letter_topic(topic) else dead_letter_topic(topic)
 
 
-async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
+async def read_dead_letters(
+    settings: KafkaSettings, topic: str, *, missing_ok: bool = True
+) -> list[DeadLetter]:
     """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing).
 
     ``topic`` is the saga's name (``order-events``, or its ``.DLT``), in the settings'
     namespace; each letter's ``original_topic`` is the broker's, which ``replay`` sends to.
+    A DLT the broker does not have holds no letters, or raises ``NoSuchTopic`` unless
+    ``missing_ok``.
     """
-    name = settings.named(_dlt_name(topic))
+    name = settings.named(dlt_name(topic))
     consumer: Any = AIOKafkaConsumer(
         **settings.client_options(), **DEFAULT_CONSUMER_OPTIONS, enable_auto_commit=False
     )
@@ -87,7 +96,9 @@ async def read_dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLet
     try:
         partitions = [TopicPartition(name, p) for p in sorted(await _partitions(consumer, name))]
         if not partitions:
-            return []
+            if missing_ok:
+                return []
+            raise NoSuchTopic(name)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         letters: list[DeadLetter] = []

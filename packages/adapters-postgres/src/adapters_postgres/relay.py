@@ -85,8 +85,7 @@ class RelayRunner:
         self.backend_pid: int | None = None
         self.published = 0
         self.failures = 0  # publish attempts failed in a row (0 while the broker is fine)
-        self._reconnects = 0
-        self._crashes = 0  # sessions ended by an unexpected error since a whole pass went through
+        self._reconnects = 0  # sessions ended since a whole pass (send, clean up) went through
         session = {name: str(value) for name, value in {**KEEPALIVES, **PLANNER}.items()}
         self._engine = create_engine(  # NullPool: the lock dies with the socket
             url, poolclass=NullPool, connect_args={"server_settings": session}
@@ -108,12 +107,10 @@ class RelayRunner:
                     log.warning("outbox relay %s lost its database: %s", self.service, exc)
                 except Exception:  # e.g. asyncpg's own errors from LISTEN: never stop relaying
                     log.exception("outbox relay %s failed; starting over", self.service)
-                    self._crashes += 1
+                # Not reset by taking the lock: an error that recurs once leading (a bug, not
+                # an outage) backs off as an outage does.
                 self._reconnects += 1
-                # A session that took the lock resets _reconnects; an error that recurs after
-                # it (a bug, not an outage) still backs off, counted by _crashes.
-                attempt = max(self._reconnects, self._crashes)
-                await asyncio.sleep(self.settings.backoff.delay(attempt))
+                await asyncio.sleep(self.settings.backoff.delay(self._reconnects))
         finally:
             await self._engine.dispose()
 
@@ -131,7 +128,6 @@ class RelayRunner:
             await raw.add_listener(self._channel, lambda *_: wake.set())
             log.info("outbox relay %s is the leader (backend %s)", self.service, self.backend_pid)
             self.leading.set()
-            self._reconnects = 0
             await self._lead(conn, wake, lost)
         finally:
             self.leading.clear()
@@ -173,9 +169,9 @@ class RelayRunner:
                 if deleted:
                     log.info("outbox relay %s deleted %d published rows", self.service, deleted)
                 next_cleanup = loop.time() + self.settings.cleanup_interval
+            self._reconnects = 0  # a whole pass (send, clean up) went through
             if sent >= self.settings.batch_size:
                 continue  # more is probably waiting
-            self._crashes = 0  # a whole pass (send, clean up) went through
             self.idle.set()
             await _first_of(wake, lost, seconds=self.settings.poll_interval)
             self.idle.clear()

@@ -80,9 +80,8 @@ async def newest_page(
     newest first along its ``(created_at, id)`` index, so that LIMIT keeps them, then reversed.
     """
     query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
-    if order_id is not None:
-        query = query.where(table.c.order_id == order_id)
-    rows = [row._mapping for row in await conn.execute(query)]
+    of_order = None if order_id is None else table.c.order_id == order_id
+    rows = [row._mapping for row in await conn.execute(where_given(query, of_order))]
     return rows[::-1]
 
 

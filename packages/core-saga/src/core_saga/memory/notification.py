@@ -27,9 +27,11 @@ class MemoryNotifications:
     async def list(
         self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
     ) -> Sequence[Notification]:
-        found = self._rows.select(lambda n: order_id is None or n.order_id == order_id)
-        ordered = sorted(found, key=lambda notification: (notification.created_at, notification.id))
-        return ordered[max(len(ordered) - limit, 0) :]  # the newest, as SQL's LIMIT keeps
+        return self._rows.newest(
+            lambda n: order_id is None or n.order_id == order_id,
+            lambda n: (n.created_at, n.id),
+            limit,
+        )
 
 
 class MemoryNotificationDatabase(MemoryDatabase):

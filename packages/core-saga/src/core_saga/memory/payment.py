@@ -28,9 +28,11 @@ class MemoryPayments:
     async def list(
         self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
     ) -> Sequence[Payment]:
-        found = self._rows.select(lambda p: order_id is None or p.order_id == order_id)
-        ordered = sorted(found, key=lambda payment: (payment.created_at, payment.id))
-        return ordered[max(len(ordered) - limit, 0) :]  # the newest, as SQL's LIMIT keeps
+        return self._rows.newest(
+            lambda p: order_id is None or p.order_id == order_id,
+            lambda p: (p.created_at, p.id),
+            limit,
+        )
 
     async def add(self, payment: Payment) -> None:
         """At most one payment per order, as PostgreSQL's unique ``order_id`` enforces."""

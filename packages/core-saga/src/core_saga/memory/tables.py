@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable
 from copy import deepcopy
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -78,6 +78,12 @@ class Staged(Generic[K, V]):
         """Copies of the visible rows that ``keep`` accepts, in insertion order."""
         rows = {**self._table.rows, **self._writes}
         return [self._table.copy(row) for row in rows.values() if keep(row)]
+
+    def newest(self, keep: Callable[[V], bool], order: Callable[[V], Any], limit: int) -> list[V]:
+        """The last ``limit`` rows ``keep`` accepts by ``order``, oldest first: what SQL's
+        ``ORDER BY … DESC LIMIT`` keeps, in ascending order."""
+        ordered = sorted(self.select(keep), key=order)
+        return ordered[max(len(ordered) - limit, 0) :]
 
     def apply(self) -> None:
         """Commit: the writes become the table's rows."""
