@@ -64,6 +64,9 @@ async def test_the_order_service_starts_and_takes_orders_before_the_broker_is_up
             )
             assert placed.status_code == 201
             order_id = placed.json()["id"]
+            metrics = (await http.get(f"{base}/metrics")).text
+            assert "orders_created_total 1.0" in metrics  # counted at commit, not at publish
+            assert "outbox_published_total 0.0" in metrics
 
             with EmbeddedBroker(port=broker_port):
                 await until_status(http, f"{base}/health/ready", 200, 60)

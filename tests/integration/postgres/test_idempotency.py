@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 from adapters_postgres.uow import order_uow_factory
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
+from core_saga.messages import Envelope
 from core_saga.ports import KeyClaim
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
@@ -53,7 +54,10 @@ async def outbox_rows_for(engine: AsyncEngine, order_id: object) -> int:
 async def test_fifty_concurrent_creates_with_one_key_make_one_order(
     order_engine: AsyncEngine, clock: ManualClock
 ) -> None:
-    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    committed: list[Envelope] = []  # what the business counters count
+    service = OrderService(
+        uow=order_uow_factory(order_engine, on_commit=committed.extend), clock=clock
+    )
     request, key = a_request(), f"key-{uuid4()}"
 
     outcomes = await asyncio.gather(*(service.place_order(request, key) for _ in range(50)))
@@ -65,6 +69,7 @@ async def test_fifty_concurrent_creates_with_one_key_make_one_order(
     [order_id] = await orders_of(order_engine, request.customer_id)
     assert str(order_id) == created.body["id"]
     assert await outbox_rows_for(order_engine, order_id) == 1
+    assert [(e.event_type, str(e.key)) for e in committed] == [("OrderCreated", str(order_id))]
 
 
 async def test_same_key_with_another_request_is_a_conflict(

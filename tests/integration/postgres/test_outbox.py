@@ -8,6 +8,7 @@ import pytest
 from adapters_postgres.outbox import _OLDEST_UNPUBLISHED, PostgresOutboxStore
 from adapters_postgres.uow import order_uow_factory
 from core_saga.messages import decode
+from core_saga.ports import InfrastructureError
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -117,3 +118,39 @@ async def test_the_age_is_read_from_one_entry_of_the_unpublished_index(
     assert (top["Node Type"], scan["Node Type"]) == ("Limit", "Index Scan")
     assert scan["Index Name"] == "outbox_unpublished_idx"
     assert scan["Actual Rows"] == 1
+
+
+async def test_on_commit_hears_what_committed_and_nothing_else(order_engine: AsyncEngine) -> None:
+    """Business counters hang on this hook: an event counts once, when its transaction
+    commits, and never for an attempt that rolled back or failed to commit."""
+    heard: list[str] = []
+    factory = order_uow_factory(
+        order_engine, on_commit=lambda events: heard.extend(str(e.event_id) for e in events)
+    )
+    committed = [order_created(), order_created()]
+    async with factory() as uow:
+        for envelope in committed:
+            await uow.outbox.add(envelope)
+        assert heard == []  # not before the commit
+        await uow.commit()
+    assert heard == [str(e.event_id) for e in committed]
+
+    async with factory() as uow:
+        await uow.outbox.add(order_created())
+        await uow.rollback()
+        await uow.commit()  # an empty transaction emits nothing
+    async with factory() as uow:
+        await uow.outbox.add(order_created())  # left without commit
+
+    async def commit_on_a_killed_connection() -> None:
+        async with factory() as uow:
+            await uow.outbox.add(order_created())
+            pid = await uow.connection.scalar(text("SELECT pg_backend_pid()"))
+            async with order_engine.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await uow.commit()
+
+    with pytest.raises(InfrastructureError):
+        await commit_on_a_killed_connection()
+    assert heard == [str(e.event_id) for e in committed]
+    assert await outbox_ids(order_engine) == [e.event_id for e in committed]

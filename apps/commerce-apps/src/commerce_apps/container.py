@@ -149,7 +149,12 @@ def units_of_work(factory: Any) -> tuple[Any, Any]:
     """The unit-of-work providers of a service: read-write (handler), read-only (routes)."""
     base = ServiceContainer
     return (
-        providers.Singleton(factory, base.engine, base.trace_context),
+        providers.Singleton(
+            factory,
+            base.engine,
+            base.trace_context,
+            on_commit=base.metrics.provided.count_committed,
+        ),
         providers.Singleton(factory, base.engine, base.trace_context, read_only=True),
     )
 

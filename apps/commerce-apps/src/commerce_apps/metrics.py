@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core_saga.messages import Envelope
 from core_saga.orders import Order
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SAGA_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-# Seed names, counted from the events a service emits (see ``count_emitted``).
+# Seed names, counted from the events a service's transactions commit (``count_committed``).
 _EMITTED = {
     "OrderCreated": "orders_created",
     "OrderConfirmed": "orders_confirmed",
@@ -81,14 +83,15 @@ class ServiceMetrics:
             max(0.0, (ended - order.created_at).total_seconds())
         )
 
-    def count_emitted(self, event_type: str) -> None:
-        """Business counters follow the events the service published."""
-        self.outbox_published.inc()
-        name = _EMITTED.get(event_type)
-        if name is not None:
-            counter: Counter = getattr(self, name)
-            counter.inc()
-        elif event_type == "PaymentSucceeded":
-            self.payments_processed.labels(outcome="success").inc()
-        elif event_type == "PaymentFailed":
-            self.payments_processed.labels(outcome="failure").inc()
+    def count_committed(self, events: Sequence[Envelope]) -> None:
+        """Business counters count what committed, once: not when the relay publishes, which
+        lags behind during an outage and sends again after a resend or a crash."""
+        for event in events:
+            name = _EMITTED.get(event.event_type)
+            if name is not None:
+                counter: Counter = getattr(self, name)
+                counter.inc()
+            elif event.event_type == "PaymentSucceeded":
+                self.payments_processed.labels(outcome="success").inc()
+            elif event.event_type == "PaymentFailed":
+                self.payments_processed.labels(outcome="failure").inc()

@@ -12,12 +12,11 @@ from commerce_apps.metrics import ServiceMetrics
 
 @dataclass
 class CountingPublisher:
-    """Counts published events by type: the seed's business counters follow from them."""
+    """Counts the events the broker acknowledged (``outbox_published``); a resend counts again."""
 
     inner: EventPublisher
     metrics: ServiceMetrics
 
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         await self.inner.publish(messages)
-        for message in messages:
-            self.metrics.count_emitted(message.event_type)
+        self.metrics.outbox_published.inc(len(messages))

@@ -83,9 +83,16 @@ class PostgresOutbox:
         self._channel = channel
         self._context = context
         self._rows: list[tuple[object, ...]] = []
+        self._added: list[Envelope] = []
+
+    @property
+    def added(self) -> tuple[Envelope, ...]:
+        """What this transaction emitted so far, flushed or not."""
+        return tuple(self._added)
 
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
         self._rows.append(self._row(envelope, headers))
+        self._added.append(envelope)
 
     def params(self, envelopes: Sequence[Envelope]) -> dict[str, Any]:
         """The parameters of ``insert_rows`` and ``NOTIFY`` for ``envelopes``, not kept."""
@@ -116,6 +123,7 @@ class PostgresOutbox:
     def transaction_ended(self) -> None:
         """Rows not flushed left with their transaction."""
         self._rows.clear()
+        self._added.clear()
 
 
 # The relay's two statements run on the driver (``raw``), as plain SQL: SQLAlchemy's per-row result

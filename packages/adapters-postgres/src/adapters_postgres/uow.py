@@ -8,10 +8,11 @@ consumers back off and retry instead of dead-lettering a good message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeVar
 from uuid import UUID
 
 from core_saga import ports
@@ -76,6 +77,11 @@ def _retryable_sqlstate(exc: DBAPIError) -> bool:
     return isinstance(code, str) and (code in _RETRYABLE or code.startswith("08"))
 
 
+Committed = Callable[[Sequence[Envelope]], None]
+"""Told the events a transaction emitted, once it committed (e.g. business counters, which
+then count each event once: not again when a relay sends it again)."""
+
+
 class Deferring(Protocol):
     """A repository that keeps a transaction's writes until its commit (an identity map)."""
 
@@ -96,11 +102,17 @@ class PostgresUnitOfWork:
     inbox: Inbox
 
     def __init__(
-        self, engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
+        self,
+        engine: AsyncEngine,
+        context: HeaderSource | None = None,
+        *,
+        read_only: bool = False,
+        on_commit: Committed | None = None,
     ) -> None:
         self._engine = engine
         self._context = context
         self._read_only = read_only
+        self._on_commit = on_commit
         self._conn: AsyncConnection | None = None
 
     @property
@@ -182,10 +194,16 @@ class PostgresUnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        emitted = self._outbox.added
         for repository in self._deferring:
             await repository.flush()
         await self.connection.commit()
         self._transaction_ended()
+        self._committed(emitted)
+
+    def _committed(self, emitted: Sequence[Envelope]) -> None:
+        if emitted and self._on_commit is not None:
+            self._on_commit(emitted)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
@@ -223,6 +241,7 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
         }
         if await placing.place(self.connection, params):
             self._transaction_ended()
+            self._committed([created])
             return None
         return await self._idempotency.stored(claim.key)
 
@@ -263,28 +282,25 @@ class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
         self.notifications = PostgresNotificationRepository(conn)
 
 
-def order_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
-) -> Callable[[], PostgresOrderUnitOfWork]:
-    return lambda: PostgresOrderUnitOfWork(engine, context, read_only=read_only)
+U = TypeVar("U", bound=PostgresUnitOfWork)
 
 
-def inventory_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
-) -> Callable[[], PostgresInventoryUnitOfWork]:
-    return lambda: PostgresInventoryUnitOfWork(engine, context, read_only=read_only)
+def uow_factory(
+    kind: type[U],
+    engine: AsyncEngine,
+    context: HeaderSource | None = None,
+    *,
+    read_only: bool = False,
+    on_commit: Committed | None = None,
+) -> Callable[[], U]:
+    """What a ``core_saga`` handler takes: a new unit of work of ``kind`` per call."""
+    return lambda: kind(engine, context, read_only=read_only, on_commit=on_commit)
 
 
-def payment_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
-) -> Callable[[], PostgresPaymentUnitOfWork]:
-    return lambda: PostgresPaymentUnitOfWork(engine, context, read_only=read_only)
-
-
-def notification_uow_factory(
-    engine: AsyncEngine, context: HeaderSource | None = None, *, read_only: bool = False
-) -> Callable[[], PostgresNotificationUnitOfWork]:
-    return lambda: PostgresNotificationUnitOfWork(engine, context, read_only=read_only)
+order_uow_factory = partial(uow_factory, PostgresOrderUnitOfWork)
+inventory_uow_factory = partial(uow_factory, PostgresInventoryUnitOfWork)
+payment_uow_factory = partial(uow_factory, PostgresPaymentUnitOfWork)
+notification_uow_factory = partial(uow_factory, PostgresNotificationUnitOfWork)
 
 
 if TYPE_CHECKING:  # mypy proves each unit of work satisfies its port
