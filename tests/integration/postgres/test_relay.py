@@ -107,30 +107,60 @@ async def test_two_relays_publish_each_row_once_in_order(
 async def test_the_standby_takes_over_when_the_leaders_connection_dies(
     order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
 ) -> None:
+    # The killed leader's process lives on and would try again at once; a crashed one would
+    # not come back, so here it comes back only after the standby had its chance.
+    slow_return = replace(FAST, backoff=RelayBackoff(initial=5.0, maximum=5.0))
+    leader = RelayRunner(order_url, "order", publisher, clock, slow_return)
+    standby = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(leader):
+        await first_leader(leader)
+        async with running(standby):
+            before = await write(order_engine, 2, clock)
+            await publisher.wait_for(2)
+            await asyncio.wait_for(leader.idle.wait(), 10)
+
+            async with order_engine.connect() as conn:
+                killed = await conn.scalar(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": leader.backend_pid}
+                )
+            assert killed
+            await asyncio.wait_for(standby.leading.wait(), 10)
+
+            after = await write(order_engine, 4, clock)
+            await publisher.wait_for(6)
+            await asyncio.wait_for(standby.idle.wait(), 10)
+            async with asyncio.timeout(10):  # the old leader notices its loss on its own schedule
+                while leader.leading.is_set():
+                    await asyncio.sleep(0.01)
+    assert publisher.event_ids == [e.event_id for e in before + after]
+    assert standby.published == 4
+
+
+async def test_a_standby_holds_back_neither_vacuum_nor_a_concurrent_index_build(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    """A standby waiting in ``pg_advisory_lock`` kept a snapshot for the leader's lifetime:
+    ``CREATE INDEX CONCURRENTLY`` (a migration, on a service with two replicas) waited for
+    it for ever, and VACUUM could not clear the outbox's dead rows."""
     one = RelayRunner(order_url, "order", publisher, clock, FAST)
     two = RelayRunner(order_url, "order", publisher, clock, FAST)
     async with running(one, two):
         leader = await first_leader(one, two)
         standby = two if leader is one else one
-        before = await write(order_engine, 2, clock)
-        await publisher.wait_for(2)
-        await asyncio.wait_for(leader.idle.wait(), 10)
-
-        async with order_engine.connect() as conn:
-            killed = await conn.scalar(
-                text("SELECT pg_terminate_backend(:pid)"), {"pid": leader.backend_pid}
-            )
-        assert killed
-        await asyncio.wait_for(standby.leading.wait(), 10)
-
-        after = await write(order_engine, 4, clock)
-        await publisher.wait_for(6)
-        await asyncio.wait_for(standby.idle.wait(), 10)
-        async with asyncio.timeout(10):  # the old leader notices its loss on its own schedule
-            while leader.leading.is_set():
+        async with asyncio.timeout(10):
+            while standby.backend_pid is None:
                 await asyncio.sleep(0.01)
-    assert publisher.event_ids == [e.event_id for e in before + after]
-    assert standby.published == 4
+        await asyncio.sleep(0.2)  # the standby tries (or waits) by now
+        async with order_engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            horizon = text("SELECT backend_xmin FROM pg_stat_activity WHERE pid = :pid")
+            for _ in range(3):  # what VACUUM must keep dead rows for (a try lasts < 1 ms)
+                assert await conn.scalar(horizon, {"pid": standby.backend_pid}) is None
+                await asyncio.sleep(0.1)
+            async with asyncio.timeout(10):
+                await conn.execute(text("CREATE INDEX CONCURRENTLY standby_probe ON outbox (key)"))
+            await conn.execute(text("DROP INDEX CONCURRENTLY standby_probe"))
+        assert not standby.leading.is_set()
 
 
 async def test_publishing_failures_back_off_and_retry_the_same_rows(

@@ -1,10 +1,15 @@
 """The outbox relay process: one leader per database, woken by NOTIFY, backing off on failure.
 
 Leadership is a session-level advisory lock held on the relay's own connection. A standby
-blocks in ``pg_advisory_lock`` on its connection; when the leader's connection dies (crash,
-``pg_terminate_backend``, network) PostgreSQL drops the lock and the standby gets it at
-once. The leader reads and marks the outbox on that same connection, so a relay that lost
-its lock cannot mark rows any more (the worst case is a batch published twice, which the
+tries for it (``pg_try_advisory_lock``) every ``standby_poll`` seconds; when the leader's
+connection dies (crash, ``pg_terminate_backend``, network) PostgreSQL drops the lock and a
+standby gets it at its next try. It does not block in ``pg_advisory_lock``: a statement
+waiting holds a snapshot, for as long as the leader lives, which would stop VACUUM from
+clearing this database's dead rows (the outbox's above all) and make every
+``CREATE INDEX CONCURRENTLY`` in it (a migration) wait for ever.
+
+The leader reads and marks the outbox on that same connection, so a relay that lost its
+lock cannot mark rows any more (the worst case is a batch published twice, which the
 consumers' inbox absorbs).
 """
 
@@ -40,6 +45,8 @@ KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keep
 # waiting rows, 70 ms per claim against 4.5 ms. The relay's session never needs either plan.
 PLANNER = {"enable_bitmapscan": "off", "enable_sort": "off"}
 
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+
 RelayStep = Callable[[OutboxStore, EventPublisher, Clock, int], Awaitable[int]]
 
 
@@ -56,6 +63,7 @@ class RelaySettings:
     backoff: RelayBackoff = field(default_factory=RelayBackoff)
     retention: timedelta = timedelta(days=1)
     cleanup_interval: float = 300.0
+    standby_poll: float = 0.5  # how often a standby tries for the lock: the takeover delay
 
 
 class LostLeadership(Exception):
@@ -122,7 +130,7 @@ class RelayRunner:
             if raw is None:
                 raise LostLeadership("no driver connection")
             self.backend_pid = raw.get_server_pid()
-            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._lock_key})
+            await self._stand_by(conn)
             wake, lost = asyncio.Event(), asyncio.Event()
             raw.add_termination_listener(lambda *_: lost.set())
             await raw.add_listener(self._channel, lambda *_: wake.set())
@@ -135,6 +143,14 @@ class RelayRunner:
             self.backend_pid = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # close the socket: releases lock and LISTEN at once
+
+    async def _stand_by(self, conn: AsyncConnection) -> None:
+        """Try for the lock until it is ours, each try a statement of its own (no snapshot
+        held in between)."""
+        while True:  # polled: PostgreSQL has no event for a lock freed
+            if await conn.scalar(_TRY_LOCK, {"key": self._lock_key}):
+                return
+            await asyncio.sleep(self.settings.standby_poll)
 
     async def _lead(self, conn: AsyncConnection, wake: asyncio.Event, lost: asyncio.Event) -> None:
         store = PostgresOutboxStore(conn)

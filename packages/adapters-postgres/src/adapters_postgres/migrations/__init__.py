@@ -1,12 +1,13 @@
 """Alembic migrations per service database, run from code: upgrade, downgrade, at-head check.
 
 Each service has its own script directory (``migrations/<service>/versions``) and its own
-``alembic_version`` table in its own database. ``migrate`` holds a transaction-scoped
-advisory lock, so replicas that start together upgrade one after the other.
+``alembic_version`` table in its own database. ``migrate`` holds a session-level advisory
+lock, so replicas that start together upgrade one after the other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,14 +19,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from adapters_postgres.engine import create_engine
 from adapters_postgres.tables import SERVICES
 
 HERE: Final = Path(__file__).resolve().parent
-MIGRATION_LOCK: Final = 0x636F6D6D6D696772  # pg_advisory_xact_lock key: "commmigr"
+MIGRATION_LOCK: Final = 0x636F6D6D6D696772  # advisory lock key: "commmigr"
+LOCK_POLL: Final = 0.2  # seconds between two tries of a replica waiting for the lock
 
 
 def alembic_config(service: str, connection: Connection | None = None) -> Config:
@@ -39,11 +41,16 @@ def alembic_config(service: str, connection: Connection | None = None) -> Config
 
 
 def run_environment() -> None:
-    """The body of every ``env.py``: migrate on the connection in ``config.attributes``."""
+    """The body of every ``env.py``: migrate on the connection in ``config.attributes``.
+
+    One transaction per revision: a revision that builds an index concurrently leaves its
+    transaction (``autocommit_block``), which commits what precedes it in the run; each
+    revision's ``alembic_version`` update commits with that revision's own changes.
+    """
     connection = context.config.attributes.get("connection")
     if connection is None:
         raise RuntimeError("run migrations through adapters_postgres.migrations.migrate()")
-    context.configure(connection=connection, target_metadata=None)
+    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -69,13 +76,51 @@ async def _run(target: str | AsyncEngine, service: str, revision: str, *, up: bo
         else:
             command.downgrade(config, revision)
 
-    async with _engine(target) as engine, engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-        await conn.run_sync(run)
+    async with _engine(target) as engine, engine.connect() as conn, _migration_lock(conn):
+        try:
+            await conn.run_sync(run)
+        except Exception as exc:
+            if _hides_cancellation(exc):
+                raise asyncio.CancelledError from exc
+            raise
+
+
+def _hides_cancellation(exc: BaseException) -> bool:
+    """Cancelled inside an ``autocommit_block``, alembic's clean-up fails on the connection
+    the cancellation invalidated; its error must not turn the cancellation into a failure."""
+    context: BaseException | None = exc
+    while context is not None and not isinstance(context, asyncio.CancelledError):
+        context = context.__context__
+    return context is not None
+
+
+@asynccontextmanager
+async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
+    """The migration lock, held by ``conn``'s session across the revisions' transactions.
+
+    On the migrating connection itself: ``CREATE INDEX CONCURRENTLY`` waits for every other
+    transaction of the database that holds a snapshot, never for its own session. Tried, not
+    waited for: a statement blocked in ``pg_advisory_lock`` keeps its snapshot, so the build
+    would wait for the waiter, which waits for the build's lock (a deadlock, or a hang when
+    the lock is held by another connection). Each try is a short transaction of its own.
+    """
+    params = {"key": MIGRATION_LOCK}
+    while not await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), params):
+        await conn.rollback()
+        await asyncio.sleep(LOCK_POLL)
+    await conn.rollback()
+    try:
+        yield
+    finally:
+        if not conn.invalidated:  # else the session, and its lock, are gone
+            await conn.rollback()
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), params)
+            await conn.commit()
 
 
 async def migrate(target: str | AsyncEngine, service: str, revision: str = "head") -> None:
-    """Upgrade ``service``'s database (a URL or an engine) to ``revision``, in one transaction."""
+    """Upgrade ``service``'s database (a URL or an engine) to ``revision``: one transaction per
+    revision, an index on an existing table built concurrently between two of them."""
     await _run(target, service, revision, up=True)
 
 

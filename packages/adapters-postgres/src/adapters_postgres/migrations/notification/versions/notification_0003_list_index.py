@@ -4,7 +4,7 @@ reads one page, not the whole table."""
 
 from __future__ import annotations
 
-from alembic import op
+from adapters_postgres.migrations.common import create_index_concurrently, drop_index_concurrently
 
 revision = "notification_0003"
 down_revision = "notification_0002"
@@ -13,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("notifications_created_at_idx", "notifications", ["created_at", "id"])
+    create_index_concurrently("notifications_created_at_idx", "notifications", ["created_at", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("notifications_created_at_idx", table_name="notifications")
+    drop_index_concurrently("notifications_created_at_idx", "notifications")

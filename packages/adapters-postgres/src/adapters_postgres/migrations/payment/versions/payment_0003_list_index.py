@@ -4,7 +4,7 @@ reads one page, not the whole table."""
 
 from __future__ import annotations
 
-from alembic import op
+from adapters_postgres.migrations.common import create_index_concurrently, drop_index_concurrently
 
 revision = "payment_0003"
 down_revision = "payment_0002"
@@ -13,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("payments_created_at_idx", "payments", ["created_at", "id"])
+    create_index_concurrently("payments_created_at_idx", "payments", ["created_at", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("payments_created_at_idx", table_name="payments")
+    drop_index_concurrently("payments_created_at_idx", "payments")
