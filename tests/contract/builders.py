@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from core_saga.inventory import SEED_PRODUCTS, Reservation, ReservationStatus
@@ -13,6 +14,7 @@ from core_saga.messages import Envelope, LineItem, OrderCreated
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order
 from core_saga.payments import Payment, PaymentStatus
+from core_saga.ports import Position
 
 MOUSE, KEYBOARD, HUB = (product.id for product in SEED_PRODUCTS[:3])
 
@@ -76,6 +78,27 @@ def new_notification(at: datetime, order_id: UUID | None = None) -> Notification
         message="Your order is confirmed.",
         created_at=at,
     )
+
+
+Listed = TypeVar("Listed", Payment, Notification)
+
+
+def position(row: Payment | Notification) -> Position:
+    """Where a list page that ends at ``row`` ends."""
+    return row.created_at, row.id
+
+
+async def read_back(
+    read: Callable[[Position | None], Awaitable[Sequence[Listed]]], most: int = 100
+) -> list[Sequence[Listed]]:
+    """The pages ``read`` returns, newest first, each read before the first (oldest) row of the
+    last, until one is empty; at most ``most``, so a cursor that is ignored fails, not hangs."""
+    pages: list[Sequence[Listed]] = []
+    before: Position | None = None
+    while len(pages) < most and (page := await read(before)):
+        pages.append(page)
+        before = position(page[0])
+    return pages
 
 
 async def assert_waiting(task: asyncio.Task[Any]) -> None:

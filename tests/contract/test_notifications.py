@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from uuid import uuid4
 
 from core_saga.memory import ManualClock
-from core_saga.notifications import NotificationType
-from core_saga.ports import NotificationUnitOfWork
+from core_saga.notifications import Notification, NotificationType
+from core_saga.ports import NotificationUnitOfWork, Position
 
-from tests.contract.builders import new_notification
+from tests.contract.builders import new_notification, position, read_back
 from tests.contract.conftest import Database
 
 
@@ -70,3 +71,33 @@ async def test_list_returns_the_newest_notifications_up_to_the_limit_oldest_firs
         assert await uow.notifications.list(limit=2) == everything[-2:]  # ties broken by id
         assert await uow.notifications.list(limit=4) == everything[-4:]
         assert await uow.notifications.list(oldest.order_id, limit=1) == [oldest]
+
+
+async def test_pages_before_a_position_list_every_notification_once_however_many_tie(
+    notifications: Database[NotificationUnitOfWork], clock: ManualClock
+) -> None:
+    """Nine of eleven notifications share a created_at: only the id says where a page ends."""
+    first, tied, last = (clock.advance(timedelta(seconds=1)) for _ in range(3))
+    stored = [
+        new_notification(first),
+        *(new_notification(tied) for _ in range(9)),
+        new_notification(last),
+    ]
+    async with notifications.unit_of_work() as uow:
+        for notification in reversed(stored):
+            assert await uow.notifications.add(notification)
+        await uow.commit()
+    everything = sorted(stored, key=lambda n: (n.created_at, n.id))
+
+    async def page(before: Position | None) -> Sequence[Notification]:
+        async with notifications.unit_of_work() as uow:
+            return await uow.notifications.list(limit=3, before=before)
+
+    pages = await read_back(page)
+    assert [len(rows) for rows in pages] == [3, 3, 3, 2]
+    assert [row for rows in reversed(pages) for row in rows] == everything  # each once, in order
+
+    third, fourth = everything[2:4]  # tied: with an order id, ``before`` applies as well
+    async with notifications.unit_of_work() as uow:
+        assert await uow.notifications.list(third.order_id, before=position(fourth)) == [third]
+        assert await uow.notifications.list(third.order_id, before=position(third)) == []

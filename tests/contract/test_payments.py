@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from core_saga.memory import ManualClock
-from core_saga.payments import PaymentStatus
-from core_saga.ports import PaymentUnitOfWork
+from core_saga.payments import Payment, PaymentStatus
+from core_saga.ports import PaymentUnitOfWork, Position
 from sqlalchemy.exc import IntegrityError
 
-from tests.contract.builders import assert_waiting, new_payment
+from tests.contract.builders import assert_waiting, new_payment, position, read_back
 from tests.contract.conftest import Database
 
 
@@ -133,3 +134,29 @@ async def test_list_returns_the_newest_payments_up_to_the_limit_oldest_first(
         assert await uow.payments.list(limit=2) == everything[-2:]  # ties broken by id
         assert await uow.payments.list(limit=4) == everything[-4:]
         assert await uow.payments.list(oldest.order_id, limit=1) == [oldest]
+
+
+async def test_pages_before_a_position_list_every_payment_once_however_many_tie(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    """Nine of eleven payments share a created_at: only the id says where a page ends."""
+    first, tied, last = (clock.advance(timedelta(seconds=1)) for _ in range(3))
+    stored = [new_payment(first), *(new_payment(tied) for _ in range(9)), new_payment(last)]
+    async with payments.unit_of_work() as uow:
+        for payment in reversed(stored):
+            await uow.payments.add(payment)
+        await uow.commit()
+    everything = sorted(stored, key=lambda p: (p.created_at, p.id))
+
+    async def page(before: Position | None) -> Sequence[Payment]:
+        async with payments.unit_of_work() as uow:
+            return await uow.payments.list(limit=2, before=before)
+
+    pages = await read_back(page)
+    assert [len(rows) for rows in pages] == [2, 2, 2, 2, 2, 1]
+    assert [row for rows in reversed(pages) for row in rows] == everything  # each once, in order
+
+    third, fourth = everything[2:4]  # tied: with an order id, ``before`` applies as well
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.list(third.order_id, before=position(fourth)) == [third]
+        assert await uow.payments.list(third.order_id, before=position(third)) == []

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from commerce_apps.settings import ServiceName
 
 from tests.e2e.platform import MOUSE, RunningPlatform, order_body
 
@@ -104,3 +105,32 @@ async def test_every_service_has_health_metrics_and_docs(
     assert "validatorUrl: null" in init.text  # nor validator.swagger.io
     asset = await http.get(succeeding.url(service, "/docs/assets/swagger-ui-bundle.js"))
     assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+@pytest.mark.parametrize(
+    ("service", "path"), [("payment", "/api/payments"), ("notification", "/api/notifications")]
+)
+async def test_a_list_pages_back_along_link_next(
+    succeeding: RunningPlatform, service: ServiceName, path: str
+) -> None:
+    """Over PostgreSQL and HTTP: following ``Link: rel="next"`` reads every row once, in list
+    order, and stops at a page without one; a cursor no link gave is a 400 naming ``before``."""
+    for _ in range(3):
+        placed = (await succeeding.place(order_body((MOUSE, 1, "1.00")))).json()
+        await succeeding.settled(placed["id"])
+    listed = await (succeeding.payments if service == "payment" else succeeding.notifications)()
+    everything = [row["id"] for row in listed]
+    paged: list[str] = []
+    url = succeeding.url(service, f"{path}?limit=2")
+    for _ in range(len(everything) + 2):
+        response = await succeeding.http.get(url)
+        assert response.status_code == 200, response.text
+        paged[:0] = [row["id"] for row in response.json()]
+        if "next" not in response.links:
+            break
+        url = str(response.url.join(response.links["next"]["url"]))
+    assert len(paged) == len(set(paged)) >= len(everything) >= 3  # none repeated
+    assert [row for row in paged if row in set(everything)] == everything  # none skipped
+    bad = await succeeding.http.get(succeeding.url(service, f"{path}?before=nope"))
+    assert (bad.status_code, bad.headers["content-type"]) == (400, PROBLEM)
+    assert [error["field"] for error in bad.json()["errors"]] == ["before"]

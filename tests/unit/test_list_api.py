@@ -1,11 +1,13 @@
-"""GET /api/payments and /api/notifications: bounded by ``limit``, over the in-memory databases."""
+"""GET /api/payments and /api/notifications: ``limit``, ``before`` and ``Link``, in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
@@ -22,12 +24,17 @@ from tests.contract.builders import new_notification, new_payment
 pytestmark = pytest.mark.unit
 
 
+class Store(Protocol):
+    async def __call__(self, count: int, apart: timedelta = timedelta(seconds=1)) -> list[UUID]:
+        """Stores ``count`` rows ``apart`` from each other; their ids in list order."""
+        ...
+
+
 @dataclass(frozen=True)
 class ListApi:
     path: str
     client: httpx.AsyncClient
-    store: Callable[[int], Awaitable[list[UUID]]]
-    """Stores that many rows a second apart; their ids, oldest first."""
+    store: Store
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,13 @@ async def api(request: pytest.FixtureRequest) -> AsyncIterator[ListApi]:
     listed, clock = APIS[request.param], ManualClock()
     db = listed.database(clock)
 
-    async def store(count: int) -> list[UUID]:
-        rows = [listed.build(clock.advance(timedelta(seconds=1))) for _ in range(count)]
+    async def store(count: int, apart: timedelta = timedelta(seconds=1)) -> list[UUID]:
+        rows = [listed.build(clock.advance(apart)) for _ in range(count)]
         async with db.unit_of_work() as uow:
             for row in rows:
                 await getattr(uow, listed.repository).add(row)
             await uow.commit()
-        return [row.id for row in rows]
+        return [row.id for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
 
     app = Starlette(routes=listed.routes(db.unit_of_work), exception_handlers=EXCEPTION_HANDLERS)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -130,3 +137,93 @@ def test_the_limit_is_documented(operations: Any, path: str) -> None:
         "maximum": 1000,
         "default": 100,
     }
+
+
+NEXT = r'<{path}\?limit=2&before=[\w-]{{40}}>; rel="next"'
+
+
+def cursor_of(response: httpx.Response) -> str:
+    """The ``before`` cursor of the response's ``Link: <…>; rel="next"``."""
+    return httpx.URL(response.links["next"]["url"]).params["before"]
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(5, [2, 2, 1]), (4, [2, 2, 0])])
+@pytest.mark.parametrize("apart", [timedelta(0), timedelta(microseconds=1)], ids=["tied", "1us"])
+async def test_following_link_next_lists_every_row_once_and_ends_without_a_link(
+    api: ListApi, count: int, sizes: list[int], apart: timedelta
+) -> None:
+    """Rows at one instant, or a microsecond apart: the cursor keeps the id and microsecond.
+    Every full page links to the rows before it; the last page (short or empty) does not."""
+    stored = await api.store(count, apart)
+    pages: list[tuple[list[UUID], bool]] = []
+    url: str | None = f"{api.path}?limit=2"
+    while url is not None and len(pages) <= count:
+        response = await api.client.get(url)
+        assert response.status_code == 200, response.text
+        pages.append(([UUID(row["id"]) for row in response.json()], "next" in response.links))
+        url = response.links.get("next", {}).get("url")
+        if url is not None:
+            assert re.fullmatch(NEXT.format(path=api.path), response.headers["link"])
+    assert [(len(page), linked) for page, linked in pages] == [(n, n == 2) for n in sizes]
+    assert [row for page, _ in reversed(pages) for row in page] == stored
+
+
+async def test_only_a_full_page_without_an_order_id_has_a_link(api: ListApi) -> None:
+    await api.store(3)
+    newest_order = (await api.client.get(api.path)).json()[-1]["orderId"]
+    assert "link" not in (await api.client.get(api.path)).headers  # 3 of 100
+    assert "link" not in (await api.client.get(f"{api.path}?limit=4")).headers
+    assert "next" in (await api.client.get(f"{api.path}?limit=3")).links
+    of_order = await api.client.get(f"{api.path}?orderId={newest_order}&limit=1")
+    assert len(of_order.json()) == 1 and "link" not in of_order.headers  # one per order at most
+
+
+async def test_before_with_an_order_id_applies_both(api: ListApi) -> None:
+    """Both are filters: the order's row, if older than the cursor."""
+    older, newer = await api.store(2)
+    orders = {UUID(row["id"]): row["orderId"] for row in (await api.client.get(api.path)).json()}
+    query = {"before": cursor_of(await api.client.get(f"{api.path}?limit=1"))}  # before newer
+    assert await ids(api, "?" + urlencode(query | {"orderId": orders[older]})) == [older]
+    assert await ids(api, "?" + urlencode(query | {"orderId": orders[newer]})) == []
+
+
+TAMPERED: dict[str, Callable[[str], str]] = {
+    "not base64url": lambda cursor: "nope",
+    "truncated": lambda cursor: cursor[:-1],
+    "lengthened": lambda cursor: cursor + "A",
+    "padded": lambda cursor: cursor + "=",
+    "standard alphabet": lambda cursor: "+/" + cursor[2:],
+    "time edited": lambda cursor: _edit(cursor, 3),
+    "id edited": lambda cursor: _edit(cursor, 20),
+    "check edited": lambda cursor: _edit(cursor, len(cursor) - 1),
+}
+
+
+def _edit(cursor: str, at: int) -> str:
+    return cursor[:at] + ("B" if cursor[at] == "A" else "A") + cursor[at + 1 :]
+
+
+@pytest.mark.parametrize("tamper", TAMPERED.values(), ids=TAMPERED.keys())
+async def test_a_cursor_no_link_gave_is_a_400_naming_before(
+    api: ListApi, tamper: Callable[[str], str]
+) -> None:
+    await api.store(2)
+    cursor = cursor_of(await api.client.get(f"{api.path}?limit=1"))
+    assert len(await ids(api, f"?before={cursor}")) == 1  # untouched, it is taken
+    response = await api.client.get(api.path, params={"before": tamper(cursor)})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert [error["field"] for error in response.json()["errors"]] == ["before"]
+
+
+@pytest.mark.parametrize(
+    ("operations", "path"),
+    [(payment.OPERATIONS, "/api/payments"), (notification.OPERATIONS, "/api/notifications")],
+)
+def test_the_cursor_and_the_link_are_documented(operations: Any, path: str) -> None:
+    document = openapi_document("service", "0.1.0", operations)
+    operation = document["paths"][path]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["before"]["in"] == "query"
+    assert parameters["before"]["schema"] == {"type": "string"}
+    assert operation["responses"]["200"]["headers"]["Link"]["schema"] == {"type": "string"}

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
-from core_saga.ports import LIST_LIMIT
+from core_saga.ports import LIST_LIMIT, Position
 from sqlalchemy import exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -121,9 +121,14 @@ class PostgresPaymentRepository:
         return _payment(rows[0]) if rows else None
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Payment]:
-        return [_payment(row) for row in await newest_page(self._conn, payments, order_id, limit)]
+        rows = await newest_page(self._conn, payments, order_id, limit, before)
+        return [_payment(row) for row in rows]
 
     async def add(self, payment: Payment) -> None:
         self._held.add(payment.order_id, payment)

@@ -16,7 +16,7 @@ from uuid import UUID
 from core_saga.messages import LineItem
 from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
-from core_saga.ports import LIST_LIMIT
+from core_saga.ports import LIST_LIMIT, Position
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -367,7 +367,11 @@ class PostgresNotificationRepository:
         return bool(added)
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Notification]:
         return [
             Notification(
@@ -378,5 +382,5 @@ class PostgresNotificationRepository:
                 message=row["message"],
                 created_at=row["created_at"],
             )
-            for row in await newest_page(self._conn, notifications, order_id, limit)
+            for row in await newest_page(self._conn, notifications, order_id, limit, before)
         ]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from core_saga.ports import Position
 from sqlalchemy import (
     BindParameter,
     Column,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -73,15 +75,33 @@ def where_given(query: Select[Any], where: ColumnElement[bool] | None) -> Select
     return query if where is None else query.where(where)
 
 
-async def newest_page(
-    conn: AsyncConnection, table: Table, order_id: UUID | None, limit: int
-) -> list[RowMapping]:
-    """The newest ``limit`` rows of ``table`` (of one order, if given), oldest first: read
-    newest first along its ``(created_at, id)`` index, so that LIMIT keeps them, then reversed.
-    """
+def newest_page_query(
+    table: Table, order_id: UUID | None, limit: int, before: Position | None = None
+) -> Select[Any]:
+    """``newest_page``'s statement. ``before`` is one row-value comparison, ``(created_at, id)
+    < (:t, :id)``: the ``(created_at, id)`` index starts its backward scan there, which two
+    column comparisons joined by OR would not let it do."""
     query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
-    of_order = None if order_id is None else table.c.order_id == order_id
-    rows = [row._mapping for row in await conn.execute(where_given(query, of_order))]
+    if order_id is not None:
+        query = query.where(table.c.order_id == order_id)
+    if before is not None:
+        query = query.where(tuple_(table.c.created_at, table.c.id) < before)
+    return query
+
+
+async def newest_page(
+    conn: AsyncConnection,
+    table: Table,
+    order_id: UUID | None,
+    limit: int,
+    before: Position | None = None,
+) -> list[RowMapping]:
+    """The newest ``limit`` rows of ``table`` (of one order, if given; older than ``before``,
+    if given), oldest first: read newest first along its ``(created_at, id)`` index, so that
+    LIMIT keeps them, then reversed.
+    """
+    query = newest_page_query(table, order_id, limit, before)
+    rows = [row._mapping for row in await conn.execute(query)]
     return rows[::-1]
 
 

@@ -164,6 +164,9 @@ class KeyClaim:
 LIST_LIMIT = 100
 """How many rows a list read returns unless told: none loads a whole table by default."""
 
+Position = tuple[datetime, UUID]
+"""A listed row's ``(created_at, id)``: the order lists are read in, hence where a page ends."""
+
 
 class OrderRepository(Protocol):
     async def add(self, order: Order) -> None: ...
@@ -209,12 +212,18 @@ class PaymentRepository(Protocol):
     async def get_by_order(self, order_id: UUID) -> Payment | None: ...
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Payment]:
         """The newest ``limit`` payments (of one order, if given), oldest first.
 
         Newest by ``created_at``, then ``id``, so rows created at the same instant are cut
-        and ordered the same way on every read.
+        and ordered the same way on every read. ``before`` keeps only the rows older than
+        that position: given the first row of a page, it reads the page before it, and
+        pages read so neither skip nor repeat a row, however many share a ``created_at``.
         """
         ...
 
@@ -235,11 +244,16 @@ class NotificationRepository(Protocol):
         ...
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Notification]:
         """The newest ``limit`` notifications (of one order, if given), oldest first.
 
-        Ordered as ``PaymentRepository.list``: by ``created_at``, then ``id``.
+        Ordered and paged (``before``) as ``PaymentRepository.list``: by ``created_at``, then
+        ``id``.
         """
         ...
 

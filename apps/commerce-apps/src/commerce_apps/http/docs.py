@@ -34,7 +34,8 @@ class ProblemDocument(BaseModel):
 
 @dataclass(frozen=True)
 class Operation:
-    """One documented endpoint: its request model and a model (or list of one) per status."""
+    """One documented endpoint: its request model, a model (or list of one) per status, and
+    the headers a status may carry (OpenAPI header objects by name)."""
 
     method: str
     path: str
@@ -42,6 +43,7 @@ class Operation:
     responses: Mapping[int, Documented]
     request: type[BaseModel] | None = None
     parameters: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    headers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _models(operations: Sequence[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -92,6 +94,8 @@ def openapi_document(title: str, version: str, operations: Sequence[Operation]) 
             content = _content(item, status, refs)
             if content is not None:
                 response["content"] = content
+            if status in op.headers:
+                response["headers"] = dict(op.headers[status])
             entry["responses"][str(status)] = response
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {

@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import query_limit, query_order_id, wire
-from commerce_apps.services.payment import LIMIT_PARAM, ORDER_ID_PARAM
+from commerce_apps.http.params import list_page, list_query
+from commerce_apps.services.payment import LINK_HEADER, LIST_PARAMS
 
 
 class NotificationBody(WireModel):
@@ -32,16 +32,19 @@ OPERATIONS = (
         "/api/notifications",
         "The newest notifications, optionally of one order",
         {200: list_of(NotificationBody), 400: None},
-        parameters=(ORDER_ID_PARAM, LIMIT_PARAM),
+        parameters=LIST_PARAMS,
+        headers={200: LINK_HEADER},
     ),
 )
 
 
 def notification_routes(uow: Callable[[], NotificationUnitOfWork]) -> list[BaseRoute]:
     async def list_notifications(request: Request) -> JSONResponse:
-        order_id, limit = query_order_id(request), query_limit(request)
+        query = list_query(request)
         async with uow() as work:
-            notifications = await work.notifications.list(order_id, limit=limit)
-        return JSONResponse([wire(NotificationBody, n) for n in notifications])
+            notifications = await work.notifications.list(
+                query.order_id, limit=query.limit, before=query.before
+            )
+        return list_page(request, query, notifications, NotificationBody)
 
     return [Route("/api/notifications", list_notifications, methods=["GET"])]

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from commerce_apps.http.docs import Operation, list_of
-from commerce_apps.http.params import MAX_LIST_LIMIT, query_limit, query_order_id, wire
+from commerce_apps.http.params import MAX_LIST_LIMIT, list_page, list_query
 
 ORDER_ID_PARAM = {"name": "orderId", "in": "query", "schema": {"type": "string", "format": "uuid"}}
 LIMIT_PARAM = {
@@ -21,6 +21,19 @@ LIMIT_PARAM = {
     "in": "query",
     "description": "How many of the newest to return (they come oldest first)",
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": LIST_LIMIT},
+}
+BEFORE_PARAM = {
+    "name": "before",
+    "in": "query",
+    "description": 'The cursor of a Link rel="next": the rows older than the page that gave it',
+    "schema": {"type": "string"},
+}
+LIST_PARAMS = (ORDER_ID_PARAM, LIMIT_PARAM, BEFORE_PARAM)
+LINK_HEADER = {
+    "Link": {
+        "description": 'On a full page without orderId: <the older rows>; rel="next" (RFC 8288)',
+        "schema": {"type": "string"},
+    }
 }
 
 
@@ -40,16 +53,19 @@ OPERATIONS = (
         "/api/payments",
         "The newest payments, optionally of one order",
         {200: list_of(PaymentBody), 400: None},
-        parameters=(ORDER_ID_PARAM, LIMIT_PARAM),
+        parameters=LIST_PARAMS,
+        headers={200: LINK_HEADER},
     ),
 )
 
 
 def payment_routes(uow: Callable[[], PaymentUnitOfWork]) -> list[BaseRoute]:
     async def list_payments(request: Request) -> JSONResponse:
-        order_id, limit = query_order_id(request), query_limit(request)
+        query = list_query(request)
         async with uow() as work:
-            payments = await work.payments.list(order_id, limit=limit)
-        return JSONResponse([wire(PaymentBody, p) for p in payments])
+            payments = await work.payments.list(
+                query.order_id, limit=query.limit, before=query.before
+            )
+        return list_page(request, query, payments, PaymentBody)
 
     return [Route("/api/payments", list_payments, methods=["GET"])]

@@ -8,7 +8,7 @@ from uuid import UUID
 from core_saga.memory.tables import LockScope, Staged, Table
 from core_saga.memory.unit_of_work import MemoryDatabase, MemoryUnitOfWork
 from core_saga.notifications import Notification
-from core_saga.ports import LIST_LIMIT, Clock, NotificationRepository
+from core_saga.ports import LIST_LIMIT, Clock, NotificationRepository, Position
 
 
 class MemoryNotifications:
@@ -25,12 +25,17 @@ class MemoryNotifications:
         return True
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Notification]:
         return self._rows.newest(
             lambda n: order_id is None or n.order_id == order_id,
             lambda n: (n.created_at, n.id),
             limit,
+            before,
         )
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from core_saga.memory.tables import LockScope, Staged, Table
 from core_saga.memory.unit_of_work import HELD_ORDERS, MemoryDatabase, MemoryUnitOfWork
 from core_saga.payments import Payment
-from core_saga.ports import LIST_LIMIT, Clock, PaymentRepository
+from core_saga.ports import LIST_LIMIT, Clock, PaymentRepository, Position
 
 
 class MemoryPayments:
@@ -26,12 +26,17 @@ class MemoryPayments:
         return found[0] if found else None
 
     async def list(
-        self, order_id: UUID | None = None, *, limit: int = LIST_LIMIT
+        self,
+        order_id: UUID | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        before: Position | None = None,
     ) -> Sequence[Payment]:
         return self._rows.newest(
             lambda p: order_id is None or p.order_id == order_id,
             lambda p: (p.created_at, p.id),
             limit,
+            before,
         )
 
     async def add(self, payment: Payment) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from copy import deepcopy
 from typing import Any, Generic, TypeVar
@@ -79,10 +80,19 @@ class Staged(Generic[K, V]):
         rows = {**self._table.rows, **self._writes}
         return [self._table.copy(row) for row in rows.values() if keep(row)]
 
-    def newest(self, keep: Callable[[V], bool], order: Callable[[V], Any], limit: int) -> list[V]:
-        """The last ``limit`` rows ``keep`` accepts by ``order``, oldest first: what SQL's
-        ``ORDER BY … DESC LIMIT`` keeps, in ascending order."""
+    def newest(
+        self,
+        keep: Callable[[V], bool],
+        order: Callable[[V], Any],
+        limit: int,
+        before: Any = None,
+    ) -> list[V]:
+        """The last ``limit`` rows ``keep`` accepts by ``order`` (among those ordered strictly
+        before ``before``, if given), oldest first: what SQL's ``WHERE order < before ORDER BY
+        … DESC LIMIT`` keeps, in ascending order."""
         ordered = sorted(self.select(keep), key=order)
+        if before is not None:
+            ordered = ordered[: bisect_left(ordered, before, key=order)]
         return ordered[max(len(ordered) - limit, 0) :]
 
     def apply(self) -> None:
