@@ -29,6 +29,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
         asyncpg.exceptions.SerializationError("could not serialize access"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
         asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout"),
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
     ],
     ids=lambda error: type(error).__name__,
 )

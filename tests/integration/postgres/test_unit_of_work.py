@@ -6,6 +6,7 @@ from uuid import uuid4
 
 import pytest
 from adapters_postgres.engine import create_engine
+from adapters_postgres.identity import order_lock_key
 from adapters_postgres.uow import payment_uow_factory
 from core_saga.ports import InfrastructureError
 from sqlalchemy import text
@@ -41,6 +42,25 @@ async def test_a_connection_killed_mid_transaction_is_an_infrastructure_error(
 
     with pytest.raises(InfrastructureError):
         await killed_midway()
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+async def test_a_lock_or_statement_timeout_is_an_infrastructure_error(
+    payment_engine: AsyncEngine, setting: str
+) -> None:
+    """A timeout a database or role sets is the weather: the event is retried, not poison."""
+    order_id = uuid4()
+    async with payment_engine.connect() as holder:  # holds the order's lock until rollback
+        key = {"key": order_lock_key(order_id)}
+        await holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+
+        async def blocked() -> None:
+            async with payment_uow_factory(payment_engine)() as uow:
+                await uow.connection.execute(text(f"SET LOCAL {setting} = '200ms'"))
+                await uow.hold({order_id})
+
+        with pytest.raises(InfrastructureError):
+            await blocked()
 
 
 async def test_a_constraint_violation_stays_what_it_is(payment_engine: AsyncEngine) -> None:

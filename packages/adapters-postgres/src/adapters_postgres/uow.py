@@ -68,8 +68,10 @@ def is_transient(exc: BaseException) -> bool:
 
 # serialization_failure, deadlock_detected; admin_shutdown, crash_shutdown, cannot_connect_now
 # (a server stopping, or starting up: "the database system is starting up"); too many
-# connections. Class 08 (connection exceptions) counts too.
-_RETRYABLE = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+# connections; lock_not_available and query_canceled (a lock_timeout or statement_timeout
+# that a database or role sets, or a DBA's pg_cancel_backend: the event is not at fault).
+# Class 08 (connection exceptions) counts too.
+_RETRYABLE = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03", "57014"})
 
 
 def _retryable_sqlstate(exc: DBAPIError) -> bool:
