@@ -9,25 +9,28 @@ batch needs in one global order first, so the batches only queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
 from adapters_postgres import raw
-from adapters_postgres.uow import inventory_uow_factory, order_uow_factory
+from adapters_postgres.uow import inventory_uow_factory, order_uow_factory, payment_uow_factory
+from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once
 from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
 from core_saga.inventory import SEED_PRODUCTS
 from core_saga.messages import (
     Envelope,
+    Event,
     OrderConfirmed,
     PaymentFailed,
     PaymentSucceeded,
     StockReleaseRequested,
     StockReserved,
 )
+from core_saga.ports import PaymentUnitOfWork
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -224,3 +227,37 @@ async def test_an_order_batch_reads_its_orders_once_and_writes_them_once(
             {"keys": [str(i) for i in ids]},
         )
         assert confirmed == 4
+
+
+async def test_one_event_in_a_batch_and_on_the_one_at_a_time_path_queue_without_deadlock(
+    payment_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """After a rebalance one replica may apply an event in a batch while another applies it
+    alone (its batch had failed). The batch holds the order, then inserts the inbox row; the
+    lone path inserted its inbox row first and then waited for the order: each waited for
+    the other, and PostgreSQL aborted one as a deadlock."""
+    event = envelope(PaymentSucceeded(order_id=uuid4(), payment_id=uuid4(), amount=Decimal("1")))
+    factory = payment_uow_factory(payment_engine)
+    applied: list[str] = []
+    held = asyncio.Event()
+
+    def recording(path: str) -> Apply[PaymentUnitOfWork]:
+        async def apply(tx: PaymentUnitOfWork, envelope: Envelope) -> list[Event]:
+            await tx.hold({envelope.payload.order_id})  # what a handler's own locking does
+            applied.append(path)
+            return []
+
+        return apply
+
+    async def pause_holding(tx: PaymentUnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        held.set()
+        await asyncio.sleep(0.5)  # the lone path gets as far as it can meanwhile
+
+    async def alone() -> bool:
+        await held.wait()
+        return await apply_once(factory, clock, event, recording("alone"))
+
+    batch = apply_batch(factory, clock, [event], recording("batch"), prepare=pause_holding)
+    batched, single = await asyncio.gather(batch, alone())
+    assert ([e.event_id for e in batched], single) == ([event.event_id], False)
+    assert applied == ["batch"]

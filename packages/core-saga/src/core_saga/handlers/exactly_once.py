@@ -37,11 +37,15 @@ async def apply_once(
 ) -> bool:
     """Record the event in the inbox, apply it, write its follow-up events; one transaction.
 
-    The inbox row goes first so a duplicate (or a replica racing on the same message) is
-    detected before any effect; it returns False and nothing changes. Any exception rolls
-    the whole transaction back, inbox row included, so the redelivered message runs again.
+    The order is held first, as ``apply_batch`` holds its orders before its inbox rows: a
+    replica on this path and another applying the same event in a batch then queue instead
+    of deadlocking (each holding what the other waits for). The inbox row goes next, so a
+    duplicate (or a replica racing on the same message) is detected before any effect; it
+    returns False and nothing changes. Any exception rolls the whole transaction back, inbox
+    row included, so the redelivered message runs again.
     """
     async with uow() as tx:
+        await tx.hold({envelope.payload.order_id})
         if not await _apply_in(tx, clock, envelope, apply):
             return False
         await tx.commit()
