@@ -168,7 +168,7 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         if isinstance(handler, OrderService):
             tasks.append(
                 asyncio.create_task(
-                    _every(settings.deadline_sweep_interval, handler.sweep_deadlines, "sweep"),
+                    _every(settings.deadline_sweep_interval, handler.sweep_overdue, "sweep"),
                     name="order-deadlines",
                 )
             )

@@ -260,6 +260,20 @@ class OrderService:
             settled.append(order)
         return events
 
+    async def sweep_overdue(self, limit: int = 100) -> int:
+        """Sweep ``limit`` at a time until a sweep is not full; return how many were cancelled.
+
+        Once a tick, a single sweep would cancel at most ``limit`` a second per replica: a
+        backlog left by an outage of inventory or payment (orders keep coming, hundreds a
+        second) would then outgrow it, and orders long overdue would confirm late.
+        """
+        total = 0
+        while True:
+            cancelled = await self.sweep_deadlines(limit)
+            total += cancelled
+            if cancelled < limit:
+                return total
+
     async def sweep_deadlines(self, limit: int = 100) -> int:
         """Cancel up to ``limit`` overdue orders (reason ``timeout``); return how many."""
         cancelled: list[Order] = []
