@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -44,13 +46,25 @@ def create_engine(
     The same ten connections at most, all kept, cost none of that.
 
     No ``pool_pre_ping``: it costs a round trip on every checkout (a quarter of all statements
-    under load). A connection the server dropped fails its next use once, which SQLAlchemy
-    detects as a disconnect and answers by replacing the pool's connections; the unit of work
-    reports it as an ``InfrastructureError``, so consumers retry the message.
+    under load). Instead a checkout drops a connection whose socket the server already
+    closed (a restart or failover ends every session), which costs no round trip; without
+    that, each pooled connection failed its next use once after a failover. One that dies
+    unseen fails its next use, which the unit of work reports as an ``InfrastructureError``,
+    so consumers retry the message.
     """
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
-    return _create_async_engine(async_url(url), **options)
+    engine = _create_async_engine(async_url(url), **options)
+    event.listen(engine.sync_engine.pool, "checkout", _drop_closed)
+    return engine
+
+
+def _drop_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Raising ``DisconnectionError`` makes the pool discard the connection and check out
+    another (a new one if need be)."""
+    driver_connection = getattr(dbapi_connection, "driver_connection", None)
+    if driver_connection is not None and driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 @asynccontextmanager
