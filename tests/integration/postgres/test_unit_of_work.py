@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from adapters_postgres.engine import create_engine, plain_url
+from adapters_postgres.engine import SessionGuards, create_engine, plain_url
 from adapters_postgres.identity import order_lock_key
 from adapters_postgres.uow import payment_uow_factory
 from core_saga.ports import InfrastructureError
@@ -126,3 +126,49 @@ async def test_a_read_only_unit_of_work_reads_outside_any_transaction(
         assert not driver.is_in_transaction()  # asyncpg's view: no BEGIN was sent
         with pytest.raises(RuntimeError, match="cannot commit"):
             await reader.commit()
+
+
+async def test_a_statement_that_waits_too_long_is_an_infrastructure_error(
+    new_database: DatabaseFactory,
+) -> None:
+    """A lock behind a frozen peer, or a server gone mid-statement, fails in bounded time."""
+    guards = SessionGuards(command_timeout=0.3)
+    engine = create_engine(await new_database.create("payment"), connect_args=guards.connect_args())
+    try:
+        with pytest.raises(InfrastructureError):
+            async with payment_uow_factory(engine)() as uow:
+                await uow.connection.execute(text("SELECT pg_sleep(3)"))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_session_frozen_inside_a_transaction_loses_it_and_its_locks(
+    new_database: DatabaseFactory,
+) -> None:
+    """A replica frozen (or cut off) mid-transaction held its order locks until TCP noticed,
+    hours later: every other replica's batch on those orders waited behind it."""
+    url = await new_database.create("payment")
+    guards = SessionGuards(idle_in_transaction=0.5)
+    frozen_engine = create_engine(url, connect_args=guards.connect_args())
+    other = create_engine(url)
+    order_id = uuid4()
+    try:
+
+        async def freeze_holding_the_order() -> None:
+            async with payment_uow_factory(frozen_engine)() as uow:
+                await uow.hold({order_id})
+                await asyncio.sleep(2)  # frozen: no statement, transaction open
+                await uow.payments.mark_cancelled(order_id)
+                await uow.commit()
+
+        frozen = asyncio.create_task(freeze_holding_the_order())
+        await asyncio.sleep(0.2)
+        async with other.connect() as conn:
+            await conn.execute(text("SET lock_timeout = '5s'"))
+            key = {"key": order_lock_key(order_id)}
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+        with pytest.raises(InfrastructureError):
+            await frozen
+    finally:
+        await frozen_engine.dispose()
+        await other.dispose()

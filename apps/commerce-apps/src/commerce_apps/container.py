@@ -14,7 +14,7 @@ from adapters_kafka.policy import RetryPolicy
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
-from adapters_postgres.engine import create_engine
+from adapters_postgres.engine import SessionGuards, create_engine
 from adapters_postgres.relay import RelayRunner, RelaySettings
 from adapters_postgres.uow import (
     inventory_uow_factory,
@@ -86,8 +86,12 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def traced_engine(url: str, provider: TracerProvider | None) -> AsyncEngine:
-    engine = create_engine(url)
+def traced_engine(settings: Settings, provider: TracerProvider | None) -> AsyncEngine:
+    guards = SessionGuards(
+        command_timeout=settings.database_command_timeout,
+        idle_in_transaction=settings.database_idle_in_transaction_timeout,
+    )
+    engine = create_engine(database_url(settings), connect_args=guards.connect_args())
     if provider is not None:
         instrument_engine(engine, provider)
     return engine
@@ -111,7 +115,7 @@ class ServiceContainer(containers.DeclarativeContainer):
     tracing = providers.Singleton(tracer_provider, service, span_exporter)
     trace_context = providers.Callable(lambda p: trace_headers if p else None, tracing)
     clock = providers.Singleton(SystemClock)
-    engine = providers.Singleton(traced_engine, url, tracing)
+    engine = providers.Singleton(traced_engine, settings, tracing)
     kafka = providers.Singleton(kafka_settings, settings, service)
     publisher = providers.Singleton(KafkaPublisher, kafka)
     relay = providers.Singleton(

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql:// URL of this service's own database"
     )
+    database_command_timeout: float = Field(
+        30.0, gt=0, description="seconds a statement may wait before it fails, to be retried"
+    )
+    database_idle_in_transaction_timeout: float = Field(
+        60.0, gt=0, description="seconds the server lets a session idle inside a transaction"
+    )
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
@@ -14,6 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 DRIVER: Final = "postgresql+asyncpg"
+# The server notices a vanished client host within about 25 s (10 idle + 3 probes 5 s apart).
+KEEPALIVES: Final = {
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 5,
+    "tcp_keepalives_count": 3,
+}
 
 
 def async_url(url: str) -> str:
@@ -65,6 +72,31 @@ def _drop_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     driver_connection = getattr(dbapi_connection, "driver_connection", None)
     if driver_connection is not None and driver_connection.is_closed():
         raise DisconnectionError("the server closed this connection")
+
+
+@dataclass(frozen=True)
+class SessionGuards:
+    """Bounds on how long a service's session may hang, for its pooled engine.
+
+    ``command_timeout`` (the client's): a statement that waits longer (a lock behind a
+    frozen peer, a server that vanished mid-statement: TCP alone would give up after about
+    15 minutes) fails as a ``TimeoutError``, which units of work report as an
+    ``InfrastructureError`` to retry. ``idle_in_transaction`` (the server's): a client frozen
+    or cut off inside a transaction loses it, and the row and advisory locks it held,
+    instead of keeping them until TCP notices (about 2 hours by Linux defaults); the
+    keepalives have the server notice a vanished client within about 25 s. Not for
+    migrations: a concurrent index build may rightly take longer.
+    """
+
+    command_timeout: float = 30.0
+    idle_in_transaction: float = 60.0
+
+    def connect_args(self) -> dict[str, Any]:
+        session = {
+            "idle_in_transaction_session_timeout": str(round(self.idle_in_transaction * 1000)),
+            **{name: str(value) for name, value in KEEPALIVES.items()},
+        }
+        return {"command_timeout": self.command_timeout, "server_settings": session}
 
 
 @asynccontextmanager
