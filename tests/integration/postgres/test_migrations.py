@@ -178,11 +178,13 @@ class IndexRevision(NamedTuple):
 INBOX = ("processed_events", INBOX_INDEX, "processed_at")
 PAYMENTS = ("payments", "payments_created_at_idx", "created_at, id")
 NOTIFICATIONS = ("notifications", "notifications_created_at_idx", "created_at, id")
+LINES = ("reservation_lines", "reservation_lines_product_id_idx", "product_id")
 INDEX_REVISIONS = [
     pytest.param(IndexRevision(service, before, revision, *index), id=revision)
     for service, before, revision, index in (
         ("order", "order_0001", "order_0002", INBOX),
         ("inventory", "inventory_0002", "inventory_0003", INBOX),
+        ("inventory", "inventory_0003", "inventory_0004", LINES),
         ("payment", "payment_0001", "payment_0002", INBOX),
         ("payment", "payment_0002", "payment_0003", PAYMENTS),
         ("notification", "notification_0001", "notification_0002", INBOX),
@@ -193,6 +195,10 @@ INDEX_REVISIONS = [
 INSERTS = {  # one row into the table, as a writer of the running service would add it
     "processed_events": "INSERT INTO processed_events (event_id, event_type)"
     " VALUES (gen_random_uuid(), 'Test')",
+    "reservation_lines": "WITH r AS (INSERT INTO reservations (order_id, status)"
+    " VALUES (gen_random_uuid(), 'RELEASED') RETURNING order_id)"
+    " INSERT INTO reservation_lines (order_id, product_id, quantity)"
+    " SELECT order_id, '11111111-1111-1111-1111-111111111111', 1 FROM r",
     "payments": "INSERT INTO payments (id, order_id, amount, currency, status, created_at)"
     " VALUES (gen_random_uuid(), gen_random_uuid(), 1, 'EUR', 'SUCCEEDED', now())",
     "notifications": "INSERT INTO notifications"

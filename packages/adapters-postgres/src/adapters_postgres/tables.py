@@ -181,6 +181,8 @@ reservation_lines = Table(
     Column("product_id", Uuid, ForeignKey("products.id"), primary_key=True),
     Column("quantity", Integer, nullable=False),
     CheckConstraint("quantity > 0", name="quantity_positive"),
+    # the foreign key's other side: deleting a product must not scan every line
+    Index("reservation_lines_product_id_idx", "product_id"),
 )
 
 outbox.to_metadata(inventory_metadata)
