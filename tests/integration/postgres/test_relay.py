@@ -1,4 +1,4 @@
-"""The relay: id order, one leader per database, hand-over, NOTIFY wake-up, backoff, retention."""
+"""The relay: id order, one leader per database, hand-over, wake-up, backoff, retention."""
 
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ async def test_relay_publishes_in_id_order_and_marks(
 async def test_a_commit_wakes_the_waiting_relay(
     order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
 ) -> None:
-    """The fallback poll is an hour away: only the NOTIFY sent at commit can wake it."""
+    """The fallback poll is an hour away: only the wake-up after the commit can wake it (here
+    in-process; ``test_wakeup`` covers the NOTIFY a process without the leader sends)."""
     runner = RelayRunner(order_url, "order", publisher, clock, FAST)
     async with running(runner):
         await asyncio.wait_for(runner.idle.wait(), 10)

@@ -12,10 +12,7 @@ from core_saga.ports import OutboundMessage, PendingMessage
 from sqlalchemy import (
     ColumnElement,
     Insert,
-    Text,
     bindparam,
-    func,
-    literal_column,
     select,
     update,
 )
@@ -31,7 +28,8 @@ from adapters_postgres.tables import outbox
 
 
 def outbox_channel(service: str) -> str:
-    """The LISTEN/NOTIFY channel a committed outbox row wakes the relay on."""
+    """The LISTEN/NOTIFY channel the relay of ``service`` is woken on (``adapters_postgres
+    .wakeup`` sends it after a commit, never inside the business transaction)."""
     return f"outbox_{service}"
 
 
@@ -47,8 +45,6 @@ _COLUMNS = (
     outbox.c.headers,
     outbox.c.created_at,
 )
-NOTIFY = func.pg_notify(bindparam("channel", type_=Text), literal_column("''"))
-"""``NOTIFY`` the ``channel`` parameter; delivered when the transaction commits."""
 
 
 def insert_rows(where: ColumnElement[bool] | None = None) -> Insert:
@@ -62,25 +58,23 @@ def insert_rows(where: ColumnElement[bool] | None = None) -> Insert:
     )
 
 
-_ADD_ALL_AND_NOTIFY = raw.Compiled(select(NOTIFY).add_cte(insert_rows().cte("added")))
-"""A transaction's rows and its ``NOTIFY`` in one statement (an insert in ``WITH`` runs
-whether or not the query reads it); on the driver (``adapters_postgres.raw``), as every
-transaction that emits runs it."""
+_ADD_ALL = raw.Compiled(insert_rows())
+"""A transaction's rows in one statement; on the driver (``adapters_postgres.raw``), as
+every transaction that emits runs it. No ``pg_notify`` here: a notifying commit takes the
+server's one notification-queue lock through its WAL flush, so all of them serialise
+(``adapters_postgres.wakeup`` wakes the relay after the commit instead)."""
 
 
 class PostgresOutbox:
     """``Outbox`` on the unit of work's connection: the rows commit or vanish with it.
 
     ``add`` keeps the row; ``flush`` (the unit of work's commit) writes them all in one
-    statement with ``NOTIFY outbox_<service>``. PostgreSQL delivers the notification only
-    when the transaction commits, so a relay wakes exactly when there is something to read.
+    statement. The unit of work wakes the relay once the transaction committed
+    (``adapters_postgres.wakeup``), so a relay wakes only when there is something to read.
     """
 
-    def __init__(
-        self, conn: AsyncConnection, channel: str, context: HeaderSource | None = None
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, context: HeaderSource | None = None) -> None:
         self._conn = conn
-        self._channel = channel
         self._context = context
         self._rows: list[tuple[object, ...]] = []
         self._added: list[Envelope] = []
@@ -95,7 +89,7 @@ class PostgresOutbox:
         self._added.append(envelope)
 
     def params(self, envelopes: Sequence[Envelope]) -> dict[str, Any]:
-        """The parameters of ``insert_rows`` and ``NOTIFY`` for ``envelopes``, not kept."""
+        """The parameters of ``insert_rows`` for ``envelopes``, not kept."""
         rows = [self._row(envelope, None) for envelope in envelopes]
         return self._params(rows)
 
@@ -111,14 +105,14 @@ class PostgresOutbox:
         )
 
     def _params(self, rows: Sequence[tuple[object, ...]]) -> dict[str, Any]:
-        return {**unnest_rows("rows", rows, *_COLUMNS), "channel": self._channel}
+        return unnest_rows("rows", rows, *_COLUMNS)
 
     async def flush(self) -> None:
         """Write the rows added since the last flush, in the order they were added."""
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        await raw.fetch_compiled(self._conn, _ADD_ALL_AND_NOTIFY, self._params(rows))
+        await raw.fetch_compiled(self._conn, _ADD_ALL, self._params(rows))
 
     def transaction_ended(self) -> None:
         """Rows not flushed left with their transaction."""

@@ -1,4 +1,4 @@
-"""The outbox relay process: one leader per database, woken by NOTIFY, backing off on failure.
+"""The outbox relay process: one leader per database, woken after commits, backing off on failure.
 
 Leadership is a session-level advisory lock held on the relay's own connection. A standby
 tries for it (``pg_try_advisory_lock``) every ``standby_poll`` seconds; when the leader's
@@ -11,6 +11,10 @@ clearing this database's dead rows (the outbox's above all) and make every
 The leader reads and marks the outbox on that same connection, so a relay that lost its
 lock cannot mark rows any more (the worst case is a batch published twice, which the
 consumers' inbox absorbs).
+
+While leading it is woken by commits of its own process directly (it registers with
+``wakeup.OUTBOX_WAKEUP``), and by those of other processes through ``LISTEN``: they send a
+NOTIFY after committing, never inside the business transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from adapters_postgres.engine import create_engine
 from adapters_postgres.outbox import PostgresOutboxStore, outbox_channel
+from adapters_postgres.wakeup import OUTBOX_WAKEUP, wakeup_key
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ class RelayRunner:
         self._step = step
         self._channel = outbox_channel(service)
         self._lock_key = relay_lock_key(service)
+        self._wakeup_key = wakeup_key(self._engine.url, self._channel)
 
     async def run(self) -> None:
         """Stand by, lead, and after losing the connection stand by again; cancel to stop."""
@@ -123,6 +129,7 @@ class RelayRunner:
             await self._engine.dispose()
 
     async def _session(self) -> None:
+        unregister: Callable[[], None] | None = None
         conn = await self._engine.connect()
         try:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -133,11 +140,14 @@ class RelayRunner:
             await self._stand_by(conn)
             wake, lost = asyncio.Event(), asyncio.Event()
             raw.add_termination_listener(lambda *_: lost.set())
-            await raw.add_listener(self._channel, lambda *_: wake.set())
+            await raw.add_listener(self._channel, lambda *_: wake.set())  # other processes
+            unregister = OUTBOX_WAKEUP.lead(self._wakeup_key, wake)  # commits of this one
             log.info("outbox relay %s is the leader (backend %s)", self.service, self.backend_pid)
             self.leading.set()
             await self._lead(conn, wake, lost)
         finally:
+            if unregister is not None:
+                unregister()
             self.leading.clear()
             self.idle.clear()
             self.backend_pid = None

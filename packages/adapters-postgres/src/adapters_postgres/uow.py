@@ -54,6 +54,7 @@ from adapters_postgres.repositories import (
     PostgresOrderRepository,
     new_order_params,
 )
+from adapters_postgres.wakeup import OUTBOX_WAKEUP
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization
 # failures and deadlocks. Constraint violations stay what they are (a bug, not the weather).
@@ -139,10 +140,8 @@ class PostgresUnitOfWork:
         self._locks = OrderLocks(conn)
         self._deferring: list[Deferring] = []
         self._bind(conn, self._locks)
-        self.outbox = self._outbox = outbox = PostgresOutbox(
-            conn, outbox_channel(self.service), self._context
-        )
-        self._deferring.append(outbox)  # its rows and NOTIFY at commit, after the business rows
+        self.outbox = self._outbox = outbox = PostgresOutbox(conn, self._context)
+        self._deferring.append(outbox)  # its rows at commit, after the business rows
         return self
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
@@ -204,7 +203,12 @@ class PostgresUnitOfWork:
         self._committed(emitted)
 
     def _committed(self, emitted: Sequence[Envelope]) -> None:
-        if emitted and self._on_commit is not None:
+        if not emitted:
+            return
+        # After the commit, not in it: a NOTIFY in the transaction serialised every
+        # notifying commit on the server (see ``adapters_postgres.wakeup``).
+        OUTBOX_WAKEUP.written(self._engine, outbox_channel(self.service))
+        if self._on_commit is not None:
             self._on_commit(emitted)
 
     async def rollback(self) -> None:
