@@ -35,15 +35,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from adapters_postgres.engine import create_engine
+from adapters_postgres.engine import KEEPALIVES, create_engine
 from adapters_postgres.outbox import PostgresOutboxStore, outbox_channel
 from adapters_postgres.wakeup import OUTBOX_WAKEUP, wakeup_key
 
 log = logging.getLogger(__name__)
 
 DATABASE_ERRORS = (DBAPIError, OSError)
-# The server notices a vanished leader host within about 25 s and frees its lock.
-KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
 # The claim must walk the partial index in id order and stop at the batch size. With stale
 # statistics (a backlog built up faster than autovacuum analyses, e.g. during a broker
 # outage) the planner bitmap-scans the whole backlog and sorts it instead: measured at 20,000
