@@ -355,3 +355,37 @@ async def test_a_migration_cancelled_during_a_build_is_cancelled_and_completes_o
         assert await _index_is_valid(engine, "payments_created_at_idx") is True
     finally:
         await engine.dispose()
+
+
+CHURNING = {
+    "order": ("order_0002", ("processed_events", "outbox", "idempotency_keys")),
+    "inventory": ("inventory_0004", ("processed_events", "outbox")),
+    "payment": ("payment_0003", ("processed_events", "outbox")),
+    "notification": ("notification_0003", ("processed_events", "outbox")),
+}
+
+
+@pytest.mark.parametrize("service", list(CHURNING))
+async def test_the_churning_tables_are_vacuumed_after_one_percent_of_changes(
+    new_database: DatabaseFactory, service: str
+) -> None:
+    """PostgreSQL's default waits for 20 % of a table to be dead rows: tens of millions of
+    purged inbox ids. Down one revision resets the tables to the server's defaults."""
+    url = await new_database.create(service)
+    before, tables = CHURNING[service]
+    query = text(
+        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:tables) AND relkind = 'r'"
+    )
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            options = dict((await conn.execute(query, {"tables": list(tables)})).all())
+        assert set(options) == set(tables)
+        for table in tables:
+            assert "autovacuum_vacuum_scale_factor=0.01" in options[table], table
+        await downgrade(url, service, before)
+        async with engine.connect() as conn:
+            options = dict((await conn.execute(query, {"tables": list(tables)})).all())
+        assert all(not each for each in options.values()), options
+    finally:
+        await engine.dispose()
