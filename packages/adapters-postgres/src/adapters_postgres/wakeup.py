@@ -64,43 +64,21 @@ def _first(value: str | tuple[str, ...] | None) -> str | None:
     return value
 
 
-class _Leader:
-    """A leading relay's wake event and the loop it waits on."""
-
-    __slots__ = ("event", "loop")
-
-    def __init__(self, event: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
-        self.event = event
-        self.loop = loop
-
-    def wake(self) -> None:
-        if self.loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self.event.set()
-        else:  # asyncio.Event is not thread-safe
-            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
-                self.loop.call_soon_threadsafe(self.event.set)
-
-
 class OutboxWakeup:
     """Per process: who leads which database's relay here, and the NOTIFYs in flight."""
 
     def __init__(self) -> None:
-        self._leaders: dict[WakeupKey, list[_Leader]] = {}
+        # A relay's wake event and its loop: a commit wakes only a relay on its own loop (one
+        # of a loop that ended, as the tests leave, leads nothing here any more).
+        self._leaders: dict[WakeupKey, list[tuple[asyncio.Event, asyncio.AbstractEventLoop]]] = {}
         self._sending: dict[WakeupKey, asyncio.Task[None]] = {}
         self._again: set[WakeupKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done (not collected)
-        self.notifies = 0  # NOTIFYs sent (tests and benchmarks read it)
 
     def lead(self, key: WakeupKey, wake: asyncio.Event) -> Callable[[], None]:
         """Wake ``wake`` for commits of this process on ``key`` until the returned function
         is called (the relay calls it when it stops leading)."""
-        leader = _Leader(wake, asyncio.get_running_loop())
+        leader = (wake, asyncio.get_running_loop())
         self._leaders.setdefault(key, []).append(leader)
 
         def unregister() -> None:
@@ -140,19 +118,17 @@ class OutboxWakeup:
         task.add_done_callback(self._tasks.discard)
 
     def _wake_leaders(self, key: WakeupKey) -> bool:
-        leaders = self._leaders.get(key)
-        if not leaders:
-            return False
-        for leader in tuple(leaders):
-            leader.wake()
-        return True
+        loop = asyncio.get_running_loop()
+        here = [wake for wake, on in self._leaders.get(key, ()) if on is loop]
+        for wake in here:
+            wake.set()
+        return bool(here)
 
     async def _send(self, key: WakeupKey, engine: AsyncEngine, channel: str) -> None:
         try:
             while True:
                 try:
                     await _notify(engine, channel)
-                    self.notifies += 1
                 except Exception as exc:
                     log.warning("outbox NOTIFY %s failed (the relay polls): %s", channel, exc)
                 if key not in self._again:
