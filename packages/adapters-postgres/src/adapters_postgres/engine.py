@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -97,6 +98,25 @@ class SessionGuards:
             **{name: str(value) for name, value in KEEPALIVES.items()},
         }
         return {"command_timeout": self.command_timeout, "server_settings": session}
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+
+
+async def poll_advisory_lock(conn: AsyncConnection, key: int, every: float) -> None:
+    """Take the session advisory lock ``key`` on ``conn``, trying every ``every`` seconds.
+
+    Tried, not waited for in ``pg_advisory_lock``: a statement that waits holds a snapshot
+    all that time, which stops VACUUM from clearing the database's dead rows and makes any
+    ``CREATE INDEX CONCURRENTLY`` there wait for the waiter. Each try ends its transaction
+    (none on an autocommit connection), so nothing is held between tries.
+    """
+    while True:  # polled: PostgreSQL has no event for a lock freed
+        taken = await conn.scalar(_TRY_LOCK, {"key": key})
+        await conn.rollback()
+        if taken:
+            return
+        await asyncio.sleep(every)
 
 
 @asynccontextmanager

@@ -30,12 +30,11 @@ from typing import Any
 
 from core_saga.ports import Clock, EventPublisher, OutboxStore
 from core_saga.relay import RelayBackoff, relay_batches
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from adapters_postgres.engine import KEEPALIVES, create_engine
+from adapters_postgres.engine import KEEPALIVES, create_engine, poll_advisory_lock
 from adapters_postgres.outbox import PostgresOutboxStore, outbox_channel
 from adapters_postgres.wakeup import OUTBOX_WAKEUP, wakeup_key
 
@@ -47,8 +46,6 @@ DATABASE_ERRORS = (DBAPIError, OSError)
 # outage) the planner bitmap-scans the whole backlog and sorts it instead: measured at 20,000
 # waiting rows, 70 ms per claim against 4.5 ms. The relay's session never needs either plan.
 PLANNER = {"enable_bitmapscan": "off", "enable_sort": "off"}
-
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
 
 RelayStep = Callable[[OutboxStore, EventPublisher, Clock, int], Awaitable[int]]
 
@@ -135,7 +132,7 @@ class RelayRunner:
             if raw is None:
                 raise LostLeadership("no driver connection")
             self.backend_pid = raw.get_server_pid()
-            await self._stand_by(conn)
+            await poll_advisory_lock(conn, self._lock_key, self.settings.standby_poll)
             wake, lost = asyncio.Event(), asyncio.Event()
             raw.add_termination_listener(lambda *_: lost.set())
             await raw.add_listener(self._channel, lambda *_: wake.set())  # other processes
@@ -151,14 +148,6 @@ class RelayRunner:
             self.backend_pid = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # close the socket: releases lock and LISTEN at once
-
-    async def _stand_by(self, conn: AsyncConnection) -> None:
-        """Try for the lock until it is ours, each try a statement of its own (no snapshot
-        held in between)."""
-        while True:  # polled: PostgreSQL has no event for a lock freed
-            if await conn.scalar(_TRY_LOCK, {"key": self._lock_key}):
-                return
-            await asyncio.sleep(self.settings.standby_poll)
 
     async def _lead(self, conn: AsyncConnection, wake: asyncio.Event, lost: asyncio.Event) -> None:
         store = PostgresOutboxStore(conn)

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from adapters_postgres.engine import create_engine
+from adapters_postgres.engine import create_engine, poll_advisory_lock
 from adapters_postgres.tables import SERVICES
 
 HERE: Final = Path(__file__).resolve().parent
@@ -99,16 +99,12 @@ async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
     """The migration lock, held by ``conn``'s session across the revisions' transactions.
 
     On the migrating connection itself: ``CREATE INDEX CONCURRENTLY`` waits for every other
-    transaction of the database that holds a snapshot, never for its own session. Tried, not
-    waited for: a statement blocked in ``pg_advisory_lock`` keeps its snapshot, so the build
-    would wait for the waiter, which waits for the build's lock (a deadlock, or a hang when
-    the lock is held by another connection). Each try is a short transaction of its own.
+    transaction of the database that holds a snapshot, never for its own session; polled
+    (``poll_advisory_lock``), as a replica waiting in ``pg_advisory_lock`` would hold a
+    snapshot that another replica's build waits for, while it waits for that build's lock.
     """
     params = {"key": MIGRATION_LOCK}
-    while not await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), params):
-        await conn.rollback()
-        await asyncio.sleep(LOCK_POLL)
-    await conn.rollback()
+    await poll_advisory_lock(conn, MIGRATION_LOCK, LOCK_POLL)
     try:
         yield
     finally:
