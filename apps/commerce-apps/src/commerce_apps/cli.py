@@ -56,7 +56,7 @@ def _banner(platform: Platform) -> None:
         table.add_row(name, api, f"{api}/docs", str(pids.get(name, "")))
     Console().print(table)
     Console().print(f"Kafka bootstrap: {platform.bootstrap_servers}")
-    if not platform.bootstrap_servers.endswith(f":{KAFKA_PORT}"):  # 9092 was taken
+    if not platform.bootstrap_servers.endswith(f":{KAFKA_PORT}"):  # the CLI default misses it
         Console().print(
             f"For commerce dlt, topics and bench in another shell: "
             f"export KAFKA_BOOTSTRAP_SERVERS={platform.bootstrap_servers}",

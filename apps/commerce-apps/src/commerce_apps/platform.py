@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +36,7 @@ from adapters_postgres.migrations import migrate
 from adapters_postgres.outbox import requeue_published
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import build_app
@@ -87,13 +88,22 @@ def redacted(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
-async def reach_database(what: str, url: str, seconds: float = 15) -> None:
+async def reach_database(
+    what: str,
+    url: str,
+    seconds: float = 15,
+    check: Callable[[AsyncEngine], Awaitable[bool]] | None = None,
+) -> bool:
     """Connect once before the work: a server down, a wrong password or a missing database
-    is then one line, ``<what> unreachable: <reason>``, as ``commerce run``'s preflight says."""
+    is then one line, ``<what> unreachable: <reason>``. ``check`` (``commerce run``'s: is it
+    migrated?) replaces the bare connect, under the same deadline; its answer is returned."""
     engine = create_engine(url, poolclass=NullPool)
     try:
-        async with asyncio.timeout(seconds), engine.connect():
-            pass
+        async with asyncio.timeout(seconds):
+            if check is not None:
+                return await check(engine)
+            async with engine.connect():
+                return True
     except TimeoutError:
         raise PlatformError(f"{what} unreachable: no answer in {seconds:g} s") from None
     except Exception as exc:

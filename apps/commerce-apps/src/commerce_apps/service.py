@@ -30,15 +30,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from adapters_postgres.engine import create_engine
 from adapters_postgres.migrations import is_migrated
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import SHUTDOWN_SECONDS, build_app
 from commerce_apps.container import container_for
 from commerce_apps.logs import configure_logging, log_context
-from commerce_apps.platform import PlatformError, check_port_free, database_error
+from commerce_apps.platform import PlatformError, check_port_free, reach_database
 from commerce_apps.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
@@ -55,14 +53,12 @@ async def preflight(service: ServiceName, settings: Settings, seconds: float = 1
     An unreachable broker is no reason to refuse: the service starts, takes orders into its
     outbox, reports not-ready, and connects once the broker answers (``build_app``).
     """
-    engine = create_engine(settings.database_url or "", poolclass=NullPool)
-    try:
-        async with asyncio.timeout(seconds):
-            migrated = await is_migrated(engine, service)
-    except Exception as exc:
-        raise PlatformError(f"{service} database unreachable: {database_error(exc)}") from None
-    finally:
-        await engine.dispose()
+    migrated = await reach_database(
+        f"{service} database",
+        settings.database_url or "",
+        seconds,
+        check=lambda engine: is_migrated(engine, service),
+    )
     if not migrated:
         raise PlatformError(f"{service} database is not migrated: run 'commerce migrate {service}'")
 
