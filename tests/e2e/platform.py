@@ -100,22 +100,23 @@ class RunningPlatform:
         return {p["id"]: p for p in response.json()}
 
     async def payments(self, order_id: str | None = None) -> list[dict[str, Any]]:
-        return await self._listed("payment", "/api/payments", order_id)
+        return await self.listed("payment", "/api/payments", order_id)
 
     async def notifications(self, order_id: str | None = None) -> list[dict[str, Any]]:
-        return await self._listed("notification", "/api/notifications", order_id)
+        return await self.listed("notification", "/api/notifications", order_id)
 
-    async def _listed(
-        self, service: ServiceName, path: str, order_id: str | None
+    async def listed(
+        self, service: ServiceName, path: str, order_id: str | None = None, limit: int = PAGE
     ) -> list[dict[str, Any]]:
         """Every row (of one order, if given), oldest first, following ``Link: rel="next"``
         back through the older pages (a count or an invariant over one page would miss some).
         """
         params = {"orderId": order_id} if order_id else {}
-        page: str | None = self.url(service, f"{path}?{urlencode({**params, 'limit': PAGE})}")
+        page: str | None = self.url(service, f"{path}?{urlencode({**params, 'limit': limit})}")
         rows: list[dict[str, Any]] = []
         while page is not None:
             response = await self.http.get(page)
+            assert response.status_code == 200, response.text
             rows[:0] = response.json()
             older = response.links.get("next")
             page = None if older is None else self.url(service, older["url"])

@@ -118,17 +118,10 @@ async def test_a_list_pages_back_along_link_next(
     for _ in range(3):
         placed = (await succeeding.place(order_body((MOUSE, 1, "1.00")))).json()
         await succeeding.settled(placed["id"])
-    listed = await (succeeding.payments if service == "payment" else succeeding.notifications)()
-    everything = [row["id"] for row in listed]
-    paged: list[str] = []
-    url = succeeding.url(service, f"{path}?limit=2")
-    for _ in range(len(everything) + 2):
-        response = await succeeding.http.get(url)
-        assert response.status_code == 200, response.text
-        paged[:0] = [row["id"] for row in response.json()]
-        if "next" not in response.links:
-            break
-        url = str(response.url.join(response.links["next"]["url"]))
+    one_page = (await succeeding.http.get(succeeding.url(service, f"{path}?limit=1000"))).json()
+    everything = [row["id"] for row in one_page]
+    assert len(everything) < 1000  # one page holds them all: the reference needs no link
+    paged = [row["id"] for row in await succeeding.listed(service, path, limit=2)]
     assert len(paged) == len(set(paged)) >= len(everything) >= 3  # none repeated
     assert [row for row in paged if row in set(everything)] == everything  # none skipped
     bad = await succeeding.http.get(succeeding.url(service, f"{path}?before=nope"))

@@ -331,8 +331,8 @@ async def test_sweep_leaves_terminal_orders_and_respects_the_limit(
 async def test_a_backlog_of_overdue_orders_is_swept_in_one_tick(
     service: OrderService, db: MemoryOrderDatabase, clock: ManualClock
 ) -> None:
-    """What the service runs once per ``DEADLINE_SWEEP_INTERVAL``: every overdue order, in
-    transactions of ``limit``, not ``limit`` a tick."""
+    """What the service runs once per ``DEADLINE_SWEEP_INTERVAL``: every overdue order, not
+    ``limit`` a tick."""
     placed = [await place(service) for _ in range(25)]
     clock.advance(timedelta(minutes=1))
     assert await service.sweep_overdue(limit=10) == 25

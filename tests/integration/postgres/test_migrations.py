@@ -386,6 +386,7 @@ async def test_the_churning_tables_are_vacuumed_after_one_percent_of_changes(
         await downgrade(url, service, before)
         async with engine.connect() as conn:
             options = dict((await conn.execute(query, {"tables": list(tables)})).all())
+        assert set(options) == set(tables)
         assert all(not each for each in options.values()), options
     finally:
         await engine.dispose()

@@ -108,12 +108,11 @@ async def test_a_commit_wakes_the_relay_leading_in_this_process_without_a_notify
     assert not OUTBOX_WAKEUP.leading(wakeup_key(order_engine.url, CHANNEL))  # unregistered
 
 
-async def test_without_a_relay_here_a_notify_follows_the_commit_on_another_connection(
+async def test_without_a_relay_here_a_notify_follows_the_commit(
     order_url: str, clock: ManualClock
 ) -> None:
-    """A writer whose process leads no relay for its database NOTIFYs the replicas' relays:
-    after its commit, on a connection of its engine outside any transaction; the business
-    transaction itself sends no ``pg_notify``."""
+    """A writer whose process leads no relay for its database NOTIFYs the replicas' relays,
+    after its commit; the business transaction itself sends no ``pg_notify``."""
     writer = create_engine(order_url)
     sent: list[tuple[int, str]] = []  # (backend pid, statement) in the order the driver ran them
     uow_pids: list[int] = []
