@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -188,6 +189,8 @@ def migrate(
 
     targets = database_targets(service, server_url)
     quiet_logs()
+    # A revision waiting for a table lock says so, each time it gives way and tries again.
+    logging.getLogger("adapters_postgres.migrations").setLevel(logging.WARNING)
 
     async def main() -> None:
         if service is None and server_url:

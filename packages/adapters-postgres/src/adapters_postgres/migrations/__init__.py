@@ -3,12 +3,20 @@
 Each service has its own script directory (``migrations/<service>/versions``) and its own
 ``alembic_version`` table in its own database. ``migrate`` holds a session-level advisory
 lock, so replicas that start together upgrade one after the other.
+
+A revision's statements wait at most ``lock_timeout`` for a table lock: an ``ALTER TABLE``
+queued behind a long transaction would otherwise queue every writer of that table behind
+itself for as long. The revision is then rolled back and tried again after a pause, for up
+to ``retry_for`` seconds, while the writers go on. Concurrent index builds are exempt
+(``common.create_index_concurrently``): they wait without blocking anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +26,9 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from core_saga.relay import RelayBackoff
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
@@ -28,6 +38,12 @@ from adapters_postgres.tables import SERVICES
 HERE: Final = Path(__file__).resolve().parent
 MIGRATION_LOCK: Final = 0x636F6D6D6D696772  # advisory lock key: "commmigr"
 LOCK_POLL: Final = 0.2  # seconds between two tries of a replica waiting for the lock
+LOCK_TIMEOUT: Final = 2.0  # seconds a revision's statement may queue writers behind it
+RETRY_FOR: Final = 300.0  # seconds to keep retrying a revision that timed out on a lock
+RETRY_BACKOFF: Final = RelayBackoff(initial=0.5, maximum=10.0)
+LOCK_NOT_AVAILABLE: Final = "55P03"
+
+log = logging.getLogger(__name__)
 
 
 def alembic_config(service: str, connection: Connection | None = None) -> Config:
@@ -68,7 +84,15 @@ async def _engine(target: str | AsyncEngine) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def _run(target: str | AsyncEngine, service: str, revision: str, *, up: bool) -> None:
+async def _run(
+    target: str | AsyncEngine,
+    service: str,
+    revision: str,
+    *,
+    up: bool,
+    lock_timeout: float = LOCK_TIMEOUT,
+    retry_for: float = RETRY_FOR,
+) -> None:
     def run(sync: Connection) -> None:
         config = alembic_config(service, sync)
         if up:
@@ -76,13 +100,54 @@ async def _run(target: str | AsyncEngine, service: str, revision: str, *, up: bo
         else:
             command.downgrade(config, revision)
 
-    async with _engine(target) as engine, engine.connect() as conn, _migration_lock(conn):
-        try:
-            await conn.run_sync(run)
-        except Exception as exc:
-            if _hides_cancellation(exc):
-                raise asyncio.CancelledError from exc
-            raise
+    async with (
+        _engine(target) as engine,
+        engine.connect() as conn,
+        _migration_lock(conn),
+        _lock_timeout(conn, lock_timeout),
+    ):
+        give_up = time.monotonic() + retry_for
+        attempt = 0
+        while True:
+            try:
+                await conn.run_sync(run)
+                return
+            except Exception as exc:
+                if _hides_cancellation(exc):
+                    raise asyncio.CancelledError from exc
+                attempt += 1
+                delay = RETRY_BACKOFF.delay(attempt)
+                if not _timed_out_on_a_lock(exc) or time.monotonic() + delay > give_up:
+                    raise
+                await conn.rollback()
+                log.warning(
+                    "%s migration: a table stayed locked for %.1fs; the revision is tried again"
+                    " in %.1fs (%s)",
+                    service,
+                    lock_timeout,
+                    delay,
+                    exc.orig if isinstance(exc, DBAPIError) else exc,
+                )
+                await asyncio.sleep(delay)
+
+
+def _timed_out_on_a_lock(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+@asynccontextmanager
+async def _lock_timeout(conn: AsyncConnection, seconds: float) -> AsyncIterator[None]:
+    """``lock_timeout`` for the session, across the revisions' transactions; reset after, as
+    ``conn`` may go back to the pool of an engine the caller passed."""
+    await conn.execute(text(f"SET lock_timeout = '{round(seconds * 1000)}ms'"))
+    await conn.commit()
+    try:
+        yield
+    finally:
+        if not conn.invalidated:
+            await conn.rollback()
+            await conn.execute(text("RESET lock_timeout"))
+            await conn.commit()
 
 
 def _hides_cancellation(exc: BaseException) -> bool:
@@ -114,10 +179,18 @@ async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
             await conn.commit()
 
 
-async def migrate(target: str | AsyncEngine, service: str, revision: str = "head") -> None:
+async def migrate(
+    target: str | AsyncEngine,
+    service: str,
+    revision: str = "head",
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    retry_for: float = RETRY_FOR,
+) -> None:
     """Upgrade ``service``'s database (a URL or an engine) to ``revision``: one transaction per
-    revision, an index on an existing table built concurrently between two of them."""
-    await _run(target, service, revision, up=True)
+    revision, an index on an existing table built concurrently between two of them; a
+    revision that waited ``lock_timeout`` for a lock is tried again for ``retry_for`` s."""
+    await _run(target, service, revision, up=True, lock_timeout=lock_timeout, retry_for=retry_for)
 
 
 async def downgrade(target: str | AsyncEngine, service: str, revision: str = "base") -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
@@ -76,7 +79,7 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
     Re-runnable: a build that failed midway leaves an INVALID index under ``name``, dropped
     first; a valid one (built by a run that died before stamping the revision) is kept.
     """
-    with op.get_context().autocommit_block():
+    with _concurrently():
         if _is_invalid(name):
             op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
         op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
@@ -85,8 +88,23 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
 def drop_index_concurrently(name: str, table: str) -> None:
     """``DROP INDEX CONCURRENTLY``: a plain drop's ACCESS EXCLUSIVE lock would queue every
     reader and writer of ``table`` behind the queries in flight. Also drops an INVALID one."""
-    with op.get_context().autocommit_block():
+    with _concurrently():
         op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+
+
+@contextmanager
+def _concurrently() -> Iterator[None]:
+    """Outside the revision's transaction, and without ``migrate``'s ``lock_timeout``: a
+    concurrent build or drop waits for the transactions in flight, but blocks none of them,
+    so it may wait as long as they take (a timeout would only leave an INVALID index)."""
+    bind = op.get_bind()
+    with op.get_context().autocommit_block():
+        previous = bind.scalar(sa.text("SELECT current_setting('lock_timeout')"))
+        bind.execute(sa.text("SET lock_timeout = 0"))
+        try:
+            yield
+        finally:
+            bind.execute(sa.text("SELECT set_config('lock_timeout', :v, false)"), {"v": previous})
 
 
 def _is_invalid(index: str) -> bool:
