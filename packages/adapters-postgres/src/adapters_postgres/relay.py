@@ -15,6 +15,12 @@ consumers' inbox absorbs).
 While leading it is woken by commits of its own process directly (it registers with
 ``wakeup.OUTBOX_WAKEUP``), and by those of other processes through ``LISTEN``: they send a
 NOTIFY after committing, never inside the business transaction.
+
+The leader also deletes published rows past the retention, in a task beside the publishing
+loop and on a connection of its own: run inline on the leader's connection the deletes
+paused publishing, and with it every saga in flight (0.9 s per 222k rows). It needs no lock:
+it only deletes rows already published, and a former leader that has not yet noticed its loss
+only shares that work (``housekeeping.delete_oldest`` skips locked rows).
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class RelayRunner:
         self.backend_pid: int | None = None
         self.published = 0
         self.failures = 0  # publish attempts failed in a row (0 while the broker is fine)
-        self._reconnects = 0  # sessions ended since a whole pass (send, clean up) went through
+        self._reconnects = 0  # sessions ended since a send pass went through
         session = {name: str(value) for name, value in {**KEEPALIVES, **PLANNER}.items()}
         self._engine = create_engine(  # NullPool: the lock dies with the socket
             url, poolclass=NullPool, connect_args={"server_settings": session}
@@ -125,6 +131,7 @@ class RelayRunner:
 
     async def _session(self) -> None:
         unregister: Callable[[], None] | None = None
+        cleanup: asyncio.Task[None] | None = None
         conn = await self._engine.connect()
         try:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -139,8 +146,11 @@ class RelayRunner:
             unregister = OUTBOX_WAKEUP.lead(self._wakeup_key, wake)  # commits of this one
             log.info("outbox relay %s is the leader (backend %s)", self.service, self.backend_pid)
             self.leading.set()
+            cleanup = asyncio.create_task(self._clean_up(), name=f"outbox-cleanup-{self.service}")
             await self._lead(conn, wake, lost)
         finally:
+            if cleanup is not None:
+                cleanup.cancel()  # first: no delete starts once leadership ended
             if unregister is not None:
                 unregister()
             self.leading.clear()
@@ -148,11 +158,11 @@ class RelayRunner:
             self.backend_pid = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # close the socket: releases lock and LISTEN at once
+            if cleanup is not None:
+                await asyncio.wait([cleanup])  # never raises: the session's own error goes on
 
     async def _lead(self, conn: AsyncConnection, wake: asyncio.Event, lost: asyncio.Event) -> None:
         store = PostgresOutboxStore(conn)
-        loop = asyncio.get_running_loop()
-        next_cleanup = loop.time()
         while True:
             if lost.is_set():
                 raise LostLeadership(f"backend {self.backend_pid} closed")
@@ -176,18 +186,42 @@ class RelayRunner:
                 continue
             self.failures = 0
             self.published += sent
-            if loop.time() >= next_cleanup:
-                cutoff = self._clock.now() - self.settings.retention
-                deleted = await store.delete_published_before(cutoff)
-                if deleted:
-                    log.info("outbox relay %s deleted %d published rows", self.service, deleted)
-                next_cleanup = loop.time() + self.settings.cleanup_interval
-            self._reconnects = 0  # a whole pass (send, clean up) went through
+            self._reconnects = 0  # a send pass went through: the session works
             if sent >= self.settings.batch_size:
                 continue  # more is probably waiting
             self.idle.set()
             await _first_of(wake, lost, seconds=self.settings.poll_interval)
             self.idle.clear()
+
+    async def _clean_up(self) -> None:
+        """Delete rows published before the retention now and every ``cleanup_interval``.
+
+        Each pass on a connection of its own (closed after it: NullPool). A failure, e.g.
+        that connection dropped, is logged and tried again at the next interval: it is no
+        reason to stop publishing or to hand over leadership.
+        """
+        interval = self.settings.cleanup_interval
+        while True:
+            cutoff = self._clock.now() - self.settings.retention
+            try:
+                async with self._engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    deleted = await PostgresOutboxStore(conn).delete_published_before(cutoff)
+            except DATABASE_ERRORS as exc:
+                log.warning(
+                    "outbox relay %s: cleanup failed (%s); retry in %gs",
+                    self.service,
+                    exc,
+                    interval,
+                )
+            except Exception:  # a bug: the traceback too, and the same retry
+                log.exception(
+                    "outbox relay %s: cleanup failed; retry in %gs", self.service, interval
+                )
+            else:
+                if deleted:
+                    log.info("outbox relay %s deleted %d published rows", self.service, deleted)
+            await asyncio.sleep(interval)
 
 
 async def _first_of(*events: asyncio.Event, seconds: float) -> None:
