@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from typing import TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
+from core_saga.ids import new_id
 from core_saga.messages import Envelope, Event
 from core_saga.ports import Around, Clock, UnitOfWork
 
@@ -24,7 +25,7 @@ def new_envelope(event: Event, occurred_at: datetime, causation_id: UUID | None)
     as their cause, as the seed platform does.
     """
     return Envelope(
-        event_id=uuid4(),
+        event_id=new_id(),
         occurred_at=occurred_at,
         correlation_id=event.order_id,
         causation_id=event.order_id if causation_id is None else causation_id,

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import uuid4
 
 from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once
+from core_saga.ids import new_id
 from core_saga.messages import Envelope, Event, OrderCancelled, OrderConfirmed
 from core_saga.notifications import Notification, NotificationType
 from core_saga.ports import Around, Clock, DomainError, NotificationUnitOfWork, Notifier
@@ -42,7 +42,7 @@ def notification_for(event: OrderConfirmed | OrderCancelled, now: datetime) -> N
     else:
         kind = NotificationType.ORDER_CANCELLED
         message = f"Order {event.order_id} was cancelled: {event.reason}"
-    return Notification(uuid4(), event.order_id, kind, recipient, message, now)
+    return Notification(new_id(), event.order_id, kind, recipient, message, now)
 
 
 @dataclass

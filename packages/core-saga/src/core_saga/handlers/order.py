@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import Field, field_validator
 
 from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once, new_envelope
+from core_saga.ids import new_id
 from core_saga.messages import (
     MAX_AMOUNT,
     Currency,
@@ -157,7 +158,7 @@ class OrderService:
     clock: Clock
     saga_timeout: timedelta = DEFAULT_SAGA_TIMEOUT
     key_ttl: timedelta = DEFAULT_KEY_TTL
-    new_order_id: Callable[[], UUID] = uuid4  # a test may make ids (and partitions) repeatable
+    new_order_id: Callable[[], UUID] = new_id  # a test may make ids (and partitions) repeatable
     on_settled: Callable[[Order], None] | None = None  # after commit, per order that ended
     subscriptions: frozenset[str] = field(
         default=frozenset({"StockReserved", "StockRejected", "PaymentSucceeded", "PaymentFailed"}),

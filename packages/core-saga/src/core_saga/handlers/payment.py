@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from core_saga.handlers.exactly_once import apply_batch, apply_once
+from core_saga.ids import new_id
 from core_saga.messages import (
     Envelope,
     Event,
@@ -82,7 +83,9 @@ class PaymentService:
         now = self.clock.now()
         status = PaymentStatus.SUCCEEDED if result.succeeded else PaymentStatus.FAILED
         reason = None if result.succeeded else result.reason or DECLINED
-        payment = Payment(uuid4(), event.order_id, amount, event.currency, status, reason, now, now)
+        payment = Payment(
+            new_id(), event.order_id, amount, event.currency, status, reason, now, now
+        )
         await uow.payments.add(payment)
         if reason is None:
             return [PaymentSucceeded(order_id=event.order_id, payment_id=payment.id, amount=amount)]

@@ -37,6 +37,7 @@ from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.notification import NotificationService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder, PlaceOrderOutcome
 from core_saga.handlers.payment import PaymentService
+from core_saga.ids import new_id
 from core_saga.invariants import (
     SagaSnapshot,
     conservation_violations,
@@ -169,7 +170,7 @@ class SagaHarness:
         gateway: ScriptedGateway | None = None,
         saga_timeout: timedelta = DEFAULT_SAGA_TIMEOUT,
         initial_stock: Mapping[UUID, int] | None = None,
-        new_order_id: Callable[[], UUID] = uuid4,
+        new_order_id: Callable[[], UUID] = new_id,
     ) -> None:
         self.clock = clock or ManualClock()
         self.backend = backend or memory_backend(self.clock)
