@@ -1,4 +1,5 @@
-"""The Grafana dashboards read only metrics the services export, and an order feeds them."""
+"""The Grafana dashboards and the alert rules read only metrics the services export, and an
+order feeds them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.platform import STAND, RunningPlatform, order_body
+from tests.unit.test_alerts import alert_metric_names
 from tests.unit.test_infra import dashboard_metric_names
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +62,7 @@ async def one_order(succeeding: RunningPlatform) -> dict[str, object]:
     return order
 
 
-async def test_every_metric_the_dashboards_query_is_exported(
+async def test_every_metric_the_dashboards_and_alerts_query_is_exported(
     succeeding: RunningPlatform, one_order: dict[str, object]
 ) -> None:
     queried = dashboard_metric_names()
@@ -71,6 +73,8 @@ async def test_every_metric_the_dashboards_query_is_exported(
     everywhere = set().union(*exported.values())
     missing = sorted(queried - everywhere)
     assert not missing, f"queried by the dashboards, exported by no service: {missing}"
+    unknown = sorted(alert_metric_names() - everywhere)
+    assert not unknown, f"read by infra/prometheus/alerts.yml, exported by no service: {unknown}"
 
 
 async def test_an_order_feeds_the_http_saga_outbox_and_handler_panels(

@@ -30,6 +30,7 @@ STACK = (
     "otel-collector",
     "tempo",
     "prometheus",
+    "postgres-exporter",
     "grafana",
 )
 # Every panel family the issue asks the dashboard to show, by the metric it reads.
