@@ -222,7 +222,8 @@ def test_up_on_a_missing_database_is_one_line(postgres_admin_url: str, tmp_path:
     result = commerce(
         "up", "--database-url", url, "--base-port", str(base), "--data-dir", str(tmp_path)
     )
-    assert_one_line_error(result, "error: database unreachable at ")
+    assert_one_line_error(result, "error: database server ")
+    assert " unreachable: " in result.output
     assert result.output.rstrip().endswith('database "nosuchdb" does not exist')
 
 

@@ -1,11 +1,19 @@
-"""``commerce run``'s preflight: one line when the database is unreachable or not migrated."""
+"""``commerce run``'s preflight: one line when the database is unreachable or not migrated;
+``commerce up``'s: one line naming what failed."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
-from commerce_apps.platform import PlatformError
+from adapters_postgres.engine import create_engine
+from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.service import preflight
 from commerce_apps.settings import Settings
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from tests.fixtures.postgres import DatabaseFactory
 
@@ -28,3 +36,28 @@ async def test_an_unreachable_server_is_one_line() -> None:
     with pytest.raises(PlatformError, match=r"^order database unreachable: ") as failure:
         await preflight("order", settings, seconds=5)
     assert "\n" not in str(failure.value)
+
+
+async def test_a_server_that_refuses_to_create_the_databases_says_so(
+    postgres_admin_url: str, tmp_path: Path
+) -> None:
+    """``commerce up --database-url`` with a role that may log in but not create databases:
+    the server answered, so not "unreachable" (as it said for any failure before)."""
+    role = f"no_createdb_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_admin_url, poolclass=NullPool)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw' NOCREATEDB"))
+        url = make_url(postgres_admin_url).set(username=role, password="pw")
+        config = PlatformConfig(
+            database_url=url.render_as_string(hide_password=False),
+            database_prefix=f"{role}_",
+            data_dir=tmp_path,
+        )
+        refused = r"^creating the databases on .+ failed: permission denied to create database$"
+        with pytest.raises(PlatformError, match=refused):
+            await Platform(config).start()
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        await admin.dispose()

@@ -274,11 +274,12 @@ class Platform:
             admin = self._postgres.admin_url
         else:
             admin = cfg.database_url
-        try:
-            created = await create_databases(admin, names.values())
-        except DATABASE_FAILURES as exc:
-            detail = database_error(exc)
-            raise PlatformError(f"database unreachable at {redacted(admin)}: {detail}") from exc
+        # Two steps, two messages: a server that does not answer is "unreachable"; one that
+        # answers but refuses a CREATE DATABASE (a role without CREATEDB) says so.
+        shown = redacted(admin)
+        await reach_database(f"database server {shown}", admin)
+        creating = create_databases(admin, names.values())
+        created = await on_database(f"creating the databases on {shown}", creating)
         self.server_url = admin
         self.database_urls = {s: with_database(admin, n) for s, n in names.items()}
         self._kept = {s for s, n in names.items() if n not in created}
