@@ -111,7 +111,9 @@ class ServiceContainer(containers.DeclarativeContainer):
     span_exporter: Any = providers.Object(None)  # tests collect spans in memory
 
     url = providers.Callable(database_url, settings)
-    metrics = providers.Singleton(ServiceMetrics, service=service)
+    metrics = providers.Singleton(
+        ServiceMetrics, service=service, namespace=settings.provided.kafka_namespace
+    )
     tracing = providers.Singleton(tracer_provider, service, span_exporter)
     trace_context = providers.Callable(lambda p: trace_headers if p else None, tracing)
     clock = providers.Singleton(SystemClock)

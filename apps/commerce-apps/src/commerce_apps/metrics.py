@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core_saga.messages import Envelope
-from core_saga.orders import Order
+from core_saga.handlers.inventory import InventoryService
+from core_saga.handlers.notification import NotificationService
+from core_saga.handlers.order import OrderService
+from core_saga.handlers.payment import PaymentService
+from core_saga.messages import TOPIC_OF, Envelope
+from core_saga.orders import Order, OrderStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SAGA_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -19,16 +27,77 @@ _EMITTED = {
     "OrderCancelled": "orders_cancelled",
     "StockReserved": "stock_reserved",
 }
+_PAYMENT_OUTCOMES = {"PaymentSucceeded": "success", "PaymentFailed": "failure"}
+
+# The label values the code uses, all from small fixed sets: each service starts its series
+# at 0 (``ServiceMetrics._start_at_zero``), so that ``increase()`` and ``rate()``, which take
+# a series' first sample as its baseline, see its first event. Never for unbounded values.
+HANDLED_BY: Mapping[str, frozenset[str]] = {
+    "order": OrderService.subscriptions,
+    "inventory": InventoryService.subscriptions,
+    "payment": PaymentService.subscriptions,
+    "notification": NotificationService.subscriptions,
+}
+FAILURE_KINDS = ("infrastructure", "poison")
+HANDLER_OUTCOME = "applied"  # inbox duplicates too: the consumer hooks cannot tell them apart
+SETTLED_STATUSES = tuple(status.value for status in OrderStatus if status.terminal)
+
+
+class ServiceRegistry(CollectorRegistry):
+    """A registry without ``<name>_created`` samples: they double the series of every counter
+    and histogram (and read oddly: ``orders_created_created``), and no panel reads them.
+    Scoped to the services' registries, unlike prometheus-client's process-wide switch."""
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in super().collect():
+            if metric.type in ("counter", "histogram", "summary"):
+                created = f"{metric.name}_created"
+                metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+
+
+class ProcessMetrics:
+    """Gives the process's CPU and memory (``process_*``) to one service registry per process.
+
+    Services sharing a process (``commerce up --single-process``) would otherwise each export
+    the same process, and a sum over services would count it several times. The first
+    registry offered keeps them while it lives; the same service built again (restarted in
+    place) takes them over, as does any service once the holder's registry is gone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._service = ""
+        self._registry: weakref.ref[CollectorRegistry] | None = None
+        self._collector: ProcessCollector | None = None
+
+    def offer(self, service: str, registry: CollectorRegistry) -> None:
+        with self._lock:
+            held = self._registry() if self._registry and self._pid == os.getpid() else None
+            if held is not None:
+                if service != self._service:
+                    return
+                if self._collector is not None:
+                    held.unregister(self._collector)
+            self._collector = ProcessCollector(registry=registry)
+            self._pid, self._service = os.getpid(), service
+            self._registry = weakref.ref(registry)
+
+
+PROCESS_METRICS = ProcessMetrics()
 
 
 @dataclass
 class ServiceMetrics:
     service: str
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(default_factory=ServiceRegistry)
+    namespace: str = ""  # the Kafka namespace, which prefixes the topics labelling dead letters
+    process: ProcessMetrics = field(default=PROCESS_METRICS, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+        self.process.offer(self.service, r)  # process_cpu_seconds_total, ..._memory_bytes
         self.consumer_lag = Gauge(
             "consumer_lag",
             "Records between the committed offset and the partition end",
@@ -75,6 +144,24 @@ class ServiceMetrics:
             buckets=SAGA_BUCKETS,
             registry=r,
         )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Create the series this service can move, at 0 (``labels()`` creates a child)."""
+        handled = HANDLED_BY.get(self.service, frozenset())
+        for event_type in sorted(handled):
+            self.handler_duration.labels(event_type=event_type, outcome=HANDLER_OUTCOME)
+        for topic in sorted({TOPIC_OF[event_type] for event_type in handled}):
+            self.dead_letters.labels(topic=f"{self.namespace}{topic}")
+        if handled:
+            for kind in FAILURE_KINDS:
+                self.handler_failures.labels(kind=kind)
+        if self.service == "payment":
+            for outcome in _PAYMENT_OUTCOMES.values():
+                self.payments_processed.labels(outcome=outcome)
+        if self.service == "order":
+            for status in SETTLED_STATUSES:
+                self.saga_duration.labels(status=status)
 
     def saga_settled(self, order: Order) -> None:
         """Creation to terminal state, observed once per order after its commit."""
@@ -91,7 +178,5 @@ class ServiceMetrics:
             if name is not None:
                 counter: Counter = getattr(self, name)
                 counter.inc()
-            elif event.event_type == "PaymentSucceeded":
-                self.payments_processed.labels(outcome="success").inc()
-            elif event.event_type == "PaymentFailed":
-                self.payments_processed.labels(outcome="failure").inc()
+            elif (outcome := _PAYMENT_OUTCOMES.get(event.event_type)) is not None:
+                self.payments_processed.labels(outcome=outcome).inc()

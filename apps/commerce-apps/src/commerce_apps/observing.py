@@ -10,7 +10,7 @@ from core_saga.messages import Envelope
 from opentelemetry.sdk.trace import TracerProvider
 
 from commerce_apps.logs import log_context
-from commerce_apps.metrics import ServiceMetrics
+from commerce_apps.metrics import HANDLER_OUTCOME, ServiceMetrics
 from commerce_apps.tracing import consumer_span
 
 
@@ -18,6 +18,12 @@ class ServiceHooks(ConsumerHooks):
     def __init__(self, metrics: ServiceMetrics, provider: TracerProvider | None = None) -> None:
         self.metrics = metrics
         self.tracer = provider.get_tracer("commerce.consumer") if provider else None
+
+    def assigned(self, partitions: frozenset[tuple[str, int]]) -> None:
+        """Dead letters of each topic start at 0 under the broker's own topic name (namespaced),
+        before the group's first record from it (``ServiceMetrics`` starts them at build)."""
+        for topic in {topic for topic, _ in partitions}:
+            self.metrics.dead_letters.labels(topic=topic)
 
     def handling(
         self, topic: str, envelope: Envelope, headers: Mapping[str, str]
@@ -42,9 +48,10 @@ class ServiceHooks(ConsumerHooks):
                 yield
 
     def handled(self, topic: str, event_type: str, seconds: float) -> None:
-        self.metrics.handler_duration.labels(event_type=event_type, outcome="applied").observe(
-            seconds
-        )
+        # Applied or an inbox duplicate: the handlers do not tell this hook which.
+        self.metrics.handler_duration.labels(
+            event_type=event_type, outcome=HANDLER_OUTCOME
+        ).observe(seconds)
 
     def failed(self, topic: str, error: BaseException, *, infrastructure: bool) -> None:
         self.metrics.handler_failures.labels(

@@ -1,0 +1,142 @@
+"""A service's Prometheus exposition: series start at 0, no ``_created``, the process once."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from commerce_apps import metrics as service_metrics
+from commerce_apps.metrics import ServiceMetrics
+from commerce_apps.observing import ServiceHooks
+from commerce_apps.settings import SERVICES
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+pytestmark = pytest.mark.unit
+
+
+def exposition(metrics: ServiceMetrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+# What each service can count or observe, at 0 before its first event (DESIGN §3: who
+# consumes what). ``increase()`` takes a series' first sample as its baseline: a series born
+# at 1 hides its first event from the dashboard and the alerts.
+STARTS_AT_ZERO = {
+    "order": [
+        'dead_letters_total{topic="inventory-events"} 0.0',
+        'dead_letters_total{topic="payment-events"} 0.0',
+        'event_handler_duration_seconds_count{event_type="StockReserved",outcome="applied"} 0.0',
+        'event_handler_duration_seconds_count{event_type="PaymentFailed",outcome="applied"} 0.0',
+        'saga_duration_seconds_count{status="CONFIRMED"} 0.0',
+        'saga_duration_seconds_count{status="CANCELLED"} 0.0',
+    ],
+    "inventory": [
+        'dead_letters_total{topic="order-events"} 0.0',
+        'event_handler_duration_seconds_count{event_type="OrderCreated",outcome="applied"} 0.0',
+        'event_handler_duration_seconds_count{event_type="StockReleaseRequested",outcome="applied"} 0.0',  # noqa: E501
+    ],
+    "payment": [
+        'dead_letters_total{topic="inventory-events"} 0.0',
+        'dead_letters_total{topic="order-events"} 0.0',
+        'payments_processed_total{outcome="success"} 0.0',
+        'payments_processed_total{outcome="failure"} 0.0',
+        'event_handler_duration_seconds_count{event_type="OrderCancelled",outcome="applied"} 0.0',
+    ],
+    "notification": [
+        'dead_letters_total{topic="order-events"} 0.0',
+        'event_handler_duration_seconds_count{event_type="OrderConfirmed",outcome="applied"} 0.0',
+    ],
+}
+
+
+@pytest.mark.parametrize("service", sorted(STARTS_AT_ZERO))
+def test_a_fresh_service_exports_its_labelled_series_at_zero(service: str) -> None:
+    text = exposition(ServiceMetrics(service))
+    expected = [
+        *STARTS_AT_ZERO[service],
+        'event_handler_failures_total{kind="infrastructure"} 0.0',
+        'event_handler_failures_total{kind="poison"} 0.0',
+    ]
+    missing = [line for line in expected if line not in text.splitlines()]
+    assert not missing, missing
+
+
+def test_only_the_label_values_a_service_can_use_start_at_zero() -> None:
+    text = exposition(ServiceMetrics("inventory"))
+    assert "payments_processed_total{" not in text  # only the payment service charges
+    assert "saga_duration_seconds_count{" not in text  # only the order service settles
+    assert 'dead_letters_total{topic="payment-events"}' not in text  # not consumed here
+    assert "http_server_request_duration_seconds_count{" not in text  # open-ended labels
+    assert "consumer_lag{" not in text
+
+
+def test_dead_letters_start_at_zero_under_the_namespaced_topic() -> None:
+    text = exposition(ServiceMetrics("notification", namespace="e2e-1."))
+    assert 'dead_letters_total{topic="e2e-1.order-events"} 0.0' in text.splitlines()
+
+
+def test_an_assigned_topic_starts_its_dead_letters_at_zero() -> None:
+    metrics = ServiceMetrics("notification")
+    ServiceHooks(metrics).assigned(frozenset({("ns.order-events", 0), ("ns.order-events", 1)}))
+    assert 'dead_letters_total{topic="ns.order-events"} 0.0' in exposition(metrics).splitlines()
+
+
+def test_the_first_dead_letter_moves_its_series_from_zero_to_one() -> None:
+    metrics = ServiceMetrics("inventory")
+    ServiceHooks(metrics).dead_lettered("order-events", ValueError("poison"))
+    assert 'dead_letters_total{topic="order-events"} 1.0' in exposition(metrics).splitlines()
+
+
+def test_no_created_series_in_either_exposition_format() -> None:
+    metrics = ServiceMetrics("order")
+    metrics.orders_created.inc()
+    ServiceHooks(metrics).handled("inventory-events", "StockReserved", 0.01)
+    text = exposition(metrics)
+    openmetrics = generate_openmetrics(metrics.registry).decode()  # type: ignore[no-untyped-call]
+    assert "orders_created_total 1.0" in text
+    assert "_created" not in text.replace("orders_created_total", "")
+    assert "_created" not in openmetrics.replace("orders_created", "")
+
+
+def test_services_sharing_a_process_export_its_cpu_and_memory_once() -> None:
+    process = service_metrics.ProcessMetrics()
+    services = [ServiceMetrics(service, process=process) for service in SERVICES]
+    carrying = [m.service for m in services if "process_cpu_seconds_total" in exposition(m)]
+    assert carrying == ["order"]
+
+
+def test_a_service_restarted_in_place_takes_the_process_metrics_with_it() -> None:
+    process = service_metrics.ProcessMetrics()
+    first = ServiceMetrics("order", process=process)
+    other = ServiceMetrics("inventory", process=process)
+    again = ServiceMetrics("order", process=process)
+    assert "process_cpu_seconds_total" not in exposition(first)
+    assert "process_cpu_seconds_total" not in exposition(other)
+    assert "process_cpu_seconds_total" in exposition(again)
+
+
+def test_the_process_metrics_move_on_once_their_registry_is_gone() -> None:
+    process = service_metrics.ProcessMetrics()
+    ServiceMetrics("order", process=process)  # dropped at once
+    gc.collect()
+    assert "process_cpu_seconds_total" in exposition(ServiceMetrics("payment", process=process))
+
+
+def test_four_services_built_in_one_new_process_export_it_once() -> None:
+    """``commerce up --single-process``: a ``sum`` of the process's CPU over services is right."""
+    script = textwrap.dedent(
+        """
+        from commerce_apps.metrics import ServiceMetrics
+        from prometheus_client import generate_latest
+        services = [ServiceMetrics(s) for s in ("order", "inventory", "payment", "notification")]
+        print(sum(b"process_cpu_seconds_total " in generate_latest(m.registry) for m in services))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert run.stdout.strip() == "1"
