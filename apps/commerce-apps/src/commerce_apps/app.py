@@ -3,8 +3,12 @@
 The lifespan starts the outbox relay, the Kafka publisher and consumer (retried in the
 background while the broker is unreachable, so the API and its outbox serve meanwhile) and
 (for the order service) the deadline sweep. On SIGTERM it drains the consumer first, cancels
-the relay, sweeps and gauges, and stops the publisher last (dead letters in flight still go
-out). Outbox rows not yet relayed stay in the outbox for the next start.
+the relay, sweeps and gauges, stops the publisher (dead letters in flight still go out), then
+the tracer provider, within ``tracing.SHUTDOWN_SECONDS``. Outbox rows not yet relayed stay in
+the outbox for the next start.
+
+The periodic tasks run through ``jobs.every``: an outage is logged without flooding, and a
+step leaves a trace only when it did something.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from adapters_kafka.policy import broker_may_recover
 from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
@@ -22,7 +26,6 @@ from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
 from core_saga.relay import RelayBackoff
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,7 +35,10 @@ from commerce_apps.http.docs import docs_routes
 from commerce_apps.http.health import health_routes
 from commerce_apps.http.middleware import RequestMetrics
 from commerce_apps.http.problems import EXCEPTION_HANDLERS
+from commerce_apps.http.spans import ServerSpans
+from commerce_apps.jobs import every
 from commerce_apps.services import inventory, notification, order, payment
+from commerce_apps.tracing import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +51,6 @@ OPERATIONS = {
 VERSION = "0.1.0"
 SHUTDOWN_SECONDS = 15.0
 SUPERVISOR_BACKOFF = RelayBackoff(initial=0.5)  # to RECOVERY_BACKOFF_MAX, as every recovery
-
-
-async def _every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) -> None:
-    """Run ``step`` forever, ``seconds`` apart; a failing step is logged and tried again."""
-    while True:
-        try:
-            await step()
-        except Exception:
-            log.exception("%s failed; retrying", name)
-        await asyncio.sleep(seconds)
 
 
 async def _supervise(
@@ -89,6 +85,8 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
     settings = container.settings()
     metrics = container.metrics()
     engine = container.engine()
+    provider = container.tracing()
+    jobs = provider.get_tracer("commerce.jobs") if provider is not None else None
 
     async def database_up() -> bool:
         async with engine.connect() as conn:
@@ -102,7 +100,13 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         return bool(container.consumer().ready) and await container.publisher().ping()
 
     async def outbox_age() -> None:
-        age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
+        """NaN while the database does not answer: "unknown", where the last value (0 at
+        start) would read "all relayed" through the outage, when it is least true."""
+        try:
+            age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
+        except Exception:
+            metrics.outbox_oldest_age.set(math.nan)
+            raise
         metrics.outbox_oldest_age.set(age)
 
     async def consumer_lag() -> None:
@@ -113,7 +117,7 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
                 group=consumer.group_id, topic=tp.topic, partition=str(tp.partition)
             ).set(lag)
 
-    async def housekeeping() -> None:
+    async def housekeeping() -> int:
         now = container.clock().now()
         cutoff = now - timedelta(hours=settings.inbox_retention_hours)
         purged = await purge_processed_events(engine, cutoff)
@@ -121,6 +125,7 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             purged += await purge_expired_keys(engine, now)
         if purged:
             log.info("%s housekeeping purged %d rows", service, purged)
+        return purged
 
     checks = {"database": database_up, "migrations": migrated, "broker": broker_up}
     routes = [
@@ -157,10 +162,12 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             asyncio.create_task(
                 _supervise(connect_and_consume, "broker connection"), name=f"{service}-consumer"
             ),
-            asyncio.create_task(_every(5.0, outbox_age, "outbox age"), name=f"{service}-age"),
-            asyncio.create_task(_every(5.0, consumer_lag, "consumer lag"), name=f"{service}-lag"),
+            asyncio.create_task(every(5.0, outbox_age, "outbox age", jobs), name=f"{service}-age"),
             asyncio.create_task(
-                _every(settings.housekeeping_interval, housekeeping, "housekeeping"),
+                every(5.0, consumer_lag, "consumer lag", jobs), name=f"{service}-lag"
+            ),
+            asyncio.create_task(
+                every(settings.housekeeping_interval, housekeeping, "housekeeping", jobs),
                 name=f"{service}-housekeeping",
             ),
         ]
@@ -168,7 +175,12 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         if isinstance(handler, OrderService):
             tasks.append(
                 asyncio.create_task(
-                    _every(settings.deadline_sweep_interval, handler.sweep_overdue, "sweep"),
+                    every(
+                        settings.deadline_sweep_interval,
+                        handler.sweep_overdue,
+                        "deadline sweep",
+                        jobs,
+                    ),
                     name="order-deadlines",
                 )
             )
@@ -184,12 +196,13 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(publisher.stop(), SHUTDOWN_SECONDS)
             await engine.dispose()
+            if provider is not None:  # bounded: a collector that is down must not hold it
+                await shutdown(provider)
             log.info("%s service stopped", service)
 
     middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
-    provider = container.tracing()
     if provider is not None:
-        middleware.append(Middleware(OpenTelemetryMiddleware, tracer_provider=provider))
+        middleware.append(Middleware(ServerSpans, provider=provider, routes=routes))
     return Starlette(
         routes=routes,
         middleware=middleware,

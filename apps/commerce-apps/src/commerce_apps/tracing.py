@@ -4,50 +4,181 @@ Each service gets its own ``TracerProvider`` (four share one process under ``com
 each with its own ``service.name``). With no ``OTEL_EXPORTER_OTLP_*`` endpoint and no test
 exporter there is no provider at all: the API's no-op tracer costs next to nothing.
 
+Spans go to the collector by OTLP over HTTP (``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``,
+the default) or gRPC (``grpc``, when its exporter package is installed). An export gives up
+after ``EXPORT_SECONDS`` unless ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`` says otherwise, and the
+app's lifespan stops the provider within ``SHUTDOWN_SECONDS`` (``shutdown``): a collector that
+is down loses the last spans, it does not hold the exit.
+
+Requests get one SERVER span each, named ``METHOD route`` (``http.spans.ServerSpans``);
+probes and scrapes get none, nor do their statements. A periodic job's step is exported with
+its statements only if it did something (``jobs.IdleJobFilter``).
+
 The trace context travels with the event: the outbox row stores the W3C ``traceparent`` /
-``tracestate`` current when the event was written (HTTP request or consumer span). The relay
-sends each message in a producer span, a child of that context, and the message's headers
-carry the producer span's context, so the consumer's span is its child: a trace shows how
-long each event waited in the outbox and for the broker's ack.
+``tracestate`` current when the event was written (HTTP request, consumer span or a sweep
+that cancelled orders). The relay sends each message in a producer span, a child of that
+context, and the message's headers carry the producer span's context, so the consumer's span
+is its child: a trace shows how long each event waited in the outbox and for the broker's ack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import importlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from adapters_postgres import raw
 from core_saga.ports import EventPublisher, OutboundMessage
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from commerce_apps.jobs import IdleJobFilter
+
+log = logging.getLogger(__name__)
+
 PROPAGATOR = TraceContextTextMapPropagator()
 OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+EXPORT_SECONDS = 3.0  # one export, retries included (the SDK's default: 10, and 30 at exit)
+SHUTDOWN_SECONDS = 5.0  # the longest a stopping service waits for its last spans to go out
+
+_traced_services: list[str] = []  # services with a provider in this process, first first
 
 
 def tracer_provider(service: str, exporter: SpanExporter | None = None) -> TracerProvider | None:
-    """The service's provider, exporting by OTLP when configured and to ``exporter`` if given."""
+    """The service's provider, exporting by OTLP when configured and to ``exporter`` if given.
+
+    An unusable ``OTEL_EXPORTER_OTLP_PROTOCOL`` fails here, at the service's start, in one line.
+    """
     otlp = any(os.environ.get(name) for name in OTLP_VARIABLES)
     if not otlp and exporter is None:
         return None
-    name = os.environ.get("OTEL_SERVICE_NAME") or f"{service}-service"
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    processors: list[SpanProcessor] = []
     if otlp:
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        bsp_timeout = None if os.environ.get("OTEL_BSP_EXPORT_TIMEOUT") else EXPORT_SECONDS * 1000
+        processors.append(BatchSpanProcessor(otlp_exporter(), export_timeout_millis=bsp_timeout))
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        processors.append(SimpleSpanProcessor(_Borrowed(exporter)))
+    name = service_name(service)
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    for processor in processors:
+        provider.add_span_processor(IdleJobFilter(processor))
     return provider
+
+
+def service_name(service: str) -> str:
+    """``OTEL_SERVICE_NAME`` for the first service a process traces; ``<service>-service``
+    for the others (``commerce up`` in one process), which a warning then says."""
+    if service not in _traced_services:
+        _traced_services.append(service)
+    own = f"{service}-service"
+    configured = os.environ.get("OTEL_SERVICE_NAME")
+    if not configured or _traced_services[0] == service:
+        return configured or own
+    log.warning(
+        "OTEL_SERVICE_NAME=%s names the one service of a process; %s shares it with %s, "
+        "so its spans say service.name=%s",
+        configured,
+        service,
+        _traced_services[0],
+        own,
+    )
+    return own
+
+
+def otlp_exporter() -> SpanExporter:
+    """The OTLP exporter ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` asks for, with a bounded
+    timeout: ``EXPORT_SECONDS`` unless ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`` is set."""
+    variable, protocol = next(
+        ((name, value) for name in PROTOCOL_VARIABLES if (value := os.environ.get(name))),
+        (PROTOCOL_VARIABLES[1], "http/protobuf"),
+    )
+    timeout = None if any(os.environ.get(name) for name in TIMEOUT_VARIABLES) else EXPORT_SECONDS
+    protocol = protocol.strip().lower()
+    if protocol == "http/protobuf":
+        return OTLPSpanExporter(timeout=timeout)
+    if protocol != "grpc":
+        raise _start_error(f"{variable}={protocol} is not supported: use http/protobuf or grpc")
+    try:
+        grpc: Any = importlib.import_module(GRPC_EXPORTER)
+    except ImportError:
+        raise _start_error(
+            f"{variable}=grpc needs the opentelemetry-exporter-otlp-proto-grpc package, which "
+            f"is not installed: install it, or set {variable}=http/protobuf (port 4318)"
+        ) from None
+    exporter: SpanExporter = grpc.OTLPSpanExporter(timeout=timeout)
+    return exporter
+
+
+def _start_error(message: str) -> Exception:
+    """A ``PlatformError``: ``commerce run`` and ``commerce up`` print it as one line."""
+    from commerce_apps.platform import PlatformError  # platform imports this module
+
+    return PlatformError(message)
+
+
+async def shutdown(provider: TracerProvider, seconds: float = SHUTDOWN_SECONDS) -> bool:
+    """Export the last spans and stop ``provider``, waiting at most ``seconds``.
+
+    The SDK's own shutdown (at exit) waits up to 30 s per export against a collector that is
+    down, longer than a container's stop grace. Here it runs in a daemon thread: when the
+    time is up the service stops anyway (False), and the spans still queued are lost.
+    """
+    done = threading.Event()
+
+    def stop() -> None:
+        try:
+            provider.shutdown()
+        except Exception:
+            log.exception("the tracer provider failed to shut down")
+        finally:
+            done.set()
+
+    threading.Thread(target=stop, name="tracing-shutdown", daemon=True).start()
+    if await asyncio.to_thread(done.wait, seconds):
+        return True
+    log.warning("the trace exporter did not finish within %.0f s: its last spans are lost", seconds)
+    return False
+
+
+@dataclass
+class _Borrowed(SpanExporter):
+    """A caller's exporter (the tests' in-memory one, shared by services): a provider that
+    shuts down leaves it open for the others."""
+
+    inner: SpanExporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export(spans)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def trace_headers() -> dict[str, str]:
@@ -66,7 +197,10 @@ def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     database = engine.url.database or ""
 
     def statement_span(sql: str) -> AbstractContextManager[object]:
-        """Named and described as the SQLAlchemy instrumentation names its spans."""
+        """Named and described as the SQLAlchemy instrumentation names its spans; none where
+        instrumentation is suppressed (probes), as that instrumentation does."""
+        if not is_instrumentation_enabled():
+            return nullcontext()
         return tracer.start_as_current_span(
             f"{sql.split(None, 1)[0]} {database}".strip(),
             kind=SpanKind.CLIENT,

@@ -1,0 +1,169 @@
+"""Periodic jobs (the deadline sweep, housekeeping, the outbox and lag gauges): run forever,
+log an outage without flooding, and leave a trace only when a step did something.
+
+An outage (``is_infrastructure``) is one WARNING line when it starts, at most one every
+``OUTAGE_LOG_SECONDS`` while it lasts and an INFO line when it ends: a stopped database
+logged a traceback every second per job before. Anything else is a bug, logged as an ERROR
+with its traceback each time. Each step runs in a root span of its own (``run_job``), whose
+trace ``IdleJobFilter`` drops when the step did nothing: an idle sweep every second would
+otherwise be a trace every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from adapters_postgres.uow import is_transient
+from core_saga.ports import InfrastructureError
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Tracer
+
+log = logging.getLogger(__name__)
+
+JOB = "commerce.job"  # on a periodic job's root span: the job's name
+JOB_IDLE = "commerce.job.idle"  # set when the step ends: True drops the step's whole trace
+
+OUTAGE_LOG_SECONDS = 30.0  # a periodic task failing for an outage says so at most this often
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """An outage (the database unreachable, restarting, timing out) rather than a bug."""
+    return isinstance(exc, InfrastructureError) or is_transient(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@dataclass
+class _Outage:
+    """A periodic task's run of infrastructure failures, and when it last said so."""
+
+    name: str
+    every: float
+    started: float | None = None
+    warned: float = 0.0
+    failures: int = 0
+
+    def failed(self, exc: Exception, now: float) -> None:
+        self.failures += 1
+        if self.started is None:
+            self.started = self.warned = now
+            log.warning("%s failed (%s); retrying", self.name, _one_line(exc))
+        elif now - self.warned >= self.every:
+            self.warned = now
+            log.warning(
+                "%s still failing after %.0f s and %d attempts (%s); retrying",
+                self.name,
+                now - self.started,
+                self.failures,
+                _one_line(exc),
+            )
+
+    def succeeded(self, now: float) -> None:
+        if self.started is not None:
+            log.info(
+                "%s recovered after %.0f s and %d failed attempts",
+                self.name,
+                now - self.started,
+                self.failures,
+            )
+        self.started, self.failures = None, 0
+
+
+async def every(
+    seconds: float,
+    step: Callable[[], Awaitable[Any]],
+    name: str,
+    tracer: Tracer | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run ``step`` forever, ``seconds`` apart; a failing step is logged and tried again.
+
+    An outage is one WARNING line at first, then at most one every ``OUTAGE_LOG_SECONDS``,
+    and an INFO line once a step succeeds again; any other failure, a bug, is an ERROR with
+    its traceback. Each step is traced only if it did something (``tracing.run_job``).
+    """
+    outage = _Outage(name, OUTAGE_LOG_SECONDS)
+    while True:
+        try:
+            await run_job(tracer, name, step, is_infrastructure)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                outage.failed(exc, clock())
+            else:
+                log.exception("%s failed; retrying", name)
+        else:
+            outage.succeeded(clock())
+        await sleep(seconds)
+
+
+class IdleJobFilter(SpanProcessor):
+    """Holds the spans of a periodic job's step (a root span with ``JOB``) until that root
+    ends, then passes them all on, or drops them all if the step set ``JOB_IDLE``: a sweep
+    that cancelled nothing sends no trace; one that cancelled orders sends its statements."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+        self._held: dict[int, list[ReadableSpan]] = {}
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.parent is None and JOB in (span.attributes or {}):
+            with self._lock:
+                self._held[span.get_span_context().trace_id] = []
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        trace_id = span.context.trace_id if span.context is not None else 0
+        with self._lock:
+            held = self._held.get(trace_id)
+            if held is not None and span.parent is not None:
+                held.append(span)  # the root ends last: hold its children until then
+                return
+            if held is not None:
+                del self._held[trace_id]
+        if held is not None and (span.attributes or {}).get(JOB_IDLE):
+            return
+        for ended in [*(held or ()), span]:
+            self.inner.on_end(ended)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+async def run_job(
+    tracer: Tracer | None,
+    name: str,
+    step: Callable[[], Awaitable[Any]],
+    excused: Callable[[Exception], bool],
+) -> Any:
+    """One step of a periodic job in a root span of its own, named ``name``.
+
+    Its trace is exported if the step did something (returned a true value: orders
+    cancelled, rows purged) or failed in a way ``excused`` does not cover (a bug); an idle
+    step, or one that met an outage (logged instead), is dropped (``IdleJobFilter``).
+    """
+    if tracer is None:
+        return await step()
+    with tracer.start_as_current_span(name, context=Context(), attributes={JOB: name}) as span:
+        try:
+            done = await step()
+        except Exception as exc:
+            span.set_attribute(JOB_IDLE, excused(exc))
+            raise
+        span.set_attribute(JOB_IDLE, not done)
+        return done
