@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from commerce_apps import app, tracing
 from commerce_apps.settings import DEFAULT_PORTS, SERVICES
 
 from tests import ROOT
@@ -149,6 +150,17 @@ def test_each_app_service_runs_its_service_with_a_readiness_healthcheck(
     check = service["healthcheck"]
     assert not check.get("disable")
     assert "/health/ready" in " ".join(check["test"])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_app_service_has_time_to_drain_before_it_is_killed(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    """Consumer and publisher stops (each bounded while the broker is down) and the last spans:
+    Docker's default grace of 10 s killed a service mid-drain."""
+    grace = services[name]["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    assert float(grace[:-1]) > 2 * app.SHUTDOWN_SECONDS + tracing.SHUTDOWN_SECONDS
 
 
 def test_the_readme_ports_are_the_defaults() -> None:
