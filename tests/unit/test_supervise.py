@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from commerce_apps.app import _supervise
+import pytest
+from commerce_apps.jobs import supervise
 from core_saga.relay import RelayBackoff
 
 
@@ -24,7 +26,30 @@ async def test_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() 
     async def sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    await _supervise(run, "consumer", RelayBackoff(initial=0.1, maximum=cap), sleep=sleep)
+    await supervise(run, "consumer", RelayBackoff(initial=0.1, maximum=cap), sleep=sleep)
 
     assert delays == [0.1, 0.2, 0.4, 0.5, 0.1, 0.2]
     assert plan == []
+
+
+@pytest.mark.parametrize(
+    ("cause", "advice", "level"),
+    [(ConnectionError("refused"), None, "WARNING"), (PermissionError("no"), "check it", "ERROR")],
+)
+async def test_a_run_of_failures_is_one_line_an_error_with_advice_when_it_will_not_pass(
+    caplog: pytest.LogCaptureFixture, cause: Exception, advice: str | None, level: str
+) -> None:
+    """Before: a WARNING per restart, and a refused setting an ERROR and a WARNING each time."""
+    caplog.set_level(logging.INFO, logger="commerce_apps.jobs")
+    plan = [cause] * 5
+
+    async def run() -> None:
+        if plan:
+            raise plan.pop()
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    await supervise(run, "broker connection", sleep=sleep, advice=lambda exc: advice)
+    assert [r.levelname for r in caplog.records] == [level]
+    assert str(advice or cause) in caplog.records[0].getMessage()

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from adapters_kafka.policy import broker_may_recover
@@ -25,7 +25,6 @@ from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_e
 from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
-from core_saga.relay import RelayBackoff
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -36,7 +35,7 @@ from commerce_apps.http.health import health_routes
 from commerce_apps.http.middleware import RequestMetrics
 from commerce_apps.http.problems import EXCEPTION_HANDLERS
 from commerce_apps.http.spans import ServerSpans
-from commerce_apps.jobs import every
+from commerce_apps.jobs import every, supervise
 from commerce_apps.services import inventory, notification, order, payment
 from commerce_apps.tracing import shutdown
 
@@ -50,33 +49,6 @@ OPERATIONS = {
 }
 VERSION = "0.1.0"
 SHUTDOWN_SECONDS = 15.0
-SUPERVISOR_BACKOFF = RelayBackoff(initial=0.5)  # to RECOVERY_BACKOFF_MAX, as every recovery
-
-
-async def _supervise(
-    run: Callable[[], Awaitable[None]],
-    name: str,
-    backoff: RelayBackoff = SUPERVISOR_BACKOFF,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> None:
-    """Keep ``run`` going: restart it after a failure (broker down at start), backing off.
-
-    The delay doubles while ``run`` fails fast, up to ``backoff.maximum``; a run that lasted
-    longer than that was healthy, so its failure is the first of a new series.
-    """
-    loop = asyncio.get_running_loop()
-    failures = 0
-    while True:
-        started = loop.time()
-        try:
-            await run()
-            return
-        except Exception as exc:
-            healthy = loop.time() - started > backoff.maximum
-            failures = 1 if healthy else failures + 1
-            delay = backoff.delay(failures)
-            log.warning("%s stopped (%s); restarting in %.1f s", name, exc, delay)
-        await sleep(delay)
 
 
 def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> Starlette:
@@ -141,26 +113,25 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
 
         async def connect_and_consume() -> None:
             """Retried while the broker is unreachable; the API and outbox serve meanwhile."""
-            try:
-                if ensure_topics:
-                    await ensure_saga_topics(settings, service)
-                await publisher.start()
-            except Exception as exc:
-                if not broker_may_recover(exc):  # an ERROR to alert on, not a warning
-                    log.error(
-                        "the broker at %s refuses %s: %r; check the KAFKA_* and TOPIC_* "
-                        "settings (retrying)",
-                        settings.kafka_bootstrap_servers,
-                        service,
-                        exc,
-                    )
-                raise
+            if ensure_topics:
+                await ensure_saga_topics(settings, service)
+            await publisher.start()
             await consumer.run()
+
+        def advice(exc: Exception) -> str | None:
+            """A broker that refuses the settings will not change its mind: an ERROR."""
+            if broker_may_recover(exc):
+                return None
+            servers = settings.kafka_bootstrap_servers
+            return (
+                f"the broker at {servers} refuses {service}: check the KAFKA_* and TOPIC_* settings"
+            )
 
         tasks = [
             asyncio.create_task(container.relay().run(), name=f"{service}-relay"),
             asyncio.create_task(
-                _supervise(connect_and_consume, "broker connection"), name=f"{service}-consumer"
+                supervise(connect_and_consume, "broker connection", advice=advice),
+                name=f"{service}-consumer",
             ),
             asyncio.create_task(every(5.0, outbox_age, "outbox age", jobs), name=f"{service}-age"),
             asyncio.create_task(

@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters_postgres.uow import is_transient
 from core_saga.ports import InfrastructureError
+from core_saga.relay import RelayBackoff
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Tracer
@@ -31,6 +32,7 @@ JOB = "commerce.job"  # on a periodic job's root span: the job's name
 JOB_IDLE = "commerce.job.idle"  # set when the step ends: True drops the step's whole trace
 
 OUTAGE_LOG_SECONDS = 30.0  # a periodic task failing for an outage says so at most this often
+SUPERVISOR_BACKOFF = RelayBackoff(initial=0.5)  # to RECOVERY_BACKOFF_MAX, as every recovery
 
 
 def is_infrastructure(exc: BaseException) -> bool:
@@ -53,19 +55,29 @@ class _Outage:
     warned: float = 0.0
     failures: int = 0
 
-    def failed(self, exc: Exception, now: float) -> None:
+    def failed(self, exc: Exception, now: float, advice: str | None = None) -> None:
+        """A WARNING, or with ``advice`` (a cause that will not pass by itself) an ERROR."""
         self.failures += 1
+        level, why = (
+            (logging.ERROR, f"{_one_line(exc)}; {advice}")
+            if advice
+            else (
+                logging.WARNING,
+                _one_line(exc),
+            )
+        )
         if self.started is None:
             self.started = self.warned = now
-            log.warning("%s failed (%s); retrying", self.name, _one_line(exc))
+            log.log(level, "%s failed (%s); retrying", self.name, why)
         elif now - self.warned >= self.every:
             self.warned = now
-            log.warning(
+            log.log(
+                level,
                 "%s still failing after %.0f s and %d attempts (%s); retrying",
                 self.name,
                 now - self.started,
                 self.failures,
-                _one_line(exc),
+                why,
             )
 
     def succeeded(self, now: float) -> None:
@@ -106,6 +118,36 @@ async def every(
         else:
             outage.succeeded(clock())
         await sleep(seconds)
+
+
+async def supervise(
+    run: Callable[[], Awaitable[None]],
+    name: str,
+    backoff: RelayBackoff = SUPERVISOR_BACKOFF,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    advice: Callable[[Exception], str | None] = lambda exc: None,
+) -> None:
+    """Keep ``run`` going: restart it after a failure (broker down at start), backing off.
+
+    The delay doubles while ``run`` fails fast, up to ``backoff.maximum``; a run that lasted
+    longer than that was healthy, so its failure is the first of a new series. Failures are
+    logged as a periodic job's outage: once, then at most every ``OUTAGE_LOG_SECONDS``; as an
+    ERROR with the text ``advice`` gives for a cause that will not pass by itself.
+    """
+    loop = asyncio.get_running_loop()
+    outage = _Outage(name, OUTAGE_LOG_SECONDS)
+    failures = 0
+    while True:
+        started = loop.time()
+        try:
+            await run()
+            return
+        except Exception as exc:
+            if loop.time() - started > backoff.maximum:  # it ran healthy: a new series
+                outage, failures = _Outage(name, OUTAGE_LOG_SECONDS), 0
+            failures += 1
+            outage.failed(exc, loop.time(), advice(exc))
+        await sleep(backoff.delay(failures))
 
 
 class IdleJobFilter(SpanProcessor):
