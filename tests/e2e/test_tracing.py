@@ -97,3 +97,43 @@ async def test_one_post_gives_one_trace_across_all_four_services(
     described = [str(s.attributes.get("db.statement", "")) for s in statements]
     assert any("INSERT INTO processed_events" in sql for sql in described)  # sent on the driver
     assert any("INSERT INTO outbox" in sql for sql in described)
+
+
+async def test_a_backlog_is_applied_in_batch_spans_that_hold_its_statements(
+    traced: RunningPlatform, exporter: InMemorySpanExporter
+) -> None:
+    """Orders queued behind a stopped inventory: its records wait, then go in batches, each
+    one span over its transaction (the audit found hollow event spans of 0.03 ms and the
+    inventory's writes as root traces of their own)."""
+    await traced.platform.stop_service("inventory")
+    placed = [(await traced.place(order_body((MOUSE, 1, "29.99")))).json()["id"] for _ in range(20)]
+    exporter.clear()
+    await traced.platform.start_service("inventory")
+    for order_id in placed:
+        await traced.terminal(order_id, seconds=30)
+
+    spans = [s for s in exporter.get_finished_spans() if service_of(s) == "inventory-service"]
+    batches = [s for s in spans if "messaging.batch.message_count" in (s.attributes or {})]
+    assert batches, "the backlog was not applied in batches"
+    for batch in batches:
+        assert batch.kind is SpanKind.CONSUMER and batch.parent is None
+        assert batch.attributes is not None
+        count = batch.attributes["messaging.batch.message_count"]
+        assert isinstance(count, int) and count > 1
+        assert len(batch.links) == count  # to the relay's send of each message
+        assert batch.context is not None
+        events = [s for s in spans if s.parent and s.parent.span_id == batch.context.span_id
+                  and s.kind is SpanKind.CONSUMER]  # fmt: skip
+        assert len(events) == count
+    writes = [
+        s
+        for s in spans
+        if s.kind is SpanKind.CLIENT
+        and any(
+            sql in str((s.attributes or {}).get("db.statement", ""))
+            for sql in ("INSERT INTO processed_events", "UPDATE products", "INSERT INTO outbox")
+        )
+    ]
+    assert writes
+    roots = [s.name for s in writes if s.parent is None]
+    assert not roots, f"writes in root traces of their own: {roots}"

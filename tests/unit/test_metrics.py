@@ -29,6 +29,8 @@ STARTS_AT_ZERO = {
     "order": [
         'dead_letters_total{topic="inventory-events"} 0.0',
         'dead_letters_total{topic="payment-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="inventory-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="payment-events"} 0.0',
         'event_handler_duration_seconds_count{event_type="StockReserved",outcome="applied"} 0.0',
         'event_handler_duration_seconds_count{event_type="PaymentFailed",outcome="applied"} 0.0',
         'saga_duration_seconds_count{status="CONFIRMED"} 0.0',
@@ -36,18 +38,22 @@ STARTS_AT_ZERO = {
     ],
     "inventory": [
         'dead_letters_total{topic="order-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="order-events"} 0.0',
         'event_handler_duration_seconds_count{event_type="OrderCreated",outcome="applied"} 0.0',
         'event_handler_duration_seconds_count{event_type="StockReleaseRequested",outcome="applied"} 0.0',  # noqa: E501
     ],
     "payment": [
         'dead_letters_total{topic="inventory-events"} 0.0',
         'dead_letters_total{topic="order-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="inventory-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="order-events"} 0.0',
         'payments_processed_total{outcome="success"} 0.0',
         'payments_processed_total{outcome="failure"} 0.0',
         'event_handler_duration_seconds_count{event_type="OrderCancelled",outcome="applied"} 0.0',
     ],
     "notification": [
         'dead_letters_total{topic="order-events"} 0.0',
+        'event_batch_duration_seconds_count{topic="order-events"} 0.0',
         'event_handler_duration_seconds_count{event_type="OrderConfirmed",outcome="applied"} 0.0',
     ],
 }
@@ -70,6 +76,7 @@ def test_only_the_label_values_a_service_can_use_start_at_zero() -> None:
     assert "payments_processed_total{" not in text  # only the payment service charges
     assert "saga_duration_seconds_count{" not in text  # only the order service settles
     assert 'dead_letters_total{topic="payment-events"}' not in text  # not consumed here
+    assert 'event_batch_duration_seconds_count{topic="payment-events"}' not in text
     assert "http_server_request_duration_seconds_count{" not in text  # open-ended labels
     assert "consumer_lag{" not in text
 
@@ -79,10 +86,12 @@ def test_dead_letters_start_at_zero_under_the_namespaced_topic() -> None:
     assert 'dead_letters_total{topic="e2e-1.order-events"} 0.0' in text.splitlines()
 
 
-def test_an_assigned_topic_starts_its_dead_letters_at_zero() -> None:
+def test_an_assigned_topic_starts_its_dead_letters_and_batch_durations_at_zero() -> None:
     metrics = ServiceMetrics("notification")
     ServiceHooks(metrics).assigned(frozenset({("ns.order-events", 0), ("ns.order-events", 1)}))
-    assert 'dead_letters_total{topic="ns.order-events"} 0.0' in exposition(metrics).splitlines()
+    lines = exposition(metrics).splitlines()
+    assert 'dead_letters_total{topic="ns.order-events"} 0.0' in lines
+    assert 'event_batch_duration_seconds_count{topic="ns.order-events"} 0.0' in lines
 
 
 def test_the_first_dead_letter_moves_its_series_from_zero_to_one() -> None:

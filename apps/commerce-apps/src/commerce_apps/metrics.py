@@ -126,8 +126,16 @@ class ServiceMetrics:
         )
         self.handler_duration = Histogram(
             "event_handler_duration_seconds",
-            "Time to apply one consumed event",
+            "Time to apply one consumed event; in a batch, the batch's time divided among its"
+            " events",
             ["event_type", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "event_batch_duration_seconds",
+            "Time to apply a batch of consumed events in one transaction (locks, inbox, commit)",
+            ["topic"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -153,6 +161,7 @@ class ServiceMetrics:
             self.handler_duration.labels(event_type=event_type, outcome=HANDLER_OUTCOME)
         for topic in sorted({TOPIC_OF[event_type] for event_type in handled}):
             self.dead_letters.labels(topic=f"{self.namespace}{topic}")
+            self.batch_duration.labels(topic=f"{self.namespace}{topic}")
         if handled:
             for kind in FAILURE_KINDS:
                 self.handler_failures.labels(kind=kind)

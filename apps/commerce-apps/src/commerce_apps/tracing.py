@@ -29,14 +29,16 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from adapters_postgres import raw
 from core_saga.ports import EventPublisher, OutboundMessage
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -49,7 +51,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -65,6 +67,7 @@ GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 EXPORT_SECONDS = 3.0  # one export, retries included (the SDK's default: 10, and 30 at exit)
 SHUTDOWN_SECONDS = 5.0  # the longest a stopping service waits for its last spans to go out
 
+_IN_BATCH: ContextVar[bool] = ContextVar("in_batch_span", default=False)  # see batch_span
 _traced_services: list[str] = []  # services with a provider in this process, first first
 
 
@@ -214,12 +217,18 @@ def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
 def consumer_span(
     tracer: Tracer, topic: str, event_type: str, event_id: str, headers: Mapping[str, str]
 ) -> Iterator[None]:
-    """Process one message as a child of the span that wrote it (messaging conventions)."""
-    parent = PROPAGATOR.extract(dict(headers))
+    """Process one message as a child of the span that wrote it (messaging conventions).
+
+    Inside a batch's span (``batch_span``) it is a child of that span instead, with a link
+    to the span that wrote the message.
+    """
+    sent = PROPAGATOR.extract(headers)
+    within_batch = _IN_BATCH.get()
     with tracer.start_as_current_span(
         f"process {topic}",
-        context=parent,
+        context=None if within_batch else sent,
         kind=SpanKind.CONSUMER,
+        links=_links([sent]) if within_batch else (),
         attributes={
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -229,6 +238,72 @@ def consumer_span(
         },
     ):
         yield
+
+
+@contextmanager
+def batch_span(tracer: Tracer, topic: str, headers: Sequence[Mapping[str, str]]) -> Iterator[None]:
+    """Process a batch of messages in one transaction: a span linked to the span that wrote
+    each message (messaging conventions for batches), current while the batch runs, so its
+    statements and its events' spans are its children."""
+    with tracer.start_as_current_span(
+        f"process {topic}",
+        kind=SpanKind.CONSUMER,
+        links=_links(PROPAGATOR.extract(carrier) for carrier in headers),
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(headers),
+        },
+    ):
+        token = _IN_BATCH.set(True)
+        try:
+            yield
+        finally:
+            _IN_BATCH.reset(token)
+
+
+@contextmanager
+def dead_letter_span(
+    tracer: Tracer,
+    topic: str,
+    headers: Mapping[str, str],
+    event_id: str | None,
+    error: BaseException,
+) -> Iterator[None]:
+    """Send a message to its dead-letter ``topic``: a PRODUCER span, a child of the span
+    that wrote the message (when its headers say), with the failure's type."""
+    error_type = type(error)
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        "error.type": f"{error_type.__module__}.{error_type.__qualname__}",
+    }
+    if event_id is not None:
+        attributes["messaging.message.id"] = event_id
+    with tracer.start_as_current_span(
+        f"send {topic}",
+        context=PROPAGATOR.extract(headers),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    ) as span:
+        span.set_status(Status(StatusCode.ERROR, error_type.__name__))
+        yield
+
+
+def failed_in_span(error: BaseException) -> None:
+    """Mark the current span failed by ``error``, which its handler caught."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
+def _links(contexts: Iterable[Context]) -> list[Link]:
+    """Links to the spans current in ``contexts`` (those extracted from headers), if any."""
+    spans = (trace.get_current_span(context).get_span_context() for context in contexts)
+    return [Link(span) for span in spans if span.is_valid]
 
 
 @dataclass

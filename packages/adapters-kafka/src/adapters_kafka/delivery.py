@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -101,7 +101,7 @@ class Delivery:
             if claimed in EVENT_TYPES and claimed not in self._handler.subscriptions:
                 self._hooks.skipped(record.topic, claimed)
             else:  # decoding the same bytes again cannot succeed: no retries
-                await self._dead_letter(record, exc, attempts=1, first_failure=self._now())
+                await self._dead_letter(record, headers, None, exc, 1, self._now())
             return None
         if header is not None and header != envelope.event_type:
             # Groups route by the header: left as it is, the groups that apply the
@@ -109,7 +109,7 @@ class Delivery:
             mismatch = InvalidEvent(
                 f"eventType header {header!r} disagrees with the envelope's {envelope.event_type!r}"
             )
-            await self._dead_letter(record, mismatch, attempts=1, first_failure=self._now())
+            await self._dead_letter(record, headers, envelope, mismatch, 1, self._now())
             return None
         if envelope.event_type not in self._handler.subscriptions:
             self._hooks.skipped(record.topic, envelope.event_type)
@@ -126,20 +126,27 @@ class Delivery:
             item = by_envelope[id(envelope)]
             return self._hooks.handling(item.record.topic, envelope, item.headers)
 
+        topic = admitted[0].record.topic  # one partition's records
         started = time.perf_counter()
         try:
-            await handler.handle_batch([item.envelope for item in admitted], around)
-        except Exception as exc:
-            log.info(
-                "a batch of %d from %s failed (%r); applying them one at a time",
-                len(admitted),
-                _where(admitted[0].record),
-                exc,
-            )
+            with self._hooks.handling_batch(topic, [item.headers for item in admitted]):
+                try:
+                    await handler.handle_batch([item.envelope for item in admitted], around)
+                except Exception as exc:
+                    log.info(  # in the batch's span and log context; re-raised for the span
+                        "a batch of %d from %s failed (%r); applying them one at a time",
+                        len(admitted),
+                        _where(admitted[0].record),
+                        exc,
+                    )
+                    raise
+        except Exception:
             return False
-        share = (time.perf_counter() - started) / len(admitted)
+        seconds = time.perf_counter() - started
+        self._hooks.handled_batch(topic, len(admitted), seconds)
+        share = seconds / len(admitted)
         for item in admitted:
-            self._hooks.handled(item.record.topic, item.envelope.event_type, share)
+            self._hooks.handled(topic, item.envelope.event_type, share)
         return True
 
     async def _handle(self, item: _Admitted) -> None:
@@ -148,31 +155,49 @@ class Delivery:
         first_failure: datetime | None = None
         while True:
             started = time.perf_counter()
-            try:
-                with self._hooks.handling(record.topic, envelope, headers):
-                    await self._handler.handle(envelope)
-            except Exception as exc:
-                first_failure = first_failure or self._now()
-                infrastructure = self._is_infrastructure(exc)
-                self._hooks.failed(record.topic, exc, infrastructure=infrastructure)
-                if infrastructure:
-                    outages += 1
-                    await self._back_off(record, exc, outages)
-                    continue
-                attempts += 1
-                if attempts < self._retry.attempts:
-                    log.info("retrying %s after %r", _where(record), exc)
-                    await asyncio.sleep(self._retry.backoff)
-                    continue
-                await self._dead_letter(record, exc, attempts, first_failure)
+            wait: float | None = None
+            with self._hooks.handling(record.topic, envelope, headers):
+                error = await self._attempt(envelope)
+                if error is not None:  # judged and logged in the attempt's span and log context
+                    infrastructure = self._is_infrastructure(error)
+                    self._hooks.failed(record.topic, error, infrastructure=infrastructure)
+                    if infrastructure:
+                        outages += 1
+                        wait = self._outage_delay(record, error, outages)
+                    else:
+                        attempts += 1
+                        wait = self._poison_delay(record, error, attempts)
+            if error is None:
+                seconds = time.perf_counter() - started
+                self._hooks.handled(record.topic, envelope.event_type, seconds)
                 return
-            self._hooks.handled(record.topic, envelope.event_type, time.perf_counter() - started)
-            return
+            first_failure = first_failure or self._now()
+            if wait is None:
+                await self._dead_letter(record, headers, envelope, error, attempts, first_failure)
+                return
+            await asyncio.sleep(wait)
+
+    async def _attempt(self, envelope: Envelope) -> Exception | None:
+        """Hand ``envelope`` to the handler once; the exception it raised, if any."""
+        try:
+            await self._handler.handle(envelope)
+        except Exception as exc:
+            return exc
+        return None
 
     async def _dead_letter(
-        self, record: Any, error: BaseException, attempts: int, first_failure: datetime
+        self,
+        record: Any,
+        text_headers: Mapping[str, str],
+        envelope: Envelope | None,
+        error: BaseException,
+        attempts: int,
+        first_failure: datetime,
     ) -> None:
-        """Send the record as it came (key, value, headers) to its DLT, saying why."""
+        """Send the record as it came (key, value, headers) to its DLT, saying why.
+
+        ``text_headers`` and ``envelope`` (None if it did not decode) are for the hooks.
+        """
         reason = error.reason if isinstance(error, PoisonMessage) else str(error) or repr(error)
         error_type = type(error)
         headers = h.without_dead_letter_headers(record.headers) + h.encode_headers(
@@ -189,32 +214,42 @@ class Delivery:
         )
         outages = 0
         value = record.value
-        while True:
-            try:
-                await self._publisher.send(
-                    dead_letter_topic(record.topic), value, key=record.key, headers=headers
-                )
-                break
-            except PublishError as exc:
-                if value is not None and isinstance(exc.__cause__, _TOO_LARGE):
-                    # The value plus the reasons exceed the broker's limit: retrying would
-                    # block the partition for good. The reasons go without the value, which
-                    # stays readable at its original offset until the topic's retention.
-                    headers += h.encode_headers({h.DLT_VALUE_DROPPED: str(len(value))})
-                    value = None
-                    continue
-                outages += 1
-                await self._back_off(record, exc, outages)
-        self._hooks.dead_lettered(record.topic, error)
-        log.error("dead-lettered %s after %d attempt(s): %s", _where(record), attempts, reason)
+        with self._hooks.dead_lettering(record.topic, text_headers, envelope, error):
+            while True:
+                try:
+                    await self._publisher.send(
+                        dead_letter_topic(record.topic), value, key=record.key, headers=headers
+                    )
+                    break
+                except PublishError as exc:
+                    if value is not None and isinstance(exc.__cause__, _TOO_LARGE):
+                        # The value plus the reasons exceed the broker's limit: retrying
+                        # would block the partition for good. The reasons go without the
+                        # value, which stays readable at its original offset until the
+                        # topic's retention.
+                        headers += h.encode_headers({h.DLT_VALUE_DROPPED: str(len(value))})
+                        value = None
+                        continue
+                    outages += 1
+                    await asyncio.sleep(self._outage_delay(record, exc, outages))
+            self._hooks.dead_lettered(record.topic, error)
+            log.error("dead-lettered %s after %d attempt(s): %s", _where(record), attempts, reason)
 
-    async def _back_off(self, record: Any, error: BaseException, outages: int) -> None:
+    def _poison_delay(self, record: Any, error: BaseException, attempts: int) -> float | None:
+        """The wait before retrying after ``attempts`` failed (logged); None when they ran out."""
+        if attempts >= self._retry.attempts:
+            return None
+        log.info("retrying %s after %r", _where(record), error)
+        return self._retry.backoff
+
+    def _outage_delay(self, record: Any, error: BaseException, outages: int) -> float:
+        """Tell the runner and the log of an infrastructure failure; the wait before retrying."""
         self._outage(record)
         delay = self._retry.infrastructure_delay(outages)
         log.warning(
             "infrastructure failure on %s, retry in %.2f s: %r", _where(record), delay, error
         )
-        await asyncio.sleep(delay)
+        return delay
 
     def _is_infrastructure(self, error: BaseException) -> bool:
         extra = self._extra_infrastructure

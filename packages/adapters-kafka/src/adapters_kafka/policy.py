@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -57,17 +57,43 @@ class ConsumerHooks:
     def handling(
         self, topic: str, envelope: Envelope, headers: Mapping[str, str]
     ) -> AbstractContextManager[object]:
-        """Wraps every handler attempt, e.g. in a span continuing the message's trace."""
+        """Wraps every handler attempt, e.g. in a span continuing the message's trace.
+
+        A failed attempt's ``failed`` and its retry's log line come inside it; in a batch
+        it wraps the event's effect, inside ``handling_batch``.
+        """
+        return nullcontext()
+
+    def handling_batch(
+        self, topic: str, headers: Sequence[Mapping[str, str]]
+    ) -> AbstractContextManager[object]:
+        """Wraps a batch's whole transaction (locks, inbox, effects, commit) and its log
+        lines; ``headers`` are its messages', in order."""
         return nullcontext()
 
     def handled(self, topic: str, event_type: str, seconds: float) -> None:
-        """The handler applied the event (its transaction committed)."""
+        """The handler applied the event (its transaction committed); in a batch,
+        ``seconds`` is the batch's time divided among its events."""
+
+    def handled_batch(self, topic: str, count: int, seconds: float) -> None:
+        """The handler applied ``count`` events in one transaction, in ``seconds``."""
 
     def skipped(self, topic: str, event_type: str) -> None:
         """An event type this service does not subscribe to; committed without handling."""
 
     def failed(self, topic: str, error: BaseException, *, infrastructure: bool) -> None:
         """One failed attempt; it will be retried (or dead-lettered if poison ran out)."""
+
+    def dead_lettering(
+        self,
+        topic: str,
+        headers: Mapping[str, str],
+        envelope: Envelope | None,
+        error: BaseException,
+    ) -> AbstractContextManager[object]:
+        """Wraps sending a message to ``<topic>.DLT`` (``envelope`` is None when it did not
+        decode) and the log line saying so."""
+        return nullcontext()
 
     def dead_lettered(self, topic: str, error: BaseException) -> None:
         """The message went to ``<topic>.DLT``."""
