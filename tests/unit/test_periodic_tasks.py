@@ -12,9 +12,11 @@ import pytest
 from adapters_kafka.embedded import free_port
 from commerce_apps.app import build_app
 from commerce_apps.container import container_for
-from commerce_apps.jobs import every
+from commerce_apps.jobs import JOB, JOB_IDLE, IdleJobFilter, every
 from commerce_apps.settings import Settings
 from core_saga.ports import InfrastructureError
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from sqlalchemy.exc import DBAPIError
 
 pytestmark = pytest.mark.unit
@@ -113,3 +115,35 @@ async def test_the_outbox_age_is_unknown_not_zero_while_the_database_is_down() -
         async with asyncio.timeout(5):  # the first sample is taken at start
             while not math.isnan(age() or 0.0):
                 await asyncio.sleep(0.05)
+
+
+class _Recording(SpanProcessor):
+    def __init__(self) -> None:
+        self.ended: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def test_a_step_that_does_real_work_passes_its_spans_on_before_it_ends() -> None:
+    """Held until the root ended, a step's thousands of statements overflowed the batch
+    processor's queue (2,048) all at once and most were lost; past ``HOLD_LIMIT`` they go on
+    as they end. An idle step's few spans are still held, then dropped."""
+    recording = _Recording()
+    provider = TracerProvider()
+    provider.add_span_processor(IdleJobFilter(recording))
+    tracer = provider.get_tracer("test")
+    limit = IdleJobFilter.HOLD_LIMIT
+    with tracer.start_as_current_span("idle", context=Context(), attributes={JOB: "s"}) as root:
+        for n in range(3):
+            with tracer.start_as_current_span(f"SELECT {n}"):
+                pass
+        root.set_attribute(JOB_IDLE, True)
+    assert recording.ended == []
+    with tracer.start_as_current_span("busy", context=Context(), attributes={JOB: "s"}) as root:
+        for n in range(limit + 10):
+            with tracer.start_as_current_span(f"UPDATE {n}"):
+                pass
+        assert len(recording.ended) == limit + 10  # none held back any more
+        root.set_attribute(JOB_IDLE, False)
+    assert len(recording.ended) == limit + 11

@@ -58,14 +58,9 @@ class _Outage:
     def failed(self, exc: Exception, now: float, advice: str | None = None) -> None:
         """A WARNING, or with ``advice`` (a cause that will not pass by itself) an ERROR."""
         self.failures += 1
-        level, why = (
-            (logging.ERROR, f"{_one_line(exc)}; {advice}")
-            if advice
-            else (
-                logging.WARNING,
-                _one_line(exc),
-            )
-        )
+        level, why = logging.WARNING, _one_line(exc)
+        if advice:
+            level, why = logging.ERROR, f"{why}; {advice}"
         if self.started is None:
             self.started = self.warned = now
             log.log(level, "%s failed (%s); retrying", self.name, why)
@@ -104,7 +99,7 @@ async def every(
 
     An outage is one WARNING line at first, then at most one every ``OUTAGE_LOG_SECONDS``,
     and an INFO line once a step succeeds again; any other failure, a bug, is an ERROR with
-    its traceback. Each step is traced only if it did something (``tracing.run_job``).
+    its traceback. Each step is traced only if it did something (``run_job``).
     """
     outage = _Outage(name, OUTAGE_LOG_SECONDS)
     while True:
@@ -136,7 +131,6 @@ async def supervise(
     """
     loop = asyncio.get_running_loop()
     outage = _Outage(name, OUTAGE_LOG_SECONDS)
-    failures = 0
     while True:
         started = loop.time()
         try:
@@ -144,16 +138,22 @@ async def supervise(
             return
         except Exception as exc:
             if loop.time() - started > backoff.maximum:  # it ran healthy: a new series
-                outage, failures = _Outage(name, OUTAGE_LOG_SECONDS), 0
-            failures += 1
+                outage = _Outage(name, OUTAGE_LOG_SECONDS)
             outage.failed(exc, loop.time(), advice(exc))
-        await sleep(backoff.delay(failures))
+        await sleep(backoff.delay(outage.failures))
 
 
 class IdleJobFilter(SpanProcessor):
     """Holds the spans of a periodic job's step (a root span with ``JOB``) until that root
     ends, then passes them all on, or drops them all if the step set ``JOB_IDLE``: a sweep
-    that cancelled nothing sends no trace; one that cancelled orders sends its statements."""
+    that cancelled nothing sends no trace; one that cancelled orders sends its statements.
+
+    An idle step runs a statement or two: one past ``HOLD_LIMIT`` spans is doing work, so its
+    spans go on at once from then (held by thousands, they overflowed the batch processor's
+    queue when the root ended, and most were lost).
+    """
+
+    HOLD_LIMIT = 32
 
     def __init__(self, inner: SpanProcessor) -> None:
         self.inner = inner
@@ -167,15 +167,18 @@ class IdleJobFilter(SpanProcessor):
         self.inner.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not self._held:  # no job step in flight: requests and consumers take no lock
+            self.inner.on_end(span)
+            return
         trace_id = span.context.trace_id if span.context is not None else 0
         with self._lock:
             held = self._held.get(trace_id)
-            if held is not None and span.parent is not None:
+            if held is not None and span.parent is not None and len(held) < self.HOLD_LIMIT:
                 held.append(span)  # the root ends last: hold its children until then
                 return
             if held is not None:
-                del self._held[trace_id]
-        if held is not None and (span.attributes or {}).get(JOB_IDLE):
+                del self._held[trace_id]  # decided: the root ended, or the step did work
+        if held is not None and span.parent is None and (span.attributes or {}).get(JOB_IDLE):
             return
         for ended in [*(held or ()), span]:
             self.inner.on_end(ended)
