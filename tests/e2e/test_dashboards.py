@@ -73,6 +73,8 @@ async def test_every_metric_the_dashboards_and_alerts_query_is_exported(
     everywhere = set().union(*exported.values())
     missing = sorted(queried - everywhere)
     assert not missing, f"queried by the dashboards, exported by no service: {missing}"
+    owners = [s for s, names in exported.items() if "process_cpu_seconds_total" in names]
+    assert len(owners) == 1, f"services sharing one process, each exporting it: {owners}"
     unknown = sorted(alert_metric_names() - everywhere)
     assert not unknown, f"read by infra/prometheus/alerts.yml, exported by no service: {unknown}"
 

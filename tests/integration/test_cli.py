@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from adapters_kafka import headers as h
+from adapters_kafka.embedded import free_port
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from adapters_kafka.topics import ensure_topics
@@ -213,11 +215,23 @@ def test_a_missing_database_is_one_line_naming_the_service(
     )
 
 
+def four_free_ports() -> int:
+    """A base port with the three after it free too, outside the range outgoing connections
+    take (a port the kernel picked from it was taken by another test's connection in CI)."""
+    while True:
+        base = free_port()
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + 4):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+
+
 def test_up_on_a_missing_database_is_one_line(postgres_admin_url: str, tmp_path: Path) -> None:
     """``commerce up --database-url`` names a server and the database it connects to first."""
-    with socket.socket() as probe:  # four free ports from here, most likely
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
+    base = four_free_ports()
     url = with_database(postgres_admin_url, "nosuchdb")
     result = commerce(
         "up", "--database-url", url, "--base-port", str(base), "--data-dir", str(tmp_path)

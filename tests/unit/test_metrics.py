@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-import subprocess
-import sys
-import textwrap
-
 import pytest
-from commerce_apps import metrics as service_metrics
 from commerce_apps.metrics import ServiceMetrics
 from commerce_apps.observing import ServiceHooks
-from commerce_apps.settings import SERVICES
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -111,41 +104,9 @@ def test_no_created_series_in_either_exposition_format() -> None:
     assert "_created" not in openmetrics.replace("orders_created", "")
 
 
-def test_services_sharing_a_process_export_its_cpu_and_memory_once() -> None:
-    process = service_metrics.ProcessMetrics()
-    services = [ServiceMetrics(service, process=process) for service in SERVICES]
-    carrying = [m.service for m in services if "process_cpu_seconds_total" in exposition(m)]
-    assert carrying == ["order"]
-
-
-def test_a_service_restarted_in_place_takes_the_process_metrics_with_it() -> None:
-    process = service_metrics.ProcessMetrics()
-    first = ServiceMetrics("order", process=process)
-    other = ServiceMetrics("inventory", process=process)
-    again = ServiceMetrics("order", process=process)
-    assert "process_cpu_seconds_total" not in exposition(first)
-    assert "process_cpu_seconds_total" not in exposition(other)
-    assert "process_cpu_seconds_total" in exposition(again)
-
-
-def test_the_process_metrics_move_on_once_their_registry_is_gone() -> None:
-    process = service_metrics.ProcessMetrics()
-    ServiceMetrics("order", process=process)  # dropped at once
-    gc.collect()
-    assert "process_cpu_seconds_total" in exposition(ServiceMetrics("payment", process=process))
-
-
-def test_four_services_built_in_one_new_process_export_it_once() -> None:
-    """``commerce up --single-process``: a ``sum`` of the process's CPU over services is right."""
-    script = textwrap.dedent(
-        """
-        from commerce_apps.metrics import ServiceMetrics
-        from prometheus_client import generate_latest
-        services = [ServiceMetrics(s) for s in ("order", "inventory", "payment", "notification")]
-        print(sum(b"process_cpu_seconds_total " in generate_latest(m.registry) for m in services))
-        """
+def test_a_service_that_does_not_own_its_process_exports_no_process_metrics() -> None:
+    """``commerce up --single-process`` (``Platform``) leaves them to one of the services."""
+    assert "process_cpu_seconds_total" in exposition(ServiceMetrics("order"))
+    assert "process_cpu_seconds_total" not in exposition(
+        ServiceMetrics("order", process_metrics=False)
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert run.stdout.strip() == "1"

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from adapters_kafka.embedded import free_port
 from commerce_apps import tracing
+from commerce_apps.container import container_for
 from commerce_apps.platform import PlatformError
+from commerce_apps.settings import Settings
 from commerce_apps.tracing import tracer_provider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -32,8 +34,6 @@ GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 def no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in OTEL_VARIABLES:
         monkeypatch.delenv(name)
-    # a process that has traced no service yet
-    monkeypatch.setattr(tracing, "_traced_services", [], raising=False)
 
 
 @pytest.fixture
@@ -207,25 +207,18 @@ def service_of(service: str) -> str:
     return str(provider.resource.attributes["service.name"])
 
 
-def test_otel_service_name_names_the_only_service_of_a_process(
+def test_a_service_is_traced_under_the_name_it_is_given_else_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``commerce run`` passes ``OTEL_SERVICE_NAME``; services sharing a process (``commerce
+    up``) keep their own names whatever the environment says: it named all four alike."""
     monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-eu")
-    assert service_of("order") == "orders-eu"
-    assert service_of("order") == "orders-eu"  # the same service again (a restart)
-
-
-def test_services_sharing_a_process_keep_their_own_names_whatever_otel_service_name(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-eu")
-    names = [service_of(s) for s in ("order", "inventory", "payment", "notification")]
-    assert names == ["orders-eu", "inventory-service", "payment-service", "notification-service"]
-    assert "OTEL_SERVICE_NAME=orders-eu" in caplog.text
-
-
-def test_without_otel_service_name_each_service_is_named_after_itself() -> None:
-    assert service_of("payment") == "payment-service"
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:9/none")
+    exporter = InMemorySpanExporter()
+    named = container_for("order", settings, service_name="orders-eu", span_exporter=exporter)
+    assert named.tracing().resource.attributes["service.name"] == "orders-eu"
+    for service in ("order", "inventory", "payment", "notification"):
+        assert service_of(service) == f"{service}-service"
 
 
 def test_a_shared_test_exporter_outlives_the_provider_that_shut_down() -> None:

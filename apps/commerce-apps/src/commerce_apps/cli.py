@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -166,7 +167,9 @@ def run(
 
     exit_zero_on_sigterm()
     try:
-        run_fast(serve_one(name, settings))  # uvicorn drains on SIGINT/SIGTERM
+        # OTEL_SERVICE_NAME names the one service of this process (commerce up ignores it)
+        traced_as = os.environ.get("OTEL_SERVICE_NAME")
+        run_fast(serve_one(name, settings, service_name=traced_as))  # drains on SIGTERM
     except PlatformError as exc:
         raise fail(str(exc)) from None
 

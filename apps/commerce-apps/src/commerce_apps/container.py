@@ -111,10 +111,15 @@ class ServiceContainer(containers.DeclarativeContainer):
     span_exporter: Any = providers.Object(None)  # tests collect spans in memory
 
     url = providers.Callable(database_url, settings)
+    process_metrics: Any = providers.Object(True)  # False for all but one sharing a process
     metrics = providers.Singleton(
-        ServiceMetrics, service=service, namespace=settings.provided.kafka_namespace
+        ServiceMetrics,
+        service=service,
+        namespace=settings.provided.kafka_namespace,
+        process_metrics=process_metrics,
     )
-    tracing = providers.Singleton(tracer_provider, service, span_exporter)
+    service_name: Any = providers.Object(None)  # OTEL_SERVICE_NAME, for commerce run only
+    tracing = providers.Singleton(tracer_provider, service, span_exporter, service_name)
     trace_context = providers.Callable(lambda p: trace_headers if p else None, tracing)
     clock = providers.Singleton(SystemClock)
     engine = providers.Singleton(traced_engine, settings, tracing)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -56,48 +53,20 @@ class ServiceRegistry(CollectorRegistry):
             yield metric
 
 
-class ProcessMetrics:
-    """Gives the process's CPU and memory (``process_*``) to one service registry per process.
-
-    Services sharing a process (``commerce up --single-process``) would otherwise each export
-    the same process, and a sum over services would count it several times. The first
-    registry offered keeps them while it lives; the same service built again (restarted in
-    place) takes them over, as does any service once the holder's registry is gone.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = 0
-        self._service = ""
-        self._registry: weakref.ref[CollectorRegistry] | None = None
-        self._collector: ProcessCollector | None = None
-
-    def offer(self, service: str, registry: CollectorRegistry) -> None:
-        with self._lock:
-            held = self._registry() if self._registry and self._pid == os.getpid() else None
-            if held is not None:
-                if service != self._service:
-                    return
-                if self._collector is not None:
-                    held.unregister(self._collector)
-            self._collector = ProcessCollector(registry=registry)
-            self._pid, self._service = os.getpid(), service
-            self._registry = weakref.ref(registry)
-
-
-PROCESS_METRICS = ProcessMetrics()
-
-
 @dataclass
 class ServiceMetrics:
     service: str
     registry: CollectorRegistry = field(default_factory=ServiceRegistry)
     namespace: str = ""  # the Kafka namespace, which prefixes the topics labelling dead letters
-    process: ProcessMetrics = field(default=PROCESS_METRICS, repr=False)
+    # process_cpu_seconds_total, process_resident_memory_bytes: for one service per process
+    # (``Platform`` gives them to the first it serves when several share one), or a sum over
+    # the services would count the same process several times.
+    process_metrics: bool = True
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.process.offer(self.service, r)  # process_cpu_seconds_total, ..._memory_bytes
+        if self.process_metrics:
+            ProcessCollector(registry=r)
         self.consumer_lag = Gauge(
             "consumer_lag",
             "Records between the committed offset and the partition end",

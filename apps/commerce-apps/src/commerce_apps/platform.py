@@ -223,6 +223,7 @@ class Platform:
         self._broker: EmbeddedBroker | None = None
         self._running: dict[ServiceName, _Running] = {}
         self._children: dict[ServiceName, ServiceProcess] = {}
+        self._process_metrics: str | None = None  # the in-process service exporting process_*
         self._watchdog: Watchdog | None = None  # with embedded infrastructure only
         self._stopping = False
 
@@ -354,6 +355,10 @@ class Platform:
             await self._spawn(service)
             return
         container = container_for(service, self._settings_for(service))
+        # One process serves several services: only the first exports the process's CPU and
+        # memory (again after a restart of its own), so that a sum over services is right.
+        self._process_metrics = self._process_metrics or service
+        container.process_metrics.override(service == self._process_metrics)
         options = self._consumer_options()
         if options is not None:
             container.consumer_options.override(dict(options))

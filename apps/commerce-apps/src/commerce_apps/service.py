@@ -69,12 +69,16 @@ async def serve_one(
     consumer_options: Mapping[str, Any] | None = None,
     *,
     topics_ready: bool = False,
+    service_name: str | None = None,
 ) -> None:
-    """Serve ``service`` until SIGINT/SIGTERM; ``consumer_options`` go to aiokafka's consumer."""
+    """Serve ``service`` until SIGINT/SIGTERM; ``consumer_options`` go to aiokafka's consumer;
+    ``service_name`` names its traces (``OTEL_SERVICE_NAME`` of ``commerce run``)."""
     port = settings.port_for(service)
     check_port_free(settings.host, port)
     await preflight(service, settings)
-    overrides = {} if consumer_options is None else {"consumer_options": dict(consumer_options)}
+    overrides: dict[str, Any] = {"service_name": service_name or None}
+    if consumer_options is not None:
+        overrides["consumer_options"] = dict(consumer_options)
     app = build_app(container_for(service, settings, **overrides), ensure_topics=not topics_ready)
     config = uvicorn.Config(app, host=settings.host, port=port, log_config=None, lifespan="on")
     await uvicorn.Server(config).serve()

@@ -68,11 +68,14 @@ EXPORT_SECONDS = 3.0  # one export, retries included (the SDK's default: 10, and
 SHUTDOWN_SECONDS = 5.0  # the longest a stopping service waits for its last spans to go out
 
 _IN_BATCH: ContextVar[bool] = ContextVar("in_batch_span", default=False)  # see batch_span
-_traced_services: list[str] = []  # services with a provider in this process, first first
 
 
-def tracer_provider(service: str, exporter: SpanExporter | None = None) -> TracerProvider | None:
-    """The service's provider, exporting by OTLP when configured and to ``exporter`` if given.
+def tracer_provider(
+    service: str, exporter: SpanExporter | None = None, name: str | None = None
+) -> TracerProvider | None:
+    """The service's provider, exporting by OTLP when configured and to ``exporter`` if given;
+    its ``service.name`` is ``name`` (``commerce run`` passes ``OTEL_SERVICE_NAME``: one service
+    per process) or ``<service>-service``.
 
     An unusable ``OTEL_EXPORTER_OTLP_PROTOCOL`` fails here, at the service's start, in one line.
     """
@@ -81,35 +84,14 @@ def tracer_provider(service: str, exporter: SpanExporter | None = None) -> Trace
         return None
     processors: list[SpanProcessor] = []
     if otlp:
-        bsp_timeout = None if os.environ.get("OTEL_BSP_EXPORT_TIMEOUT") else EXPORT_SECONDS * 1000
-        processors.append(BatchSpanProcessor(otlp_exporter(), export_timeout_millis=bsp_timeout))
+        processors.append(BatchSpanProcessor(otlp_exporter()))
     if exporter is not None:
         processors.append(SimpleSpanProcessor(_Borrowed(exporter)))
-    name = service_name(service)
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    resource = Resource.create({"service.name": name or f"{service}-service"})
+    provider = TracerProvider(resource=resource)
     for processor in processors:
         provider.add_span_processor(IdleJobFilter(processor))
     return provider
-
-
-def service_name(service: str) -> str:
-    """``OTEL_SERVICE_NAME`` for the first service a process traces; ``<service>-service``
-    for the others (``commerce up`` in one process), which a warning then says."""
-    if service not in _traced_services:
-        _traced_services.append(service)
-    own = f"{service}-service"
-    configured = os.environ.get("OTEL_SERVICE_NAME")
-    if not configured or _traced_services[0] == service:
-        return configured or own
-    log.warning(
-        "OTEL_SERVICE_NAME=%s names the one service of a process; %s shares it with %s, "
-        "so its spans say service.name=%s",
-        configured,
-        service,
-        _traced_services[0],
-        own,
-    )
-    return own
 
 
 def otlp_exporter() -> SpanExporter:
