@@ -303,3 +303,35 @@ async def test_an_undecodable_record_is_dead_lettered_in_a_span_of_its_trace() -
     [line] = capture.lines
     assert line["trace_id"] == hex_trace(upstream)
     assert line["service"] == "inventory"
+
+
+async def test_a_batch_hook_that_fails_after_the_commit_is_not_taken_for_a_failed_batch() -> None:
+    """Review: the batch's fallback caught the hook's own error too, and applied a committed
+    batch again one message at a time, with no log line saying why."""
+
+    class Broken(ConsumerHooks):
+        @contextmanager
+        def _broken(self) -> Iterator[None]:
+            yield
+            raise RuntimeError("hook bug")
+
+        def handling_batch(self, topic: str, headers: Sequence[Any]) -> Any:
+            return self._broken()
+
+    handled: list[int] = []
+
+    class Handler:
+        subscriptions = frozenset({"StockReleased"})
+
+        async def handle(self, envelope: Envelope) -> None:
+            handled.append(1)
+
+        async def handle_batch(self, envelopes: Sequence[Envelope], around: Around) -> None:
+            handled.append(len(envelopes))
+
+    provider, _ = traced()
+    span = provider.get_tracer("test").start_span("relay")
+    records = [written_by(span, released(), offset) for offset in range(3)]
+    with pytest.raises(RuntimeError, match="hook bug"):
+        await delivery(Handler(), Broken()).deliver_batch(records)
+    assert handled == [3]  # not applied again one at a time

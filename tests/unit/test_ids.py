@@ -53,10 +53,17 @@ def test_the_layout_keeps_the_millisecond_the_version_and_74_random_bits(
     assert rand_a << 62 | rand_b == bits
 
 
-@given(MILLISECONDS, MILLISECONDS, RANDOM_BITS, RANDOM_BITS)
-def test_ids_sort_by_their_millisecond(early: int, late: int, a: int, b: int) -> None:
-    if early < late:
+@given(MILLISECONDS, st.integers(min_value=1, max_value=1 << 20), RANDOM_BITS, RANDOM_BITS)
+def test_ids_sort_by_their_millisecond(early: int, later_by: int, a: int, b: int) -> None:
+    late = min(early + later_by, (1 << 48) - 1)
+    if late > early:
         assert uuid7_at(early, a) < uuid7_at(late, b)
+
+
+def test_the_rfc_9562_example() -> None:
+    """RFC 9562, appendix A.6: 2022-02-22 19:22:22 UTC, and its random bits."""
+    made = uuid7_at(0x017F22E279B0, 0xCC3 << 62 | 0x18C4DC0C0C07398F)
+    assert str(made) == "017f22e2-79b0-7cc3-98c4-dc0c0c07398f"
 
 
 def test_out_of_range_and_other_versions_are_refused() -> None:

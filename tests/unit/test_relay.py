@@ -7,6 +7,7 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
+from adapters_postgres.relay import RelaySettings
 from core_saga.handlers.exactly_once import new_envelope
 from core_saga.memory import ManualClock, MemoryOutboxStore, MemoryPublisher
 from core_saga.messages import StockReleased
@@ -127,3 +128,9 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
     backoff = RelayBackoff(initial=0.5, factor=2, maximum=5)
     assert [backoff.delay(n) for n in range(7)] == [0, 0.5, 1, 2, 4, 5, 5]
     assert backoff.delay(100_000) == 5
+
+
+def test_a_cleanup_interval_of_zero_is_refused() -> None:
+    """The cleanup runs in a loop of its own: 0 would reconnect and delete without pause."""
+    with pytest.raises(ValueError, match="cleanup_interval must be positive"):
+        RelaySettings(cleanup_interval=0)

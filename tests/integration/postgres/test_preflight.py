@@ -7,10 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import create_engine
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.service import preflight
-from commerce_apps.settings import Settings
+from commerce_apps.settings import SERVICES, Settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -53,6 +54,7 @@ async def test_a_server_that_refuses_to_create_the_databases_says_so(
             database_url=url.render_as_string(hide_password=False),
             database_prefix=f"{role}_",
             data_dir=tmp_path,
+            ports={service: free_port() for service in SERVICES},  # checked before the database
         )
         refused = r"^creating the databases on .+ failed: permission denied to create database$"
         with pytest.raises(PlatformError, match=refused):

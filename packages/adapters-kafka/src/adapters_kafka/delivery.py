@@ -128,11 +128,13 @@ class Delivery:
 
         topic = admitted[0].record.topic  # one partition's records
         started = time.perf_counter()
+        failed = False
         try:
             with self._hooks.handling_batch(topic, [item.headers for item in admitted]):
                 try:
                     await handler.handle_batch([item.envelope for item in admitted], around)
                 except Exception as exc:
+                    failed = True
                     log.info(  # in the batch's span and log context; re-raised for the span
                         "a batch of %d from %s failed (%r); applying them one at a time",
                         len(admitted),
@@ -141,6 +143,8 @@ class Delivery:
                     )
                     raise
         except Exception:
+            if not failed:  # the hook's own error: the batch may have committed
+                raise
             return False
         seconds = time.perf_counter() - started
         self._hooks.handled_batch(topic, len(admitted), seconds)

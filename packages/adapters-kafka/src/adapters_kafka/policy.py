@@ -59,8 +59,10 @@ class ConsumerHooks:
     ) -> AbstractContextManager[object]:
         """Wraps every handler attempt, e.g. in a span continuing the message's trace.
 
-        A failed attempt's ``failed`` and its retry's log line come inside it; in a batch
-        it wraps the event's effect, inside ``handling_batch``.
+        A failed attempt's ``failed`` and its retry's log line come inside it, and one
+        message at a time the handler's error does not raise through it (mark the span in
+        ``failed``); in a batch it wraps the event's effect, inside ``handling_batch``, and
+        the error does. An error of the hook itself ends the delivery, as a bug there should.
         """
         return nullcontext()
 

@@ -54,6 +54,7 @@ DATABASE_ERRORS = (DBAPIError, OSError)
 PLANNER = {"enable_bitmapscan": "off", "enable_sort": "off"}
 
 RelayStep = Callable[[OutboxStore, EventPublisher, Clock, int], Awaitable[int]]
+CLEANUP_STOP_SECONDS = 5.0  # a cancelled cleanup's wait for its statement to end
 
 
 def relay_lock_key(service: str) -> int:
@@ -70,6 +71,10 @@ class RelaySettings:
     retention: timedelta = timedelta(days=1)
     cleanup_interval: float = 300.0
     standby_poll: float = 0.5  # how often a standby tries for the lock: the takeover delay
+
+    def __post_init__(self) -> None:
+        if self.cleanup_interval <= 0:  # the cleanup is a loop of its own: 0 would spin
+            raise ValueError(f"cleanup_interval must be positive, not {self.cleanup_interval}")
 
 
 class LostLeadership(Exception):
@@ -158,8 +163,10 @@ class RelayRunner:
             self.backend_pid = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # close the socket: releases lock and LISTEN at once
-            if cleanup is not None:
-                await asyncio.wait([cleanup])  # never raises: the session's own error goes on
+            if cleanup is not None:  # never raises: the session's own error goes on
+                _, pending = await asyncio.wait([cleanup], timeout=CLEANUP_STOP_SECONDS)
+                if pending:  # its socket hangs (a partition): stand by without waiting more
+                    log.warning("outbox relay %s: the cleanup did not stop in time", self.service)
 
     async def _lead(self, conn: AsyncConnection, wake: asyncio.Event, lost: asyncio.Event) -> None:
         store = PostgresOutboxStore(conn)

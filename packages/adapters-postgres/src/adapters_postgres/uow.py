@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol, Self, TypeVar
 from uuid import UUID
 
 from core_saga import ports
@@ -72,7 +72,10 @@ def is_transient(exc: BaseException) -> bool:
 # connections; lock_not_available and query_canceled (a lock_timeout or statement_timeout
 # that a database or role sets, or a DBA's pg_cancel_backend: the event is not at fault).
 # Class 08 (connection exceptions) counts too.
-_RETRYABLE = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03", "57014"})
+LOCK_NOT_AVAILABLE: Final = "55P03"  # a lock_timeout ran out
+_RETRYABLE = frozenset(
+    {"40001", "40P01", "57P01", "57P02", "57P03", "53300", LOCK_NOT_AVAILABLE, "57014"}
+)
 
 
 def _retryable_sqlstate(exc: DBAPIError) -> bool:

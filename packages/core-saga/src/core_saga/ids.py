@@ -1,11 +1,14 @@
 """Ids the platform makes (orders, events, payments, notifications): UUIDv7 (RFC 9562).
 
-A UUIDv7 starts with its Unix time in milliseconds, so new ids sort after old ones and each
-B-tree that indexes them (every inbox, every primary key) takes inserts at its right-hand
-edge. A random UUIDv4 lands on any leaf page: at millions of rows nearly every insert dirties
-a page no other insert touched since the last checkpoint, and PostgreSQL writes that whole
-page to the WAL (docs/benchmarks.md: WAL per inbox insert). The other 74 bits are random, so
-ids stay unguessable and unique across replicas without coordination.
+A UUIDv7 starts with its Unix time in milliseconds, so ids of later milliseconds sort after
+older ones (within one millisecond, and across a wall clock stepping back, in any order) and
+each B-tree that indexes them (every inbox, every primary key) takes inserts at its
+right-hand edge. Ids read the wall clock, not the ``Clock`` port: their time orders pages,
+it decides nothing. A random UUIDv4 lands on any leaf page: at millions of rows nearly
+every insert dirties a page no other insert touched since the last checkpoint, and
+PostgreSQL writes that whole page to the WAL (docs/benchmarks.md: WAL per inbox insert).
+The other 74 bits are random, so ids stay unguessable and unique across replicas without
+coordination.
 
 ``order_lock_key`` (adapters_postgres.identity) still takes an id's first 8 bytes: for
 UUIDv7 that is the millisecond and 12 random bits, so two orders made in the same

@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from adapters_postgres.engine import create_engine, poll_advisory_lock
 from adapters_postgres.tables import SERVICES
+from adapters_postgres.uow import LOCK_NOT_AVAILABLE
 
 HERE: Final = Path(__file__).resolve().parent
 MIGRATION_LOCK: Final = 0x636F6D6D6D696772  # advisory lock key: "commmigr"
@@ -41,7 +42,6 @@ LOCK_POLL: Final = 0.2  # seconds between two tries of a replica waiting for the
 LOCK_TIMEOUT: Final = 2.0  # seconds a revision's statement may queue writers behind it
 RETRY_FOR: Final = 300.0  # seconds to keep retrying a revision that timed out on a lock
 RETRY_BACKOFF: Final = RelayBackoff(initial=0.5, maximum=10.0)
-LOCK_NOT_AVAILABLE: Final = "55P03"
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +144,7 @@ async def _lock_timeout(conn: AsyncConnection, seconds: float) -> AsyncIterator[
     try:
         yield
     finally:
-        if not conn.invalidated:
-            await conn.rollback()
-            await conn.execute(text("RESET lock_timeout"))
-            await conn.commit()
+        await _undo(conn, "RESET lock_timeout")
 
 
 def _hides_cancellation(exc: BaseException) -> bool:
@@ -168,15 +165,20 @@ async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
     (``poll_advisory_lock``), as a replica waiting in ``pg_advisory_lock`` would hold a
     snapshot that another replica's build waits for, while it waits for that build's lock.
     """
-    params = {"key": MIGRATION_LOCK}
     await poll_advisory_lock(conn, MIGRATION_LOCK, LOCK_POLL)
     try:
         yield
     finally:
-        if not conn.invalidated:  # else the session, and its lock, are gone
-            await conn.rollback()
-            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), params)
-            await conn.commit()
+        await _undo(conn, f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+
+
+async def _undo(conn: AsyncConnection, statement: str) -> None:
+    """Undo a session's setting or lock, past a failed revision's transaction; nothing to
+    undo once the connection is invalidated (its session, and what it held, are gone)."""
+    if not conn.invalidated:
+        await conn.rollback()
+        await conn.execute(text(statement))
+        await conn.commit()
 
 
 async def migrate(
@@ -194,7 +196,8 @@ async def migrate(
 
 
 async def downgrade(target: str | AsyncEngine, service: str, revision: str = "base") -> None:
-    """Downgrade ``service``'s database to ``revision`` (``base`` drops every table)."""
+    """Downgrade ``service``'s database to ``revision`` (``base`` drops every table), with the
+    same ``LOCK_TIMEOUT`` and retries for ``RETRY_FOR`` as ``migrate``."""
     await _run(target, service, revision, up=False)
 
 
@@ -229,8 +232,9 @@ async def is_migrated(target: str | AsyncEngine, service: str) -> bool:
     or at a revision this code has no script for, which a newer release applied.
 
     During a rolling upgrade ``commerce migrate`` runs before the new replicas start, so the
-    old ones must stay ready on the newer schema (migrations here only add: columns with
-    defaults, tables, indexes); at exactly the head they would all answer 503 at once.
+    old ones must stay ready on the newer schema (migrations here only add, columns with
+    defaults, tables, indexes, or widen, as int4 to bigint); at exactly the head they would
+    all answer 503 at once.
     """
     current = await current_revisions(target, service)
     if not current:
