@@ -42,8 +42,10 @@ def compose_services() -> dict[str, Any]:
 
 
 def heading_anchors(markdown: str) -> set[str]:
-    """GitHub's anchors: lower case, punctuation dropped, spaces to hyphens."""
-    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
+    """GitHub's anchors: lower case, punctuation dropped, spaces to hyphens (a ``#`` line
+    inside a code block is a comment, not a heading)."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
 
 

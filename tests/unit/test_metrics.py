@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from commerce_apps.http.middleware import RequestMetrics
 from commerce_apps.metrics import ServiceMetrics
 from commerce_apps.observing import ServiceHooks
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +117,32 @@ def test_a_service_that_does_not_own_its_process_exports_no_process_metrics() ->
     assert "process_cpu_seconds_total" not in exposition(
         ServiceMetrics("order", process_metrics=False)
     )
+
+
+async def test_requests_are_labelled_by_the_route_the_router_picks_never_the_raw_path() -> None:
+    """A wrong method is labelled by its route (it was "unmatched", while its span named the
+    route: two matchers); an unknown path is "unmatched"."""
+
+    async def ok(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    metrics = ServiceMetrics("order")
+    routes = [Route("/api/orders/{id}", ok, methods=["GET"])]
+    app = Starlette(
+        routes=routes, middleware=[Middleware(RequestMetrics, metrics=metrics, routes=routes)]
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/api/orders/42")).status_code == 200
+        assert (await client.delete("/api/orders/42")).status_code == 405
+        assert (await client.get("/nowhere/42")).status_code == 404
+    text = exposition(metrics)
+    for method, route, status in (
+        ("GET", "/api/orders/{id}", "200"),
+        ("DELETE", "/api/orders/{id}", "405"),
+        ("GET", "unmatched", "404"),
+    ):
+        series = f'method="{method}",route="{route}",status="{status}"'
+        assert f"http_server_request_duration_seconds_count{{{series}}} 1.0" in text
+    assert "/42" not in text and "orders/4" not in text

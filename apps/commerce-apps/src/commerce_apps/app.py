@@ -35,7 +35,7 @@ from commerce_apps.http.health import health_routes
 from commerce_apps.http.middleware import RequestMetrics
 from commerce_apps.http.problems import EXCEPTION_HANDLERS
 from commerce_apps.http.spans import ServerSpans
-from commerce_apps.jobs import every, supervise
+from commerce_apps.jobs import every, is_infrastructure, supervise
 from commerce_apps.services import inventory, notification, order, payment
 from commerce_apps.tracing import shutdown
 
@@ -76,8 +76,9 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         start) would read "all relayed" through the outage, when it is least true."""
         try:
             age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
-        except Exception:
-            metrics.outbox_oldest_age.set(math.nan)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                metrics.outbox_oldest_age.set(math.nan)
             raise
         metrics.outbox_oldest_age.set(age)
 

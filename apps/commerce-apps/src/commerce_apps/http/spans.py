@@ -10,8 +10,10 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.util.http import sanitize_method
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from commerce_apps.http.middleware import route_template
 
 
 class ServerSpans:
@@ -43,27 +45,10 @@ class ServerSpans:
     def span_details(self, scope: Scope) -> tuple[str, dict[str, str]]:
         method = sanitize_method(str(scope.get("method", "")).strip())
         method = "HTTP" if method == "_OTHER" else method
-        route = self.route(scope)
+        route = route_template(self.routes, scope)
         if route is None:
             return method, {}
         return f"{method} {route}", {HTTP_ROUTE: route}
-
-    def route(self, scope: Scope) -> str | None:
-        """The template of the route Starlette's router will pick (a full match, else the
-        first partial one: a wrong method, answered 405)."""
-        partial = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return _template(route)
-            if match is Match.PARTIAL and partial is None:
-                partial = route
-        return None if partial is None else _template(partial)
-
-
-def _template(route: BaseRoute) -> str | None:
-    template = getattr(route, "path_format", None)
-    return template if isinstance(template, str) else None
 
 
 def untraced(path: str) -> bool:
