@@ -129,8 +129,7 @@ class ServiceMetrics:
         for event_type in sorted(handled):
             self.handler_duration.labels(event_type=event_type, outcome=HANDLER_OUTCOME)
         for topic in sorted({TOPIC_OF[event_type] for event_type in handled}):
-            self.dead_letters.labels(topic=f"{self.namespace}{topic}")
-            self.batch_duration.labels(topic=f"{self.namespace}{topic}")
+            self.start_topic(f"{self.namespace}{topic}")
         if handled:
             for kind in FAILURE_KINDS:
                 self.handler_failures.labels(kind=kind)
@@ -140,6 +139,11 @@ class ServiceMetrics:
         if self.service == "order":
             for status in SETTLED_STATUSES:
                 self.saga_duration.labels(status=status)
+
+    def start_topic(self, topic: str) -> None:
+        """A consumed topic's dead letters and batch durations, at 0 until their first."""
+        self.dead_letters.labels(topic=topic)
+        self.batch_duration.labels(topic=topic)
 
     def saga_settled(self, order: Order) -> None:
         """Creation to terminal state, observed once per order after its commit."""

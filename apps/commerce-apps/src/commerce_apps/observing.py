@@ -25,29 +25,31 @@ class ServiceHooks(ConsumerHooks):
         topic name (namespaced), before the group's first record from it (``ServiceMetrics``
         starts them at build)."""
         for topic in {topic for topic, _ in partitions}:
-            self.metrics.dead_letters.labels(topic=topic)
-            self.metrics.batch_duration.labels(topic=topic)
+            self.metrics.start_topic(topic)
 
-    def handling(
-        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
-    ) -> AbstractContextManager[object]:
-        return self._handling(topic, envelope, headers)
+    def _fields(self, envelope: Envelope | None) -> dict[str, str]:
+        """The log context of work on ``envelope`` (None: a record that did not decode)."""
+        fields = {"service": self.metrics.service}
+        if envelope is not None:
+            fields |= {
+                "order_id": str(envelope.correlation_id),
+                "event_id": str(envelope.event_id),
+                "event_type": envelope.event_type,
+            }
+        return fields
 
     @contextmanager
-    def _handling(
+    def handling(
         self, topic: str, envelope: Envelope, headers: Mapping[str, str]
     ) -> Iterator[None]:
-        event_id = str(envelope.event_id)
-        with log_context(
-            service=self.metrics.service,
-            order_id=str(envelope.correlation_id),
-            event_id=event_id,
-            event_type=envelope.event_type,
-        ):
+        fields = self._fields(envelope)
+        with log_context(**fields):
             if self.tracer is None:
                 yield
                 return
-            with consumer_span(self.tracer, topic, envelope.event_type, event_id, headers):
+            with consumer_span(
+                self.tracer, topic, envelope.event_type, fields["event_id"], headers
+            ):
                 yield
 
     def handling_batch(
@@ -80,30 +82,15 @@ class ServiceHooks(ConsumerHooks):
         if self.tracer is not None:
             failed_in_span(error)  # the attempt's span: ``failed`` comes inside ``handling``
 
+    @contextmanager
     def dead_lettering(
         self,
         topic: str,
         headers: Mapping[str, str],
         envelope: Envelope | None,
         error: BaseException,
-    ) -> AbstractContextManager[object]:
-        return self._dead_lettering(topic, headers, envelope, error)
-
-    @contextmanager
-    def _dead_lettering(
-        self,
-        topic: str,
-        headers: Mapping[str, str],
-        envelope: Envelope | None,
-        error: BaseException,
     ) -> Iterator[None]:
-        fields = {"service": self.metrics.service}
-        if envelope is not None:
-            fields |= {
-                "order_id": str(envelope.correlation_id),
-                "event_id": str(envelope.event_id),
-                "event_type": envelope.event_type,
-            }
+        fields = self._fields(envelope)
         with log_context(**fields):
             if self.tracer is None:
                 yield

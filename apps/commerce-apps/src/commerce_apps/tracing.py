@@ -35,6 +35,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from adapters_kafka import headers as headers_module
 from adapters_postgres import raw
 from core_saga.ports import EventPublisher, OutboundMessage
 from opentelemetry import trace
@@ -255,12 +256,11 @@ def dead_letter_span(
 ) -> Iterator[None]:
     """Send a message to its dead-letter ``topic``: a PRODUCER span, a child of the span
     that wrote the message (when its headers say), with the failure's type."""
-    error_type = type(error)
     attributes = {
         "messaging.system": "kafka",
         "messaging.operation.type": "send",
         "messaging.destination.name": topic,
-        "error.type": f"{error_type.__module__}.{error_type.__qualname__}",
+        "error.type": headers_module.error_type(error),
     }
     if event_id is not None:
         attributes["messaging.message.id"] = event_id
@@ -270,7 +270,7 @@ def dead_letter_span(
         kind=SpanKind.PRODUCER,
         attributes=attributes,
     ) as span:
-        span.set_status(Status(StatusCode.ERROR, error_type.__name__))
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         yield
 
 

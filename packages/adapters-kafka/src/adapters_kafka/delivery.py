@@ -203,14 +203,13 @@ class Delivery:
         ``text_headers`` and ``envelope`` (None if it did not decode) are for the hooks.
         """
         reason = error.reason if isinstance(error, PoisonMessage) else str(error) or repr(error)
-        error_type = type(error)
         headers = h.without_dead_letter_headers(record.headers) + h.encode_headers(
             {
                 h.DLT_ORIGINAL_TOPIC: record.topic,
                 h.DLT_ORIGINAL_PARTITION: str(record.partition),
                 h.DLT_ORIGINAL_OFFSET: str(record.offset),
                 h.DLT_CONSUMER_GROUP: self._group_id,
-                h.DLT_ERROR_TYPE: f"{error_type.__module__}.{error_type.__qualname__}",
+                h.DLT_ERROR_TYPE: h.error_type(error),
                 h.DLT_ERROR_MESSAGE: reason[:_MAX_ERROR_MESSAGE],
                 h.DLT_ATTEMPTS: str(attempts),
                 h.DLT_FIRST_FAILURE_AT: format_instant(first_failure),

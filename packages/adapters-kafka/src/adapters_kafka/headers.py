@@ -39,3 +39,10 @@ def decode_headers(raw: Iterable[tuple[str, bytes | None]] | None) -> dict[str, 
 def without_dead_letter_headers(raw: Iterable[tuple[str, bytes]] | None) -> RawHeaders:
     """The original headers of a record, minus those a previous dead-lettering added."""
     return [(name, value) for name, value in raw or () if not name.startswith(DLT_PREFIX)]
+
+
+def error_type(error: BaseException) -> str:
+    """The ``dlt-error-type`` of ``error`` (module and qualified name), also the dead-letter
+    span's ``error.type``."""
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}"
