@@ -33,6 +33,33 @@ async def test_an_order_gets_one_notification(
         assert await uow.notifications.list(first.order_id) == [first]
 
 
+async def test_held_orders_get_one_notification_and_a_rollback_stores_none(
+    notifications: Database[NotificationUnitOfWork], clock: ManualClock
+) -> None:
+    """As a consumer batch uses it: the orders held first, their notifications added after."""
+    kept, dropped = new_notification(clock.now()), new_notification(clock.now())
+    both = {kept.order_id, dropped.order_id}
+    async with notifications.unit_of_work() as uow:
+        await uow.hold(both)
+        assert await uow.notifications.add(dropped)
+        await uow.rollback()
+
+    async with notifications.unit_of_work() as uow:
+        await uow.hold(both)
+        assert await uow.notifications.add(kept)
+        assert not await uow.notifications.add(new_notification(clock.now(), kept.order_id))
+        await uow.commit()
+
+    async with notifications.unit_of_work() as uow:
+        await uow.hold(both)
+        assert not await uow.notifications.add(new_notification(clock.now(), kept.order_id))
+        await uow.commit()
+
+    async with notifications.unit_of_work() as uow:
+        assert await uow.notifications.list(kept.order_id) == [kept]
+        assert await uow.notifications.list(dropped.order_id) == []
+
+
 async def test_list_by_order_and_all_oldest_first(
     notifications: Database[NotificationUnitOfWork], clock: ManualClock
 ) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
-from adapters_postgres.sql import param, unnest_params, unnest_rows
+from adapters_postgres.sql import insert_unnested, param, unnest_rows
 from adapters_postgres.tables import processed_events
 
 _MARK_PROCESSED = raw.Compiled(
@@ -25,13 +24,9 @@ _MARK_PROCESSED = raw.Compiled(
 
 _EVENT_COLUMNS = (processed_events.c.event_id, processed_events.c.event_type)
 _MARK_ALL = raw.Compiled(
-    insert(processed_events)
-    .from_select(
-        [each.key for each in _EVENT_COLUMNS],
-        select(*unnest_params("events", *_EVENT_COLUMNS).c),
-    )
-    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
-    .returning(processed_events.c.event_id)
+    insert_unnested(
+        processed_events, "events", *_EVENT_COLUMNS, unique=processed_events.c.event_id
+    ).returning(processed_events.c.event_id)
 )
 """A batch's marks in one statement; unnest inserts them in array order (sorted ids).
 Both run on the driver (``adapters_postgres.raw``): every consumed batch runs one."""

@@ -23,6 +23,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.functions import Function
@@ -116,3 +117,14 @@ def insert_children(
     rows = select(parent, *unnest_params(name, *targets).c)
     keys = ["order_id", *(each.key for each in targets)]
     return insert(target).from_select(keys, where_given(rows, where))
+
+
+def insert_unnested(
+    target: Table, name: str, *targets: Column[Any], unique: Column[Any]
+) -> pg.Insert:
+    """``INSERT INTO target (…) SELECT * FROM unnest(…) ON CONFLICT (unique) DO NOTHING``:
+    many rows in one statement, a row already there skipped (add ``.returning`` to learn
+    which went in)."""
+    keys = [each.key for each in targets]
+    rows = select(*unnest_params(name, *targets).c)
+    return pg.insert(target).from_select(keys, rows).on_conflict_do_nothing(index_elements=[unique])

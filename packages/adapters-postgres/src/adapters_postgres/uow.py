@@ -288,7 +288,13 @@ class PostgresNotificationUnitOfWork(PostgresUnitOfWork):
     notifications: NotificationRepository
 
     def _bind(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self.notifications = PostgresNotificationRepository(conn)
+        self.notifications = self._notifications = PostgresNotificationRepository(conn, locks)
+        self._deferring.append(self._notifications)
+
+    async def hold(self, order_ids: Collection[UUID]) -> None:
+        """The batch's keys, and which of its orders already have a notification, read at
+        once; the notifications added for them are inserted at commit."""
+        await self._notifications.lock_all(order_ids)
 
 
 U = TypeVar("U", bound=PostgresUnitOfWork)
