@@ -160,3 +160,27 @@ async def test_pages_before_a_position_list_every_payment_once_however_many_tie(
     async with payments.unit_of_work() as uow:
         assert await uow.payments.list(third.order_id, before=position(fourth)) == [third]
         assert await uow.payments.list(third.order_id, before=position(third)) == []
+
+
+async def test_due_lists_the_payments_waiting_on_the_gateway_longest_waiting_first(
+    payments: Database[PaymentUnitOfWork], clock: ManualClock
+) -> None:
+    start = clock.now()
+
+    def at(seconds: int, status: PaymentStatus) -> Payment:
+        changed = start + timedelta(seconds=seconds)
+        return replace(new_payment(start), status=status, updated_at=changed)
+
+    refunding = at(1, PaymentStatus.REFUNDING)
+    pending = at(2, PaymentStatus.PENDING)
+    later = at(5, PaymentStatus.PENDING)
+    settled = [at(0, status) for status in PaymentStatus if not status.due]
+    async with payments.unit_of_work() as uow:
+        for payment in (later, pending, *settled, refunding):
+            await uow.payments.add(payment)
+        await uow.commit()
+
+    async with payments.unit_of_work() as uow:
+        assert await uow.payments.due(start + timedelta(seconds=2), 10) == [refunding, pending]
+        assert await uow.payments.due(start + timedelta(seconds=9), 2) == [refunding, pending]
+        assert await uow.payments.due(start, 10) == []

@@ -103,12 +103,22 @@ class SagaMachine(RuleBasedStateMachine):
         self.harness.clock.advance(timedelta(seconds=seconds))
         self.run(self.harness.sweep())
 
+    @rule(down=st.booleans())
+    def gateway_outage(self, down: bool) -> None:
+        """Charges and refunds fail while it lasts: payments stay due until swept."""
+        self.harness.gateway.down = down
+
+    @rule()
+    def settle_payments(self) -> None:
+        self.run(self.harness.settle_payments())
+
     @invariant()
     def stock_is_conserved_and_no_order_is_charged_twice(self) -> None:
         assert self.run(self.harness.conservation()) == []
 
     def teardown(self) -> None:
         try:
+            self.harness.gateway.down = False
             self.run(self.harness.run_until_quiet())
             assert self.run(self.harness.violations()) == []
             for order in self.run(self.harness.snapshot()).orders.values():

@@ -1,13 +1,26 @@
-"""The payment service: one charge per order, none after a cancel, a refund after one."""
+"""The payment service: one charge per order, none after a cancel, a refund after one.
+
+In two steps: what is due is committed, the gateway is called outside any transaction, and
+its outcome recorded in a second one; the sweep settles what a failure or crash left due."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
 from core_saga.handlers.exactly_once import new_envelope
-from core_saga.handlers.payment import PaymentService, SimulatedGateway
+from core_saga.handlers.payment import (
+    GATEWAY_CALLS,
+    QUIET_FOR,
+    SETTLE_AFTER,
+    GatewayUnavailable,
+    PaymentService,
+    SimulatedGateway,
+)
 from core_saga.memory import ManualClock, MemoryPaymentDatabase, ScriptedGateway
 from core_saga.messages import (
     Envelope,
@@ -20,7 +33,7 @@ from core_saga.messages import (
     StockReserved,
     decode,
 )
-from core_saga.payments import Payment, PaymentStatus
+from core_saga.payments import ChargeResult, Payment, PaymentStatus
 
 pytestmark = pytest.mark.unit
 
@@ -178,3 +191,177 @@ async def test_simulated_gateway_decides_from_the_order_id() -> None:
     again = [(await gateway.charge(order, Decimal(2), "EUR")).succeeded for order in orders]
     assert first == again
     assert 60 < sum(first) < 140
+
+
+# --- the two steps, and the sweep ---------------------------------------------------------
+
+
+def causes(db: MemoryPaymentDatabase) -> list[UUID]:
+    return [decode(row.message.value).causation_id for row in db.outbox.rows]
+
+
+class LockCheckingGateway(ScriptedGateway):
+    """Tries to hold the order, as another transaction would, while it is being charged."""
+
+    def __init__(self, db: MemoryPaymentDatabase) -> None:
+        super().__init__(success_rate=1.0)
+        self.db = db
+        self.free_when_called: list[bool] = []
+
+    async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        async with self.db.unit_of_work() as uow:
+            try:
+                await asyncio.wait_for(uow.hold({order_id}), 0.5)
+                self.free_when_called.append(True)
+            except TimeoutError:
+                self.free_when_called.append(False)
+        return await super().charge(order_id, amount, currency)
+
+
+async def test_the_gateway_is_called_after_the_commit_with_the_order_free(
+    db: MemoryPaymentDatabase, clock: ManualClock
+) -> None:
+    gateway = LockCheckingGateway(db)
+    service = PaymentService(db.unit_of_work, clock, gateway)
+    first, second = uuid4(), uuid4()
+    batch = [new_envelope(reserved(order_id), clock.now(), None) for order_id in (first, second)]
+    await service.handle_batch(batch)
+    assert gateway.free_when_called == [True, True]
+    assert {p.status for p in payments(db)} == {PaymentStatus.SUCCEEDED}
+    assert causes(db) == [e.event_id for e in batch]  # each outcome names its reservation
+
+
+async def test_a_gateway_outage_leaves_the_charge_pending_for_the_sweep(
+    service: PaymentService, db: MemoryPaymentDatabase, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    order_id = uuid4()
+    gateway.decide(order_id, succeeded=True)
+    gateway.down = True
+    await deliver(service, clock, reserved(order_id))  # no error: the event is consumed
+    assert [p.status for p in payments(db)] == [PaymentStatus.PENDING]
+    assert sent(db) == []
+
+    gateway.down = False
+    clock.advance(SETTLE_AFTER - timedelta(seconds=1))
+    assert await service.settle_stale() == 0  # not yet: the batch may still be calling
+    clock.advance(timedelta(seconds=1))
+    assert await service.settle_stale() == 1
+    [payment] = payments(db)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert sent(db) == [
+        PaymentSucceeded(order_id=order_id, payment_id=payment.id, amount=payment.amount)
+    ]
+    assert causes(db) == [order_id]  # swept: the order is the cause, as for the deadline sweep
+    assert await service.settle_stale() == 0
+
+
+async def test_the_sweep_fails_loudly_while_the_gateway_is_down(
+    service: PaymentService, db: MemoryPaymentDatabase, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    gateway.down = True
+    await deliver(service, clock, reserved(uuid4()))
+    clock.advance(SETTLE_AFTER)
+    with pytest.raises(GatewayUnavailable, match="failed on 1 of 1 payments"):
+        await service.settle_stale()
+    assert [p.status for p in payments(db)] == [PaymentStatus.PENDING]
+
+
+async def test_a_charge_pending_when_the_order_is_cancelled_is_refunded_once_it_succeeds(
+    service: PaymentService, db: MemoryPaymentDatabase, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    order_id = uuid4()
+    gateway.decide(order_id, succeeded=True)
+    gateway.down = True
+    await deliver(service, clock, reserved(order_id))
+    await deliver(service, clock, cancelled(order_id))  # nothing to refund yet
+    assert [p.status for p in payments(db)] == [PaymentStatus.PENDING]
+
+    gateway.down = False
+    clock.advance(SETTLE_AFTER)
+    assert await service.settle_stale() == 1
+    [payment] = payments(db)
+    assert payment.status is PaymentStatus.REFUNDED
+    assert gateway.refunds == [(payment.id, payment.amount)]
+    amount = payment.amount
+    assert sent(db) == [
+        PaymentSucceeded(order_id=order_id, payment_id=payment.id, amount=amount),
+        PaymentRefunded(order_id=order_id, payment_id=payment.id, amount=amount),
+    ]
+
+
+async def test_a_refund_that_failed_is_retried_by_the_sweep(
+    service: PaymentService, db: MemoryPaymentDatabase, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    order_id = uuid4()
+    gateway.decide(order_id, succeeded=True)
+    await deliver(service, clock, reserved(order_id))
+    gateway.down = True
+    await deliver(service, clock, cancelled(order_id))
+    [payment] = payments(db)
+    assert payment.status is PaymentStatus.REFUNDING
+    assert len(sent(db)) == 1  # only PaymentSucceeded
+
+    gateway.down = False
+    clock.advance(SETTLE_AFTER)
+    assert await service.settle_stale() == 1
+    assert [p.status for p in payments(db)] == [PaymentStatus.REFUNDED]
+    assert sent(db)[1:] == [
+        PaymentRefunded(order_id=order_id, payment_id=payment.id, amount=payment.amount)
+    ]
+
+
+async def test_two_settlements_of_one_payment_record_one_outcome(
+    service: PaymentService, db: MemoryPaymentDatabase, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    """A replica's sweep and a slow batch, say: both call (the gateway deduplicates), one
+    records."""
+    gateway.down = True
+    await deliver(service, clock, reserved(uuid4()))
+    [pending] = payments(db)
+    gateway.down = False
+    settled = await asyncio.gather(
+        service.settle([(pending, None)]), service.settle([(pending, None)])
+    )
+    assert sorted(settled) == [0, 1]
+    assert len(sent(db)) == 1
+    assert len(gateway.charges) == 1
+
+
+async def test_a_batch_calls_the_gateway_concurrently_but_bounded(
+    service: PaymentService, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    in_flight, most = 0, 0
+    charge = gateway.charge
+
+    async def slow_charge(order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return await charge(order_id, amount, currency)
+
+    gateway.charge = slow_charge  # type: ignore[method-assign]
+    batch: list[Envelope] = [
+        new_envelope(reserved(uuid4()), clock.now(), None) for _ in range(GATEWAY_CALLS * 2)
+    ]
+    await service.handle_batch(batch)
+    assert most == GATEWAY_CALLS
+    assert len(gateway.charges) == GATEWAY_CALLS * 2
+
+
+async def test_settlements_that_fail_after_a_batch_warn_at_most_every_quiet_period(
+    service: PaymentService,
+    clock: ManualClock,
+    gateway: ScriptedGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="core_saga.handlers.payment")
+    gateway.down = True
+    for _ in range(3):
+        await deliver(service, clock, reserved(uuid4()))
+    clock.advance(QUIET_FOR)
+    await deliver(service, clock, reserved(uuid4()))
+    warnings = [r for r in caplog.records if r.name == "core_saga.handlers.payment"]
+    assert len(warnings) == 2
+    assert "the sweep settles them later" in warnings[0].getMessage()

@@ -132,10 +132,15 @@ async def test_a_payment_batch_reads_its_orders_once_and_writes_at_commit(
     with statements_on(payment_engine) as statements:
         await service.handle_batch(batch)
 
-    assert count(statements, "SELECT wanted.order_id") == 1
+    # Three transactions, each reading its orders once and writing each table once: the
+    # batch (the charges PENDING, the cancellations), the charges' outcomes (the late two
+    # REFUNDING: their cancellation came while they were PENDING), the late two's refunds.
+    assert count(statements, "SELECT pg_advisory_xact_lock") == 3
+    assert count(statements, "SELECT wanted.order_id") == 3
     assert count(statements, "INSERT INTO payments") == 1
-    assert count(statements, "UPDATE payments") == 0  # refunded before written: inserted so
+    assert count(statements, "UPDATE payments") == 2
     assert count(statements, "INSERT INTO cancelled_orders") == 1
+    assert count(statements, "INSERT INTO outbox") == 2
     payments = await rows(
         payment_engine, "SELECT order_id, status FROM payments WHERE order_id = ANY(:ids)", ids
     )
@@ -155,23 +160,25 @@ async def test_a_payment_batch_reads_its_orders_once_and_writes_at_commit(
     with statements_on(payment_engine) as statements:
         await service.handle_batch(later)
     assert count(statements, "INSERT INTO payments") == 0
-    assert count(statements, "UPDATE payments") == 1
+    assert count(statements, "UPDATE payments") == 2  # REFUNDING, then REFUNDED
     payments = await rows(
         payment_engine, "SELECT order_id, status FROM payments WHERE order_id = ANY(:ids)", ids
     )
     assert payments == dict.fromkeys(ids[2:], "REFUNDED")  # and still none for the early two
 
 
-async def test_one_payment_event_costs_one_lock_one_read_and_one_write(
+async def test_one_payment_event_costs_a_lock_a_read_and_a_write_per_step(
     payment_engine: AsyncEngine, clock: ManualClock
 ) -> None:
+    """The charge PENDING, then its outcome: each step one lock, one read, one write."""
     service = PaymentService(
         uow=payment_uow_factory(payment_engine), clock=clock, gateway=SimulatedGateway(1.0)
     )
     order_id = uuid4()
     with statements_on(payment_engine) as statements:
         await service.handle(envelope(stock_reserved(order_id)))
-    assert count(statements, "SELECT pg_advisory_xact_lock") == 1
-    assert count(statements, "SELECT wanted.order_id") == 1
+    assert count(statements, "SELECT pg_advisory_xact_lock") == 2
+    assert count(statements, "SELECT wanted.order_id") == 2
     assert count(statements, "INSERT INTO payments") == 1
+    assert count(statements, "UPDATE payments") == 1
     assert count(statements, "SELECT EXISTS") == 0

@@ -25,6 +25,7 @@ from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_e
 from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
+from core_saga.handlers.payment import PaymentService
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -145,17 +146,15 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
         ]
         handler = container.handler()
         if isinstance(handler, OrderService):
-            tasks.append(
-                asyncio.create_task(
-                    every(
-                        settings.deadline_sweep_interval,
-                        handler.sweep_overdue,
-                        "deadline sweep",
-                        jobs,
-                    ),
-                    name="order-deadlines",
-                )
+            sweep = every(
+                settings.deadline_sweep_interval, handler.sweep_overdue, "deadline sweep", jobs
             )
+            tasks.append(asyncio.create_task(sweep, name="order-deadlines"))
+        if isinstance(handler, PaymentService):
+            sweep = every(
+                settings.payment_sweep_interval, handler.settle_stale, "payment sweep", jobs
+            )
+            tasks.append(asyncio.create_task(sweep, name="payment-sweep"))
         log.info("%s service started", service)
         try:
             yield

@@ -203,7 +203,13 @@ class PaymentContainer(ServiceContainer):
         forced=ServiceContainer.settings.provided.payment_force_outcome,
     )
     handler = providers.Singleton(
-        PaymentService, uow=uow, clock=ServiceContainer.clock, gateway=gateway
+        PaymentService,
+        uow=uow,
+        clock=ServiceContainer.clock,
+        gateway=gateway,
+        settle_after=providers.Callable(
+            lambda s: timedelta(seconds=s.payment_settle_after), ServiceContainer.settings
+        ),
     )
     routes = providers.Callable(payment_routes, reader)
     consumer = consumer_of(handler)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     deadline_sweep_interval: float = Field(1.0, gt=0)
     payment_success_rate: float = Field(0.8, ge=0, le=1)
     payment_force_outcome: Literal["success", "failure"] | None = None
+    payment_settle_after: float = Field(
+        10.0, gt=0, description="seconds a payment may wait on the gateway before the sweep"
+    )
+    payment_sweep_interval: float = Field(5.0, gt=0)
     idempotency_ttl_hours: float = Field(24.0, gt=0)
 
     outbox_batch_size: int = Field(500, ge=1, le=10_000)

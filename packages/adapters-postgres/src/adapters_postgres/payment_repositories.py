@@ -11,19 +11,20 @@ four per event.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
 from core_saga.ports import LIST_LIMIT, Position
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import Integer, bindparam, exists, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
 from adapters_postgres.identity import IdentityMap, OrderLocks
 from adapters_postgres.sql import every_column, newest_page, param, unnest_params
-from adapters_postgres.tables import cancelled_orders, payments
+from adapters_postgres.tables import PAYMENTS_DUE, cancelled_orders, payments
 
 _FIELDS = ("id", "order_id", "amount", "currency", "reason", "created_at", "updated_at")
 
@@ -81,6 +82,14 @@ _MARK_CANCELLED = raw.Compiled(
     .values(order_id=param(cancelled_orders.c.order_id))
     .on_conflict_do_nothing()
 )
+
+_DUE = raw.Compiled(
+    select(payments)
+    .where(text(PAYMENTS_DUE), payments.c.updated_at <= param(payments.c.updated_at, "before"))
+    .order_by(payments.c.updated_at)
+    .limit(bindparam("limit", type_=Integer))
+)
+"""The predicate as written in ``payments_due_idx``, so that index serves it."""
 
 _WAS_CANCELLED = raw.Compiled(
     select(exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id)))
@@ -145,6 +154,10 @@ class PostgresPaymentRepository:
             return order_id in self._cancelled
         rows = await raw.fetch_compiled(self._conn, _WAS_CANCELLED, {"order_id": order_id})
         return bool(rows[0][0])
+
+    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
+        rows = await raw.fetch_compiled(self._conn, _DUE, {"before": before, "limit": limit})
+        return [_payment(row) for row in rows]
 
     async def flush(self) -> None:
         """Insert new payments, update changed ones, note cancellations: a round trip each."""

@@ -191,7 +191,9 @@ processed_events.to_metadata(inventory_metadata)
 # --- payment database ----------------------------------------------------------------------
 
 payment_metadata = MetaData()
-PAYMENT_STATUSES: Final = ("SUCCEEDED", "FAILED", "REFUNDED")
+PAYMENT_STATUSES: Final = ("PENDING", "SUCCEEDED", "FAILED", "REFUNDING", "REFUNDED")
+PAYMENTS_DUE: Final = "status IN ('PENDING', 'REFUNDING')"
+"""Waiting on the gateway; few at any time, so the sweep's partial index stays small."""
 
 payments = Table(
     "payments",
@@ -206,6 +208,7 @@ payments = Table(
     Column("updated_at", Timestamp),
     _status_check("status", PAYMENT_STATUSES),
     Index("payments_created_at_idx", "created_at", "id"),  # the newest page of GET /api/payments
+    Index("payments_due_idx", "updated_at", postgresql_where=text(PAYMENTS_DUE)),
 )
 
 cancelled_orders = Table(

@@ -113,6 +113,11 @@ def _order_violations(snapshot: SagaSnapshot, order: Order) -> list[str]:
     succeeded = [
         p for p in snapshot.payments.get(order.id, ()) if p.status is PaymentStatus.SUCCEEDED
     ]
+    problems += [
+        f"{name} has payment {p.id} still {p.status}"
+        for p in snapshot.payments.get(order.id, ())
+        if p.status.due
+    ]
     if not order.status.terminal:
         problems.append(f"{name} is not terminal")
     elif order.status is OrderStatus.CONFIRMED:

@@ -12,9 +12,18 @@ from uuid import UUID
 
 
 class PaymentStatus(StrEnum):
+    """PENDING and REFUNDING wait on the gateway: the call runs outside any transaction."""
+
+    PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    REFUNDING = "REFUNDING"
     REFUNDED = "REFUNDED"
+
+    @property
+    def due(self) -> bool:
+        """A gateway call (a charge, a refund) is due before the payment settles."""
+        return self in (PaymentStatus.PENDING, PaymentStatus.REFUNDING)
 
 
 @dataclass

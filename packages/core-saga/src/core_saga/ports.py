@@ -237,6 +237,11 @@ class PaymentRepository(Protocol):
 
     async def was_cancelled(self, order_id: UUID) -> bool: ...
 
+    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
+        """Up to ``limit`` payments still waiting on the gateway (PENDING or REFUNDING),
+        last changed at ``before`` or earlier, the longest waiting first; no lock taken."""
+        ...
+
 
 class NotificationRepository(Protocol):
     async def add(self, notification: Notification) -> bool:
@@ -326,6 +331,10 @@ class Clock(Protocol):
 
 
 class PaymentGateway(Protocol):
+    """Called outside any transaction, and again for a payment whose outcome was not recorded
+    (a crash, a timeout): a charge must be deduplicated by order id (a repeat answers the
+    first outcome), a refund by payment id. An exception leaves the payment due."""
+
     async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult: ...
 
     async def refund(self, payment_id: UUID, amount: Decimal) -> None: ...

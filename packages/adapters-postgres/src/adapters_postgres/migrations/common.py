@@ -70,7 +70,9 @@ def drop_inbox_age_index() -> None:
     drop_index_concurrently("processed_events_processed_at_idx", "processed_events")
 
 
-def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
+def create_index_concurrently(
+    name: str, table: str, columns: list[str], where: str | None = None
+) -> None:
     """An index on a table that already has rows and writers: ``CREATE INDEX CONCURRENTLY``
     holds SHARE UPDATE EXCLUSIVE, where a plain build's SHARE lock queues every INSERT behind
     the whole build. It cannot run in a transaction, hence ``autocommit_block`` (``migrate``
@@ -78,11 +80,19 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
 
     Re-runnable: a build that failed midway leaves an INVALID index under ``name``, dropped
     first; a valid one (built by a run that died before stamping the revision) is kept.
+    ``where`` makes it a partial index.
     """
     with _concurrently():
         if _is_invalid(name):
             op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
-        op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+        op.create_index(
+            name,
+            table,
+            columns,
+            postgresql_concurrently=True,
+            postgresql_where=None if where is None else sa.text(where),
+            if_not_exists=True,
+        )
 
 
 def drop_index_concurrently(name: str, table: str) -> None:
@@ -134,6 +144,20 @@ def tune_churn_vacuum(*tables: str) -> None:
 def reset_churn_vacuum(*tables: str) -> None:
     for table in tables:
         op.execute(f"ALTER TABLE {table} RESET ({', '.join(CHURN_VACUUM)})")
+
+
+def replace_status_check(table: str, values: tuple[str, ...]) -> None:
+    """``status_check("status", values)`` in place of ``table``'s: added NOT VALID in the
+    revision's transaction (ACCESS EXCLUSIVE for a moment, new rows checked from then on),
+    then validated outside it, where the scan of every row holds SHARE UPDATE EXCLUSIVE
+    and blocks no writer."""
+    check = status_check("status", values)
+    op.execute(
+        f"ALTER TABLE {table} DROP CONSTRAINT {check.name}, "
+        f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext}) NOT VALID"
+    )
+    with _concurrently():
+        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check.name}")
 
 
 def status_check(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:

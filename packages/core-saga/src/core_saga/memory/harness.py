@@ -13,7 +13,9 @@ The four services' handlers consume from a ``MemoryBroker`` with their own offse
     harness.duplicate(topic, partition, offset)  # that message again, at the log's end
     await harness.restart_broker()               # everything lost; outboxes send again
     harness.clock.advance(timedelta(seconds=31)); await harness.sweep()
-    await harness.run_until_quiet()              # relay and deliver until nothing moves
+    harness.gateway.down = True                  # charges and refunds fail: payments wait
+    await harness.settle_payments()              # the payment service's sweep
+    await harness.run_until_quiet()              # relay, deliver, settle until nothing moves
     assert await harness.violations() == []      # DESIGN §3 invariants, dead letters
 
 Another backend (e.g. Postgres): pass ``Backend(order=…, inventory=…, payment=…,
@@ -36,7 +38,7 @@ from uuid import UUID, uuid4
 from core_saga.handlers.inventory import InventoryService
 from core_saga.handlers.notification import NotificationService
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder, PlaceOrderOutcome
-from core_saga.handlers.payment import PaymentService
+from core_saga.handlers.payment import GatewayUnavailable, PaymentService
 from core_saga.ids import new_id
 from core_saga.invariants import (
     SagaSnapshot,
@@ -187,12 +189,13 @@ class SagaHarness:
         self.orders = OrderService(
             self._crashable("order", b.order), self.clock, saga_timeout, new_order_id=new_order_id
         )
+        self.payments = PaymentService(
+            self._crashable("payment", b.payment), self.clock, self.gateway
+        )
         self.handlers: dict[str, EventHandler] = {
             "order": self.orders,
             "inventory": InventoryService(self._crashable("inventory", b.inventory), self.clock),
-            "payment": PaymentService(
-                self._crashable("payment", b.payment), self.clock, self.gateway
-            ),
+            "payment": self.payments,
             "notification": NotificationService(
                 self._crashable("notification", b.notification), self.clock, self.notifier
             ),
@@ -326,13 +329,23 @@ class SagaHarness:
         """Run the order service's deadline sweep at the clock's current time."""
         return await self.orders.sweep_deadlines(limit)
 
+    async def settle_payments(self) -> int:
+        """Run the payment service's sweep as if long enough had passed: every payment still
+        waiting on the gateway (an outage, a crash after its commit) is settled if it can be.
+        A gateway still down ends it early, as it ends the service's sweep (0 returned)."""
+        try:
+            return await self.payments.settle_stale(after=timedelta(0))
+        except GatewayUnavailable:
+            return 0
+
     async def run_until_quiet(self, max_rounds: int = 1_000) -> int:
-        """Relay and deliver, partition by partition, until nothing is left; return deliveries."""
+        """Relay, deliver partition by partition, and settle payments, until nothing is left;
+        return deliveries."""
         delivered = 0
         for _ in range(max_rounds):
             relayed = await self.relay()
             pending = self.pending()
-            if not pending and not relayed:
+            if not pending and not relayed and not await self.settle_payments():
                 return delivered
             for cursor in pending:
                 while await self.deliver(cursor):

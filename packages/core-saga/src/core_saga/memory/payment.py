@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from uuid import UUID
 
 from core_saga.memory.tables import LockScope, Staged, Table
@@ -53,6 +54,12 @@ class MemoryPayments:
 
     async def was_cancelled(self, order_id: UUID) -> bool:
         return self._cancelled.get(order_id) is not None
+
+    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
+        waiting = self._rows.select(
+            lambda p: p.status.due and (p.updated_at or p.created_at) <= before
+        )
+        return sorted(waiting, key=lambda p: (p.updated_at or p.created_at, p.id))[:limit]
 
 
 class MemoryPaymentDatabase(MemoryDatabase):

@@ -1,0 +1,126 @@
+"""Payments on PostgreSQL: the gateway is called with no transaction open and the order free;
+payment_0005 lets payments wait on the gateway, and goes down only once none does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import pytest
+from adapters_postgres.engine import create_engine
+from adapters_postgres.migrations import current_revisions, downgrade, is_at_head, migrate
+from adapters_postgres.uow import payment_uow_factory
+from core_saga.handlers.exactly_once import new_envelope
+from core_saga.handlers.payment import PaymentService
+from core_saga.memory import ManualClock, ScriptedGateway
+from core_saga.payments import ChargeResult, PaymentStatus
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tests.fixtures.postgres import DatabaseFactory
+from tests.unit.test_payment_service import reserved
+
+pytestmark = pytest.mark.integration
+
+OPEN_TRANSACTIONS = text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+)
+
+
+class WatchingGateway(ScriptedGateway):
+    """Notes, on each charge, whether a session sits in a transaction and whether another
+    transaction can hold the order."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(success_rate=1.0)
+        self.engine = engine
+        self.seen: list[tuple[int, bool]] = []
+        self._one_at_a_time = asyncio.Lock()  # its own transaction must not count for another
+
+    async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        async with self._one_at_a_time:
+            async with self.engine.connect() as conn:
+                in_transaction = (await conn.execute(OPEN_TRANSACTIONS)).scalar_one()
+            async with payment_uow_factory(self.engine)() as uow:
+                try:
+                    await asyncio.wait_for(uow.hold({order_id}), 2.0)
+                    free = True
+                except TimeoutError:
+                    free = False
+        self.seen.append((in_transaction, free))
+        return await super().charge(order_id, amount, currency)
+
+
+async def test_a_batch_calls_the_gateway_with_no_transaction_open(
+    new_database: DatabaseFactory,
+) -> None:
+    engine = create_engine(await new_database.create("payment"))
+    try:
+        clock = ManualClock()
+        gateway = WatchingGateway(engine)
+        service = PaymentService(payment_uow_factory(engine), clock, gateway)
+        batch = [new_envelope(reserved(uuid4()), clock.now(), None) for _ in range(3)]
+        await service.handle_batch(batch)
+        assert gateway.seen == [(0, True)] * 3
+        async with engine.connect() as conn:
+            statuses = (await conn.execute(text("SELECT status FROM payments"))).scalars().all()
+        assert statuses == ["SUCCEEDED"] * 3
+    finally:
+        await engine.dispose()
+
+
+async def test_the_due_payments_revision_goes_down_only_once_none_is_due(
+    new_database: DatabaseFactory,
+) -> None:
+    url = await new_database.create("payment")
+    engine = create_engine(url)
+    try:
+        clock = ManualClock()
+        gateway = ScriptedGateway(success_rate=1.0)
+        service = PaymentService(payment_uow_factory(engine), clock, gateway)
+        gateway.down = True
+        await service.handle(new_envelope(reserved(uuid4()), clock.now(), None))
+        async with engine.connect() as conn:
+            plan = await _due_plan(conn)
+            validated = await conn.execute(
+                text("SELECT convalidated FROM pg_constraint WHERE conname = 'status_valid'")
+            )
+            assert validated.scalar_one() is True
+        assert "payments_due_idx" in plan
+
+        with pytest.raises(DBAPIError, match="status_valid"):
+            await downgrade(url, "payment", "payment_0004")
+        assert await is_at_head(url, "payment")  # nothing changed: PENDING is still allowed
+
+        gateway.down = False
+        clock.advance(timedelta(seconds=10))
+        assert await service.settle_stale() == 1
+        await downgrade(url, "payment", "payment_0004")
+        assert await current_revisions(url, "payment") == {"payment_0004"}
+        async with engine.begin() as conn:
+            with pytest.raises(DBAPIError, match="status_valid"):
+                await conn.execute(
+                    text("UPDATE payments SET status = :status"),
+                    {"status": PaymentStatus.PENDING.value},
+                )
+        await migrate(url, "payment")
+        assert await is_at_head(url, "payment")
+    finally:
+        await engine.dispose()
+
+
+async def _due_plan(conn: AsyncConnection) -> str:
+    """The plan of the sweep's read, with sequential scans made unattractive (the table is
+    tiny): it must be able to use the partial index at all."""
+    await conn.execute(text("SET enable_seqscan = off"))
+    rows = await conn.execute(
+        text(
+            "EXPLAIN SELECT * FROM payments WHERE status IN ('PENDING', 'REFUNDING')"
+            " AND updated_at <= now() ORDER BY updated_at LIMIT 100"
+        )
+    )
+    return "\n".join(row[0] for row in rows)
