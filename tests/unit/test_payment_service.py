@@ -365,3 +365,18 @@ async def test_settlements_that_fail_after_a_batch_warn_at_most_every_quiet_peri
     warnings = [r for r in caplog.records if r.name == "core_saga.handlers.payment"]
     assert len(warnings) == 2
     assert "the sweep settles them later" in warnings[0].getMessage()
+
+
+async def test_the_longest_wait_is_that_of_the_payment_due_longest(
+    service: PaymentService, clock: ManualClock, gateway: ScriptedGateway
+) -> None:
+    assert await service.longest_wait() == timedelta(0)
+    gateway.down = True
+    await deliver(service, clock, reserved(uuid4()))
+    clock.advance(timedelta(seconds=5))
+    await deliver(service, clock, reserved(uuid4()))
+    clock.advance(timedelta(seconds=7))
+    assert await service.longest_wait() == timedelta(seconds=12)
+    gateway.down = False
+    await service.settle_stale(after=timedelta(0))
+    assert await service.longest_wait() == timedelta(0)

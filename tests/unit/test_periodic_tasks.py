@@ -98,18 +98,27 @@ async def test_a_bug_is_an_error_with_its_traceback_every_time(
     assert all(r.exc_info is not None for r in logged)
 
 
-async def test_the_outbox_age_is_unknown_not_zero_while_the_database_is_down() -> None:
+@pytest.mark.parametrize(
+    ("service", "gauge"),
+    [
+        ("inventory", "outbox_oldest_unpublished_age_seconds"),
+        ("payment", "payment_oldest_due_age_seconds"),
+    ],
+)
+async def test_an_age_gauge_is_unknown_not_zero_while_the_database_is_down(
+    service: str, gauge: str
+) -> None:
     dead = free_port()
     settings = Settings(
         database_url=f"postgresql://nobody@127.0.0.1:{dead}/none",
         kafka_bootstrap_servers=f"127.0.0.1:{dead}",
     )
-    container = container_for("inventory", settings)
+    container = container_for(service, settings)
     app = build_app(container)
     registry = container.metrics().registry
 
     def age() -> float | None:
-        return registry.get_sample_value("outbox_oldest_unpublished_age_seconds")
+        return registry.get_sample_value(gauge)
 
     assert age() == 0.0
     async with app.router.lifespan_context(app):

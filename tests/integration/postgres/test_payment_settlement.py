@@ -4,14 +4,18 @@ payment_0005 lets payments wait on the gateway, and goes down only once none doe
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import create_engine
 from adapters_postgres.migrations import current_revisions, downgrade, is_at_head, migrate
 from adapters_postgres.uow import payment_uow_factory
+from commerce_apps.app import build_app
+from commerce_apps.container import container_for
+from commerce_apps.settings import Settings
 from core_saga.handlers.exactly_once import new_envelope
 from core_saga.handlers.payment import PaymentService
 from core_saga.memory import ManualClock, ScriptedGateway
@@ -124,3 +128,31 @@ async def _due_plan(conn: AsyncConnection) -> str:
         )
     )
     return "\n".join(row[0] for row in rows)
+
+
+async def test_the_payment_service_reports_how_long_a_payment_has_waited(
+    new_database: DatabaseFactory,
+) -> None:
+    """``payment_oldest_due_age_seconds``, sampled by the service while it runs (the sweep
+    told to wait, so it leaves the payment due)."""
+    url = await new_database.create("payment")
+    engine = create_engine(url)
+    dead = free_port()
+    settings = Settings(
+        database_url=url, kafka_bootstrap_servers=f"127.0.0.1:{dead}", payment_settle_after=3600
+    )
+    container = container_for("payment", settings)
+    app = build_app(container)
+    registry = container.metrics().registry
+    try:
+        clock = ManualClock(datetime.now(UTC) - timedelta(seconds=90))
+        gateway = ScriptedGateway()
+        gateway.down = True
+        service = PaymentService(payment_uow_factory(engine), clock, gateway)
+        await service.handle(new_envelope(reserved(uuid4()), clock.now(), None))
+        async with app.router.lifespan_context(app):
+            async with asyncio.timeout(10):  # the first sample is taken at start
+                while (registry.get_sample_value("payment_oldest_due_age_seconds") or 0) < 90:
+                    await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()

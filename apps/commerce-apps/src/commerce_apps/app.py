@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from adapters_kafka.policy import broker_may_recover
@@ -26,6 +26,7 @@ from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
 from core_saga.handlers.order import OrderService
 from core_saga.handlers.payment import PaymentService
+from prometheus_client import Gauge
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -72,16 +73,20 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
     async def broker_up() -> bool:
         return bool(container.consumer().ready) and await container.publisher().ping()
 
-    async def outbox_age() -> None:
+    async def read_age(gauge: Gauge, age: Callable[[], Awaitable[float]]) -> None:
         """NaN while the database does not answer: "unknown", where the last value (0 at
-        start) would read "all relayed" through the outage, when it is least true."""
+        start) would read "none waiting" through the outage, when it is least true."""
         try:
-            age = await PostgresOutboxStore(engine).oldest_unpublished_age(container.clock().now())
+            gauge.set(await age())
         except Exception as exc:
             if is_infrastructure(exc):
-                metrics.outbox_oldest_age.set(math.nan)
+                gauge.set(math.nan)
             raise
-        metrics.outbox_oldest_age.set(age)
+
+    async def outbox_age() -> None:
+        outbox = PostgresOutboxStore(engine)
+        now = container.clock().now()
+        await read_age(metrics.outbox_oldest_age, lambda: outbox.oldest_unpublished_age(now))
 
     async def consumer_lag() -> None:
         consumer = container.consumer()
@@ -155,6 +160,16 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
                 settings.payment_sweep_interval, handler.settle_stale, "payment sweep", jobs
             )
             tasks.append(asyncio.create_task(sweep, name="payment-sweep"))
+            payments = handler
+
+            async def longest_wait() -> float:
+                return (await payments.longest_wait()).total_seconds()
+
+            async def payments_due_age() -> None:
+                await read_age(metrics.payment_longest_wait, longest_wait)
+
+            waiting = every(5.0, payments_due_age, "payments due age", jobs)
+            tasks.append(asyncio.create_task(waiting, name="payment-due-age"))
         log.info("%s service started", service)
         try:
             yield

@@ -86,6 +86,11 @@ class ServiceMetrics:
         self.outbox_oldest_age = Gauge(
             "outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished row", registry=r
         )
+        self.payment_longest_wait = Gauge(
+            "payment_oldest_due_age_seconds",
+            "How long the payment waiting longest on the gateway has waited (0: none)",
+            registry=r,
+        )
         self.http_duration = Histogram(
             "http_server_request_duration_seconds",
             "HTTP request duration",

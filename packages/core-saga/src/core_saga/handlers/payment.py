@@ -184,6 +184,13 @@ class PaymentService:
             if len(stale) < limit:
                 return total
 
+    async def longest_wait(self) -> timedelta:
+        """How long the payment waiting longest on the gateway has waited; zero if none."""
+        async with self.uow() as uow:
+            now = self.clock.now()
+            oldest = await uow.payments.due(now, 1)
+        return now - (oldest[0].updated_at or oldest[0].created_at) if oldest else timedelta(0)
+
     async def settle(self, due: Sequence[Due]) -> int:
         """Call the gateway for each due payment (outside any transaction), then record the
         outcomes and their events in one transaction; return how many settled.
