@@ -184,3 +184,14 @@ async def test_due_lists_the_payments_waiting_on_the_gateway_longest_waiting_fir
         assert await uow.payments.due(start + timedelta(seconds=2), 10) == [refunding, pending]
         assert await uow.payments.due(start + timedelta(seconds=9), 2) == [refunding, pending]
         assert await uow.payments.due(start, 10) == []
+        end = start + timedelta(seconds=9)
+        first = await uow.payments.due(end, 1)
+        second = await uow.payments.due(end, 1, after=waited(first[0]))
+        rest = await uow.payments.due(end, 10, after=waited(second[0]))
+        assert [*first, *second, *rest] == [refunding, pending, later]
+
+
+def waited(payment: Payment) -> Position:
+    """Where a page of due payments that ends at ``payment`` ends."""
+    assert payment.updated_at is not None
+    return payment.updated_at, payment.id

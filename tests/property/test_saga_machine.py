@@ -103,10 +103,12 @@ class SagaMachine(RuleBasedStateMachine):
         self.harness.clock.advance(timedelta(seconds=seconds))
         self.run(self.harness.sweep())
 
-    @rule(down=st.booleans())
-    def gateway_outage(self, down: bool) -> None:
-        """Charges and refunds fail while it lasts: payments stay due until swept."""
-        self.harness.gateway.down = down
+    @rule(fails=st.sampled_from(["no", "before acting", "after acting"]))
+    def gateway_outage(self, fails: str) -> None:
+        """Charges and refunds fail while it lasts, before the gateway acts or after (the
+        answer lost): payments stay due until swept."""
+        self.harness.gateway.down = fails == "before acting"
+        self.harness.gateway.answers_lost = fails == "after acting"
 
     @rule()
     def settle_payments(self) -> None:
@@ -118,7 +120,7 @@ class SagaMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self.harness.gateway.down = False
+            self.harness.gateway.down = self.harness.gateway.answers_lost = False
             self.run(self.harness.run_until_quiet())
             assert self.run(self.harness.violations()) == []
             for order in self.run(self.harness.snapshot()).orders.values():

@@ -34,6 +34,7 @@ from core_saga.messages import (
     decode,
 )
 from core_saga.payments import ChargeResult, Payment, PaymentStatus
+from core_saga.ports import InfrastructureError
 
 pytestmark = pytest.mark.unit
 
@@ -380,3 +381,74 @@ async def test_the_longest_wait_is_that_of_the_payment_due_longest(
     gateway.down = False
     await service.settle_stale(after=timedelta(0))
     assert await service.longest_wait() == timedelta(0)
+
+
+class FailingGateway(ScriptedGateway):
+    """Hangs, or raises ``error``, on the orders in ``failing``; answers the others."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__(success_rate=1.0)
+        self.error = error
+        self.failing: set[UUID] = set()
+
+    async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        if order_id in self.failing:
+            if self.error is None:
+                await asyncio.Event().wait()  # never answers
+            raise self.error
+        return await super().charge(order_id, amount, currency)
+
+
+async def test_a_gateway_call_that_hangs_times_out_and_leaves_the_payment_due(
+    db: MemoryPaymentDatabase, clock: ManualClock
+) -> None:
+    gateway = FailingGateway()
+    service = PaymentService(
+        db.unit_of_work, clock, gateway, gateway_timeout=timedelta(milliseconds=50)
+    )
+    hanging, answered = uuid4(), uuid4()
+    gateway.failing.add(hanging)
+    batch = [new_envelope(reserved(i), clock.now(), None) for i in (hanging, answered)]
+    async with asyncio.timeout(10):  # without the call's timeout: forever
+        await service.handle_batch(batch)
+    statuses = {p.order_id: p.status for p in payments(db)}
+    assert statuses == {hanging: PaymentStatus.PENDING, answered: PaymentStatus.SUCCEEDED}
+
+
+async def test_a_bug_in_the_gateway_is_logged_as_one_and_not_taken_for_an_outage(
+    db: MemoryPaymentDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="core_saga.handlers.payment")
+    gateway = FailingGateway(TypeError("charge() got an unexpected keyword"))
+    service = PaymentService(db.unit_of_work, clock, gateway)
+    order_id = uuid4()
+    gateway.failing.add(order_id)
+    await deliver(service, clock, reserved(order_id))
+    [record] = [r for r in caplog.records if r.name == "core_saga.handlers.payment"]
+    assert (record.levelname, record.exc_info is not None) == ("ERROR", True)
+    assert [p.status for p in payments(db)] == [PaymentStatus.PENDING]
+    clock.advance(SETTLE_AFTER)
+    with pytest.raises(TypeError):
+        await service.settle_stale()
+
+
+async def test_a_payment_that_keeps_failing_does_not_hold_back_the_sweep(
+    db: MemoryPaymentDatabase, clock: ManualClock
+) -> None:
+    """The longest waiting comes first on every read; the sweep goes on through every page
+    and says it failed at the end."""
+    gateway = FailingGateway(InfrastructureError("declined by the network"))
+    service = PaymentService(db.unit_of_work, clock, gateway)
+    stuck = uuid4()
+    gateway.failing.add(stuck)
+    gateway.down = True
+    await deliver(service, clock, reserved(stuck))
+    for _ in range(24):
+        clock.advance(timedelta(milliseconds=1))
+        await deliver(service, clock, reserved(uuid4()))
+    gateway.down = False
+    clock.advance(SETTLE_AFTER)
+    with pytest.raises(GatewayUnavailable, match="failed on 1 of 10 payments"):
+        await service.settle_stale(limit=10)
+    waiting = [p.order_id for p in payments(db) if p.status.due]
+    assert waiting == [stuck]

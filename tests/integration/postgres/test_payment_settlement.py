@@ -12,6 +12,7 @@ import pytest
 from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import create_engine
 from adapters_postgres.migrations import current_revisions, downgrade, is_at_head, migrate
+from adapters_postgres.payment_repositories import _DUE, _FIRST
 from adapters_postgres.uow import payment_uow_factory
 from commerce_apps.app import build_app
 from commerce_apps.container import container_for
@@ -118,13 +119,21 @@ async def test_the_due_payments_revision_goes_down_only_once_none_is_due(
 
 
 async def _due_plan(conn: AsyncConnection) -> str:
-    """The plan of the sweep's read, with sequential scans made unattractive (the table is
-    tiny): it must be able to use the partial index at all."""
-    await conn.execute(text("SET enable_seqscan = off"))
-    rows = await conn.execute(
-        text(
-            "EXPLAIN SELECT * FROM payments WHERE status IN ('PENDING', 'REFUNDING')"
-            " AND updated_at <= now() ORDER BY updated_at LIMIT 100"
+    """The plan of the sweep's own statement, prepared as asyncpg prepares it, forced generic
+    (what a prepared statement ends up with), sequential scans made unattractive (the table
+    is tiny): the partial index must serve it whatever the parameters."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+    statement = await driver.prepare(f"EXPLAIN {_DUE.sql}")
+    rows = await statement.fetch(
+        *_DUE.args(
+            {
+                "before": datetime.now(UTC),
+                "limit": 100,
+                "after_at": _FIRST[0],
+                "after_id": _FIRST[1],
+            }
         )
     )
     return "\n".join(row[0] for row in rows)

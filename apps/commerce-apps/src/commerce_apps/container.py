@@ -201,6 +201,7 @@ class PaymentContainer(ServiceContainer):
         SimulatedGateway,
         success_rate=ServiceContainer.settings.provided.payment_success_rate,
         forced=ServiceContainer.settings.provided.payment_force_outcome,
+        latency=ServiceContainer.settings.provided.payment_gateway_latency,
     )
     handler = providers.Singleton(
         PaymentService,
@@ -209,6 +210,9 @@ class PaymentContainer(ServiceContainer):
         gateway=gateway,
         settle_after=providers.Callable(
             lambda s: timedelta(seconds=s.payment_settle_after), ServiceContainer.settings
+        ),
+        gateway_timeout=providers.Callable(
+            lambda s: timedelta(seconds=s.payment_gateway_timeout), ServiceContainer.settings
         ),
     )
     routes = providers.Callable(payment_routes, reader)

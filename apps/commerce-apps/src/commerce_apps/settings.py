@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     deadline_sweep_interval: float = Field(1.0, gt=0)
     payment_success_rate: float = Field(0.8, ge=0, le=1)
     payment_force_outcome: Literal["success", "failure"] | None = None
+    payment_gateway_latency: float = Field(
+        0.0, ge=0, le=60, description="seconds the simulated gateway takes per call"
+    )
+    payment_gateway_timeout: float = Field(
+        10.0, gt=0, description="seconds a gateway call may take; then its payment stays due"
+    )
     payment_settle_after: float = Field(
         10.0, gt=0, description="seconds a payment may wait on the gateway before the sweep"
     )

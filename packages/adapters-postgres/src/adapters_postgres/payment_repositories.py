@@ -11,13 +11,13 @@ four per event.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
 from core_saga.ports import LIST_LIMIT, Position
-from sqlalchemy import Integer, bindparam, exists, insert, select, text, update
+from sqlalchemy import Integer, bindparam, exists, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -85,11 +85,18 @@ _MARK_CANCELLED = raw.Compiled(
 
 _DUE = raw.Compiled(
     select(payments)
-    .where(text(PAYMENTS_DUE), payments.c.updated_at <= param(payments.c.updated_at, "before"))
-    .order_by(payments.c.updated_at)
+    .where(
+        text(PAYMENTS_DUE),
+        payments.c.updated_at <= param(payments.c.updated_at, "before"),
+        tuple_(payments.c.updated_at, payments.c.id)
+        > tuple_(param(payments.c.updated_at, "after_at"), param(payments.c.id, "after_id")),
+    )
+    .order_by(payments.c.updated_at, payments.c.id)
     .limit(bindparam("limit", type_=Integer))
 )
-"""The predicate as written in ``payments_due_idx``, so that index serves it."""
+"""The predicate as written in ``payments_due_idx`` (literal, so a generic plan of the
+prepared statement can use that index too), read along its ``(updated_at, id)``."""
+_FIRST: Position = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 _WAS_CANCELLED = raw.Compiled(
     select(exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id)))
@@ -155,9 +162,12 @@ class PostgresPaymentRepository:
         rows = await raw.fetch_compiled(self._conn, _WAS_CANCELLED, {"order_id": order_id})
         return bool(rows[0][0])
 
-    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
-        rows = await raw.fetch_compiled(self._conn, _DUE, {"before": before, "limit": limit})
-        return [_payment(row) for row in rows]
+    async def due(
+        self, before: datetime, limit: int, *, after: Position | None = None
+    ) -> Sequence[Payment]:
+        after_at, after_id = after or _FIRST
+        params = {"before": before, "limit": limit, "after_at": after_at, "after_id": after_id}
+        return [_payment(row) for row in await raw.fetch_compiled(self._conn, _DUE, params)]
 
     async def flush(self) -> None:
         """Insert new payments, update changed ones, note cancellations: a round trip each."""

@@ -208,7 +208,7 @@ payments = Table(
     Column("updated_at", Timestamp),
     _status_check("status", PAYMENT_STATUSES),
     Index("payments_created_at_idx", "created_at", "id"),  # the newest page of GET /api/payments
-    Index("payments_due_idx", "updated_at", postgresql_where=text(PAYMENTS_DUE)),
+    Index("payments_due_idx", "updated_at", "id", postgresql_where=text(PAYMENTS_DUE)),
 )
 
 cancelled_orders = Table(

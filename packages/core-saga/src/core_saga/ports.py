@@ -237,9 +237,13 @@ class PaymentRepository(Protocol):
 
     async def was_cancelled(self, order_id: UUID) -> bool: ...
 
-    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
+    async def due(
+        self, before: datetime, limit: int, *, after: Position | None = None
+    ) -> Sequence[Payment]:
         """Up to ``limit`` payments still waiting on the gateway (PENDING or REFUNDING),
-        last changed at ``before`` or earlier, the longest waiting first; no lock taken."""
+        last changed at ``before`` or earlier, the longest waiting first (by ``updated_at``,
+        then ``id``); ``after`` keeps those past that position (the last of a page). No lock
+        taken."""
         ...
 
 
@@ -333,7 +337,9 @@ class Clock(Protocol):
 class PaymentGateway(Protocol):
     """Called outside any transaction, and again for a payment whose outcome was not recorded
     (a crash, a timeout): a charge must be deduplicated by order id (a repeat answers the
-    first outcome), a refund by payment id. An exception leaves the payment due."""
+    first outcome), a refund by payment id. An outage must raise ``InfrastructureError`` (or
+    ``OSError``, ``TimeoutError``): the payment stays due and is called again later. Any
+    other exception is taken for a bug. A call is given ``PaymentService.gateway_timeout``."""
 
     async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult: ...
 

@@ -44,6 +44,10 @@ SETTLE_AFTER = timedelta(seconds=10)
 """How long a payment may wait on the gateway before the sweep calls it again: longer than a
 consumer batch's calls take (the sweep would call twice, harmless but wasted), well within
 the saga's 30 s deadline (an order that times out is charged only to be refunded)."""
+GATEWAY_TIMEOUT = timedelta(seconds=10)
+"""The longest a gateway call may take: a call that hangs would hold its batch, and its
+partition, for good. One that times out leaves its payment due (it may have been charged:
+the repeated call, deduplicated, tells)."""
 GATEWAY_CALLS = 16
 """Gateway calls in flight per settlement: a batch of 100 charges waits about 7 calls' time."""
 
@@ -60,16 +64,21 @@ class GatewayUnavailable(InfrastructureError):
 
 @dataclass(frozen=True)
 class SimulatedGateway:
-    """A ``PaymentGateway`` that decides from the order id alone (PAYMENT_SUCCESS_RATE)."""
+    """A ``PaymentGateway`` that decides from the order id alone (PAYMENT_SUCCESS_RATE), so a
+    repeated call answers alike; ``latency`` seconds per call, as a remote one takes."""
 
     success_rate: float = 0.8
     forced: ForcedOutcome | None = None
+    latency: float = 0.0
 
     async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         return simulated_outcome(order_id, self.success_rate, self.forced)
 
     async def refund(self, payment_id: UUID, amount: Decimal) -> None:
-        return None
+        if self.latency:
+            await asyncio.sleep(self.latency)
 
 
 @dataclass
@@ -89,6 +98,7 @@ class PaymentService:
     clock: Clock
     gateway: PaymentGateway
     settle_after: timedelta = SETTLE_AFTER
+    gateway_timeout: timedelta = GATEWAY_TIMEOUT
     subscriptions: frozenset[str] = field(
         default=frozenset({"StockReserved", "OrderCancelled"}), init=False
     )
@@ -162,27 +172,38 @@ class PaymentService:
     async def _settle_now(self, due: list[Due]) -> None:
         """Right after the commit that made them due. What fails here stays due, for
         ``settle_stale``: failing the consumed batch would only redeliver events its inbox
-        now skips. Said at most once per ``QUIET_FOR`` while failures go on."""
+        now skips. An outage is said at most once per ``QUIET_FOR``; a bug every time."""
         try:
             await self.settle(due)
-        except Exception as exc:
+        except InfrastructureError as exc:
             now = self.clock.now()
             if self._warned_at is None or now - self._warned_at >= QUIET_FOR:
                 self._warned_at = now
                 logger.warning("%s; the sweep settles them later", exc, exc_info=exc)
+        except Exception:
+            logger.exception("settling %d payments failed; the sweep tries again", len(due))
 
     async def settle_stale(self, limit: int = 100, after: timedelta | None = None) -> int:
         """Settle the payments due for ``after`` (``settle_after``) or longer, ``limit`` at a
-        time until a page is not full; return how many settled. ``GatewayUnavailable`` if a
-        gateway call failed (the rest of that page is recorded; the next pages wait)."""
-        waited = self.settle_after if after is None else after
-        total = 0
+        time, every page once; return how many settled. If a gateway call failed, the
+        ``GatewayUnavailable`` is raised after the last page: a payment that keeps failing
+        (the longest waiting, first on every read) must not hold back the others."""
+        before = self.clock.now() - (self.settle_after if after is None else after)
+        total, failed, position = 0, None, None
         while True:
             async with self.uow() as uow:
-                stale = await uow.payments.due(self.clock.now() - waited, limit)
-            total += await self.settle([(payment, None) for payment in stale])
-            if len(stale) < limit:
-                return total
+                page = await uow.payments.due(before, limit, after=position)
+            try:
+                total += await self.settle([(payment, None) for payment in page])
+            except GatewayUnavailable as exc:
+                failed = exc
+            if len(page) < limit:
+                break
+            last = page[-1]
+            position = (last.updated_at or last.created_at, last.id)
+        if failed is not None:
+            raise failed
+        return total
 
     async def longest_wait(self) -> timedelta:
         """How long the payment waiting longest on the gateway has waited; zero if none."""
@@ -228,6 +249,11 @@ class PaymentService:
             ) from failures[0]
         return settled
 
+    def _is_outage(self, exc: Exception) -> bool:
+        """The gateway unreachable, refusing, or slower than ``gateway_timeout``: worth
+        calling again later. Anything else is a bug, raised as it is."""
+        return isinstance(exc, InfrastructureError | OSError | TimeoutError)
+
     async def _call_gateway(
         self, due: Sequence[Due]
     ) -> tuple[list[tuple[Payment, UUID | None, ChargeResult | None]], list[Exception]]:
@@ -236,7 +262,7 @@ class PaymentService:
         calls = asyncio.Semaphore(GATEWAY_CALLS)
 
         async def call(payment: Payment) -> ChargeResult | None:
-            async with calls:
+            async with calls, asyncio.timeout(self.gateway_timeout.total_seconds()):
                 if payment.status is PaymentStatus.PENDING:
                     return await self.gateway.charge(
                         payment.order_id, payment.amount, payment.currency
@@ -250,10 +276,10 @@ class PaymentService:
         outcomes: list[tuple[Payment, UUID | None, ChargeResult | None]] = []
         failures: list[Exception] = []
         for (payment, cause), result in zip(due, results, strict=True):
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and self._is_outage(result):
                 failures.append(result)
             elif isinstance(result, BaseException):
-                raise result
+                raise result  # a bug in the gateway's adapter, or cancelled
             else:
                 outcomes.append((payment, cause, result))
         return outcomes, failures

@@ -14,12 +14,15 @@ class ScriptedGateway:
 
     Deduplicates as ``PaymentGateway`` asks of a real one: a charge of an order already
     charged answers the first outcome and charges nothing; a refund of a payment already
-    refunded refunds nothing. ``down`` makes every call fail, as a gateway outage does.
+    refunded refunds nothing. ``down`` makes every call fail before it acts, as a gateway
+    outage does; ``answers_lost`` makes every call act, then fail (a timeout after the
+    gateway charged: only a repeated call tells the outcome).
     """
 
     def __init__(self, success_rate: float = 0.8) -> None:
         self.success_rate = success_rate
         self.down = False
+        self.answers_lost = False
         self.outcomes: dict[UUID, bool] = {}
         self.charges: list[tuple[UUID, Decimal]] = []
         self.refunds: list[tuple[UUID, Decimal]] = []
@@ -38,13 +41,19 @@ class ScriptedGateway:
         )
         self.charges.append((order_id, amount))
         result = self._charged[order_id] = simulated_outcome(order_id, self.success_rate, forced)
+        self._lose_answer()
         return result
 
     async def refund(self, payment_id: UUID, amount: Decimal) -> None:
         self._answer()
         if all(refunded != payment_id for refunded, _ in self.refunds):
             self.refunds.append((payment_id, amount))
+        self._lose_answer()
 
     def _answer(self) -> None:
         if self.down:
             raise InfrastructureError("the payment gateway is down")
+
+    def _lose_answer(self) -> None:
+        if self.answers_lost:
+            raise TimeoutError("the payment gateway's answer was lost")

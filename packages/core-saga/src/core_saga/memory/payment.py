@@ -55,11 +55,18 @@ class MemoryPayments:
     async def was_cancelled(self, order_id: UUID) -> bool:
         return self._cancelled.get(order_id) is not None
 
-    async def due(self, before: datetime, limit: int) -> Sequence[Payment]:
-        waiting = self._rows.select(
-            lambda p: p.status.due and (p.updated_at or p.created_at) <= before
+    async def due(
+        self, before: datetime, limit: int, *, after: Position | None = None
+    ) -> Sequence[Payment]:
+        def waiting(p: Payment) -> tuple[datetime, UUID]:
+            return (p.updated_at or p.created_at, p.id)
+
+        rows = self._rows.select(
+            lambda p: (
+                p.status.due and waiting(p)[0] <= before and (after is None or waiting(p) > after)
+            )
         )
-        return sorted(waiting, key=lambda p: (p.updated_at or p.created_at, p.id))[:limit]
+        return sorted(rows, key=waiting)[:limit]
 
 
 class MemoryPaymentDatabase(MemoryDatabase):

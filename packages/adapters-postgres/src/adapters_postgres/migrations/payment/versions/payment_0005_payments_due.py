@@ -5,8 +5,8 @@ cancellation; the gateway is called after that commit, and its outcome recorded 
 second transaction. ``payments_due_idx`` finds the ones a crash or a failed call left
 waiting, for the sweep; it holds only those (a partial index), so it stays small.
 
-Upgrade every payment replica together: one from before this revision cannot read a
-PENDING or REFUNDING payment (its consumer fails on that order until it is upgraded).
+A payment replica from before this revision cannot read a PENDING or REFUNDING payment: its
+consumer takes the error for poison and dead-letters the event (docs/runbook.md, Upgrade).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BEFORE = ("SUCCEEDED", "FAILED", "REFUNDED")
 def upgrade() -> None:
     replace_status_check("payments", STATUSES)
     create_index_concurrently(
-        "payments_due_idx", "payments", ["updated_at"], "status IN ('PENDING', 'REFUNDING')"
+        "payments_due_idx", "payments", ["updated_at", "id"], "status IN ('PENDING', 'REFUNDING')"
     )
 
 
