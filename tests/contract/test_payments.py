@@ -173,10 +173,11 @@ async def test_due_lists_the_payments_waiting_on_the_gateway_longest_waiting_fir
 
     refunding = at(1, PaymentStatus.REFUNDING)
     pending = at(2, PaymentStatus.PENDING)
-    later = at(5, PaymentStatus.PENDING)
+    tied = replace(at(5, PaymentStatus.PENDING), id=UUID(int=1))  # one settlement's instant
+    later = replace(at(5, PaymentStatus.PENDING), id=UUID(int=2))
     settled = [at(0, status) for status in PaymentStatus if not status.due]
     async with payments.unit_of_work() as uow:
-        for payment in (later, pending, *settled, refunding):
+        for payment in (later, pending, *settled, tied, refunding):
             await uow.payments.add(payment)
         await uow.commit()
 
@@ -187,8 +188,10 @@ async def test_due_lists_the_payments_waiting_on_the_gateway_longest_waiting_fir
         end = start + timedelta(seconds=9)
         first = await uow.payments.due(end, 1)
         second = await uow.payments.due(end, 1, after=waited(first[0]))
-        rest = await uow.payments.due(end, 10, after=waited(second[0]))
-        assert [*first, *second, *rest] == [refunding, pending, later]
+        third = await uow.payments.due(end, 2, after=waited(second[0]))
+        rest = await uow.payments.due(end, 10, after=waited(third[0]))
+        assert [*first, *second, *third] == [refunding, pending, tied, later]
+        assert rest == [later]  # a tie on updated_at goes on by id, not past both
 
 
 def waited(payment: Payment) -> Position:

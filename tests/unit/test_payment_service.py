@@ -197,7 +197,7 @@ async def test_simulated_gateway_decides_from_the_order_id() -> None:
 # --- the two steps, and the sweep ---------------------------------------------------------
 
 
-def causes(db: MemoryPaymentDatabase) -> list[UUID]:
+def causes(db: MemoryPaymentDatabase) -> list[UUID | None]:
     return [decode(row.message.value).causation_id for row in db.outbox.rows]
 
 
@@ -393,9 +393,9 @@ class FailingGateway(ScriptedGateway):
 
     async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
         if order_id in self.failing:
-            if self.error is None:
-                await asyncio.Event().wait()  # never answers
-            raise self.error
+            if self.error is not None:
+                raise self.error
+            await asyncio.Event().wait()  # never answers
         return await super().charge(order_id, amount, currency)
 
 
@@ -415,21 +415,33 @@ async def test_a_gateway_call_that_hangs_times_out_and_leaves_the_payment_due(
     assert statuses == {hanging: PaymentStatus.PENDING, answered: PaymentStatus.SUCCEEDED}
 
 
-async def test_a_bug_in_the_gateway_is_logged_as_one_and_not_taken_for_an_outage(
+async def test_a_bug_in_the_gateway_is_logged_as_one_and_holds_back_no_other_payment(
     db: MemoryPaymentDatabase, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Not an outage (an adapter rejecting what it was given): an ERROR with its traceback,
+    every time; the payment stays due, the rest are recorded, the sweep goes past it."""
     caplog.set_level(logging.WARNING, logger="core_saga.handlers.payment")
     gateway = FailingGateway(TypeError("charge() got an unexpected keyword"))
     service = PaymentService(db.unit_of_work, clock, gateway)
-    order_id = uuid4()
-    gateway.failing.add(order_id)
-    await deliver(service, clock, reserved(order_id))
-    [record] = [r for r in caplog.records if r.name == "core_saga.handlers.payment"]
-    assert (record.levelname, record.exc_info is not None) == ("ERROR", True)
-    assert [p.status for p in payments(db)] == [PaymentStatus.PENDING]
+    broken, fine = uuid4(), uuid4()
+    gateway.failing.add(broken)
+    batch = [new_envelope(reserved(i), clock.now(), None) for i in (broken, fine)]
+    await service.handle_batch(batch)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    statuses = {p.order_id: p.status for p in payments(db)}
+    assert statuses == {broken: PaymentStatus.PENDING, fine: PaymentStatus.SUCCEEDED}
+
+    gateway.down = True
+    for _ in range(12):
+        clock.advance(timedelta(milliseconds=1))
+        await deliver(service, clock, reserved(uuid4()))
+    gateway.down = False
     clock.advance(SETTLE_AFTER)
-    with pytest.raises(TypeError):
-        await service.settle_stale()
+    with pytest.raises(GatewayUnavailable, match="failed on 1 of 5 payments"):
+        await service.settle_stale(limit=5)
+    assert [p.order_id for p in payments(db) if p.status.due] == [broken]
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 2
 
 
 async def test_a_payment_that_keeps_failing_does_not_hold_back_the_sweep(

@@ -223,3 +223,27 @@ async def test_a_second_holder_waits_and_then_sees_the_first_ones_notification(
         await first.commit()
         assert not await waiting
     assert await stored(notification_engine, [order_id]) == {order_id: ["ORDER_CONFIRMED"]}
+
+
+async def test_an_add_without_hold_waits_for_a_holder_and_then_stores_nothing(
+    notification_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    """Without the lock, it inserted at once and the holder's deferred insert was dropped at
+    its commit (ON CONFLICT): both were told theirs was stored, and both would send."""
+    order_id = uuid4()
+    units = notification_uow_factory(notification_engine)
+    async with units() as held:
+        await held.hold({order_id})
+        assert await held.notifications.add(notification(order_id, clock))
+
+        async def loose_add() -> bool:
+            async with units() as loose:
+                added = await loose.notifications.add(notification(order_id, clock))
+                await loose.commit()
+            return added
+
+        loose = asyncio.create_task(loose_add())
+        await wait_for_lock_waiters(notification_engine, 1)
+        await held.commit()
+    assert await loose is False
+    assert len(await stored(notification_engine, [order_id])) == 1

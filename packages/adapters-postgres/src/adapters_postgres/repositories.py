@@ -430,6 +430,9 @@ class PostgresNotificationRepository:
                 return False
             self._held.add(order_id, notification)
             return True
+        # Not held: lock it first, or a holder's insert, deferred to its commit, would find
+        # this one there and be dropped, while both callers were told theirs was stored.
+        await self._locks.take((order_id,))
         params = _notification_params(notification)
         return bool(await raw.fetch_compiled(self._conn, _ADD_NOTIFICATION, params))
 

@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 
 SETTLE_AFTER = timedelta(seconds=10)
 """How long a payment may wait on the gateway before the sweep calls it again: longer than a
-consumer batch's calls take (the sweep would call twice, harmless but wasted), well within
-the saga's 30 s deadline (an order that times out is charged only to be refunded)."""
+consumer batch's calls usually take, well within the saga's 30 s deadline (an order that
+times out is charged only to be refunded). A batch whose calls take longer (each may take
+``GATEWAY_TIMEOUT``, ``GATEWAY_CALLS`` at a time) meets the sweep calling the same payments:
+harmless (the gateway deduplicates, one outcome is recorded) but wasted calls."""
 GATEWAY_TIMEOUT = timedelta(seconds=10)
 """The longest a gateway call may take: a call that hangs would hold its batch, and its
 partition, for good. One that times out leaves its payment due (it may have been charged:
@@ -250,8 +252,9 @@ class PaymentService:
         return settled
 
     def _is_outage(self, exc: Exception) -> bool:
-        """The gateway unreachable, refusing, or slower than ``gateway_timeout``: worth
-        calling again later. Anything else is a bug, raised as it is."""
+        """The gateway unreachable, refusing, or slower than ``gateway_timeout``. Anything
+        else is a bug, logged as one; either way the payment stays due, the others of its
+        settlement are recorded, and the sweep calls it again."""
         return isinstance(exc, InfrastructureError | OSError | TimeoutError)
 
     async def _call_gateway(
@@ -276,10 +279,18 @@ class PaymentService:
         outcomes: list[tuple[Payment, UUID | None, ChargeResult | None]] = []
         failures: list[Exception] = []
         for (payment, cause), result in zip(due, results, strict=True):
-            if isinstance(result, Exception) and self._is_outage(result):
+            if isinstance(result, Exception):
+                if not self._is_outage(result):  # a bug: said each time, with its traceback
+                    logger.error(
+                        "the payment gateway's adapter failed on payment %s; it stays %s",
+                        payment.id,
+                        payment.status,
+                        exc_info=result,
+                        extra={"order_id": str(payment.order_id)},
+                    )
                 failures.append(result)
             elif isinstance(result, BaseException):
-                raise result  # a bug in the gateway's adapter, or cancelled
+                raise result  # cancelled
             else:
                 outcomes.append((payment, cause, result))
         return outcomes, failures
