@@ -166,3 +166,52 @@ async def test_the_payment_service_reports_how_long_a_payment_has_waited(
             assert (registry.get_sample_value("payment_oldest_due_age_seconds") or 0) < 150
     finally:
         await engine.dispose()
+
+
+class CountingGateway(ScriptedGateway):
+    """Every call, kept (``charges`` keeps only the first per order, as deduplicated)."""
+
+    def __init__(self) -> None:
+        super().__init__(success_rate=1.0)
+        self.calls: list[UUID] = []
+
+    async def charge(self, order_id: UUID, amount: Decimal, currency: str) -> ChargeResult:
+        self.calls.append(order_id)
+        await asyncio.sleep(0.02)  # a remote gateway's time: two sweeps would overlap
+        return await super().charge(order_id, amount, currency)
+
+
+async def test_two_payment_replicas_sweep_one_at_a_time(new_database: DatabaseFactory) -> None:
+    """Each would call the gateway for every due payment: with two, twice per payment."""
+    url = await new_database.create("payment")
+    engine = create_engine(url)
+    try:
+        clock = ManualClock()
+        down = ScriptedGateway()
+        down.down = True
+        service = PaymentService(payment_uow_factory(engine), clock, down)
+        orders = [uuid4() for _ in range(20)]
+        await service.handle_batch([new_envelope(reserved(i), clock.now(), None) for i in orders])
+
+        gateway = CountingGateway()
+        dead = free_port()
+        settings = Settings(
+            database_url=url,
+            kafka_bootstrap_servers=f"127.0.0.1:{dead}",
+            payment_settle_after=0.001,
+            payment_sweep_interval=0.01,
+        )
+        apps = [build_app(container_for("payment", settings, gateway=gateway)) for _ in range(2)]
+        first, second = (app.router.lifespan_context(app) for app in apps)
+        async with first, second, asyncio.timeout(20):
+            while len(set(gateway.calls)) < len(orders) or await _due(engine):
+                await asyncio.sleep(0.05)
+        assert sorted(gateway.calls) == sorted(orders)  # each called once
+    finally:
+        await engine.dispose()
+
+
+async def _due(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM payments WHERE status IN ('PENDING', 'REFUNDING')")
+        return int((await conn.execute(query)).scalar_one())

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from adapters_kafka.policy import broker_may_recover
+from adapters_postgres.engine import named_lock_key, try_session_lock
 from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
 from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
@@ -51,6 +52,7 @@ OPERATIONS = {
 }
 VERSION = "0.1.0"
 SHUTDOWN_SECONDS = 15.0
+PAYMENT_SWEEP_LOCK = named_lock_key("payment-sweep")
 
 
 def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> Starlette:
@@ -156,11 +158,15 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             )
             tasks.append(asyncio.create_task(sweep, name="order-deadlines"))
         if isinstance(handler, PaymentService):
-            sweep = every(
-                settings.payment_sweep_interval, handler.settle_stale, "payment sweep", jobs
-            )
-            tasks.append(asyncio.create_task(sweep, name="payment-sweep"))
             payments = handler
+
+            async def settle_stale() -> int:
+                """One replica at a time: each would call the gateway for every due payment."""
+                async with try_session_lock(engine, PAYMENT_SWEEP_LOCK) as sweeping:
+                    return await payments.settle_stale() if sweeping else 0
+
+            sweep = every(settings.payment_sweep_interval, settle_stale, "payment sweep", jobs)
+            tasks.append(asyncio.create_task(sweep, name="payment-sweep"))
 
             async def longest_wait() -> float:
                 return (await payments.longest_wait()).total_seconds()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -101,6 +102,28 @@ class SessionGuards:
 
 
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+
+
+def named_lock_key(name: str) -> int:
+    """A session advisory lock key for a named role (signed 64 bits, stable across versions)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@asynccontextmanager
+async def try_session_lock(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    """Whether this process holds the session advisory lock ``key`` (on a pooled connection
+    of its own, outside any transaction) for the block; released at its end, or by the
+    server when the connection dies. Tried once, never waited for (``poll_advisory_lock``)."""
+    async with engine.connect() as conn:
+        taken = bool(await conn.scalar(_TRY_LOCK, {"key": key}))
+        await conn.rollback()  # no transaction, no snapshot, held while the block runs
+        try:
+            yield taken
+        finally:
+            if taken:
+                await conn.scalar(_UNLOCK, {"key": key})
+                await conn.rollback()
 
 
 async def poll_advisory_lock(conn: AsyncConnection, key: int, every: float) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from adapters_postgres.engine import KEEPALIVES, create_engine, poll_advisory_lock
+from adapters_postgres.engine import (
+    KEEPALIVES,
+    create_engine,
+    named_lock_key,
+    poll_advisory_lock,
+)
 from adapters_postgres.outbox import PostgresOutboxStore, outbox_channel
 from adapters_postgres.wakeup import OUTBOX_WAKEUP, wakeup_key
 
@@ -59,8 +63,7 @@ CLEANUP_STOP_SECONDS = 5.0  # a cancelled cleanup's wait for its statement to en
 
 def relay_lock_key(service: str) -> int:
     """The advisory lock key of ``service``'s relay (signed 64 bits, stable across versions)."""
-    digest = hashlib.sha256(f"outbox-relay:{service}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return named_lock_key(f"outbox-relay:{service}")
 
 
 @dataclass(frozen=True)
