@@ -19,6 +19,7 @@ from core_saga.handlers.notification import NotificationService
 from core_saga.memory import MemoryNotifier
 from core_saga.messages import Envelope, OrderCancelled, OrderConfirmed, PaymentFailed
 from core_saga.notifications import Notification, NotificationType
+from core_saga.ports import InfrastructureError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -247,3 +248,31 @@ async def test_an_add_without_hold_waits_for_a_holder_and_then_stores_nothing(
         await held.commit()
     assert await loose is False
     assert len(await stored(notification_engine, [order_id])) == 1
+
+
+class _CommitLost(PostgresNotificationUnitOfWork):
+    """Its deferred inserts reach the server, then the commit fails (a connection lost at
+    COMMIT): the transaction rolls back."""
+
+    async def commit(self) -> None:
+        await self._notifications.flush()
+        raise ConnectionResetError("the connection was lost at COMMIT")
+
+
+async def test_a_batch_whose_commit_fails_after_its_inserts_stores_and_sends_nothing(
+    notification_engine: AsyncEngine, clock: ManualClock
+) -> None:
+    notifier = MemoryNotifier()
+    failing = NotificationService(lambda: _CommitLost(notification_engine), clock, notifier)
+    ids = [uuid4() for _ in range(3)]
+    batch = [confirmed(i) for i in ids]
+    with statements_on(notification_engine) as statements, pytest.raises(InfrastructureError):
+        await failing.handle_batch(batch)
+    assert count(statements, "INSERT INTO notifications") == 1  # sent, then rolled back
+    assert await stored(notification_engine, ids) == {i: [] for i in ids}
+    assert notifier.sent == []
+
+    service, notifier = service_on(notification_engine, clock)
+    await service.handle_batch(batch)
+    assert await stored(notification_engine, ids) == {i: ["ORDER_CONFIRMED"] for i in ids}
+    assert sorted(n.order_id for n in notifier.sent) == sorted(ids)
