@@ -196,5 +196,4 @@ async def test_due_lists_the_payments_waiting_on_the_gateway_longest_waiting_fir
 
 def waited(payment: Payment) -> Position:
     """Where a page of due payments that ends at ``payment`` ends."""
-    assert payment.updated_at is not None
-    return payment.updated_at, payment.id
+    return payment.changed_at, payment.id

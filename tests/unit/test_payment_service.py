@@ -383,6 +383,25 @@ async def test_the_longest_wait_is_that_of_the_payment_due_longest(
     assert await service.longest_wait() == timedelta(0)
 
 
+def statuses(db: MemoryPaymentDatabase) -> dict[UUID, PaymentStatus]:
+    return {p.order_id: p.status for p in payments(db)}
+
+
+async def left_due(
+    service: PaymentService,
+    clock: ManualClock,
+    gateway: ScriptedGateway,
+    count: int,
+    order_id: UUID | None = None,
+) -> None:
+    """``count`` charges left due, a millisecond apart, the gateway down meanwhile."""
+    gateway.down = True
+    for _ in range(count):
+        clock.advance(timedelta(milliseconds=1))
+        await deliver(service, clock, reserved(order_id or uuid4()))
+    gateway.down = False
+
+
 class FailingGateway(ScriptedGateway):
     """Hangs, or raises ``error``, on the orders in ``failing``; answers the others."""
 
@@ -411,8 +430,7 @@ async def test_a_gateway_call_that_hangs_times_out_and_leaves_the_payment_due(
     batch = [new_envelope(reserved(i), clock.now(), None) for i in (hanging, answered)]
     async with asyncio.timeout(10):  # without the call's timeout: forever
         await service.handle_batch(batch)
-    statuses = {p.order_id: p.status for p in payments(db)}
-    assert statuses == {hanging: PaymentStatus.PENDING, answered: PaymentStatus.SUCCEEDED}
+    assert statuses(db) == {hanging: PaymentStatus.PENDING, answered: PaymentStatus.SUCCEEDED}
 
 
 async def test_a_bug_in_the_gateway_is_logged_as_one_and_holds_back_no_other_payment(
@@ -429,14 +447,9 @@ async def test_a_bug_in_the_gateway_is_logged_as_one_and_holds_back_no_other_pay
     await service.handle_batch(batch)
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is not None
-    statuses = {p.order_id: p.status for p in payments(db)}
-    assert statuses == {broken: PaymentStatus.PENDING, fine: PaymentStatus.SUCCEEDED}
+    assert statuses(db) == {broken: PaymentStatus.PENDING, fine: PaymentStatus.SUCCEEDED}
 
-    gateway.down = True
-    for _ in range(12):
-        clock.advance(timedelta(milliseconds=1))
-        await deliver(service, clock, reserved(uuid4()))
-    gateway.down = False
+    await left_due(service, clock, gateway, 12)
     clock.advance(SETTLE_AFTER)
     with pytest.raises(GatewayUnavailable, match="failed on 1 of 5 payments"):
         await service.settle_stale(limit=5)
@@ -453,12 +466,8 @@ async def test_a_payment_that_keeps_failing_does_not_hold_back_the_sweep(
     service = PaymentService(db.unit_of_work, clock, gateway)
     stuck = uuid4()
     gateway.failing.add(stuck)
-    gateway.down = True
-    await deliver(service, clock, reserved(stuck))
-    for _ in range(24):
-        clock.advance(timedelta(milliseconds=1))
-        await deliver(service, clock, reserved(uuid4()))
-    gateway.down = False
+    await left_due(service, clock, gateway, 1, stuck)
+    await left_due(service, clock, gateway, 24)
     clock.advance(SETTLE_AFTER)
     with pytest.raises(GatewayUnavailable, match="failed on 1 of 10 payments"):
         await service.settle_stale(limit=10)

@@ -75,20 +75,28 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
     async def broker_up() -> bool:
         return bool(container.consumer().ready) and await container.publisher().ping()
 
-    async def read_age(gauge: Gauge, age: Callable[[], Awaitable[float]]) -> None:
-        """NaN while the database does not answer: "unknown", where the last value (0 at
-        start) would read "none waiting" through the outage, when it is least true."""
-        try:
-            gauge.set(await age())
-        except Exception as exc:
-            if is_infrastructure(exc):
-                gauge.set(math.nan)
-            raise
+    def sample_age(
+        gauge: Gauge, age: Callable[[], Awaitable[float]]
+    ) -> Callable[[], Awaitable[None]]:
+        """A periodic job setting ``gauge`` to ``age()``; NaN while the database does not
+        answer: "unknown", where the last value (0 at start) would read "none waiting"
+        through the outage, when it is least true."""
 
-    async def outbox_age() -> None:
-        outbox = PostgresOutboxStore(engine)
-        now = container.clock().now()
-        await read_age(metrics.outbox_oldest_age, lambda: outbox.oldest_unpublished_age(now))
+        async def sample() -> None:
+            try:
+                gauge.set(await age())
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    gauge.set(math.nan)
+                raise
+
+        return sample
+
+    outbox = PostgresOutboxStore(engine)
+    outbox_age = sample_age(
+        metrics.outbox_oldest_age,
+        lambda: outbox.oldest_unpublished_age(container.clock().now()),
+    )
 
     async def consumer_lag() -> None:
         consumer = container.consumer()
@@ -171,10 +179,8 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             async def longest_wait() -> float:
                 return (await payments.longest_wait()).total_seconds()
 
-            async def payments_due_age() -> None:
-                await read_age(metrics.payment_longest_wait, longest_wait)
-
-            waiting = every(5.0, payments_due_age, "payments due age", jobs)
+            waited = sample_age(metrics.payment_longest_wait, longest_wait)
+            waiting = every(5.0, waited, "payments due age", jobs)
             tasks.append(asyncio.create_task(waiting, name="payment-due-age"))
         log.info("%s service started", service)
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from adapters_kafka.policy import ConsumerHooks
@@ -39,32 +39,36 @@ class ServiceHooks(ConsumerHooks):
         return fields
 
     @contextmanager
-    def handling(
-        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
+    def _within(
+        self, fields: dict[str, str], span: Callable[[Tracer], AbstractContextManager[object]]
     ) -> Iterator[None]:
-        fields = self._fields(envelope)
+        """``fields`` as the log context, and inside it ``span`` when the service is traced."""
         with log_context(**fields):
             if self.tracer is None:
                 yield
                 return
-            with consumer_span(
-                self.tracer, topic, envelope.event_type, fields["event_id"], headers
-            ):
+            with span(self.tracer):
                 yield
+
+    def handling(
+        self, topic: str, envelope: Envelope, headers: Mapping[str, str]
+    ) -> AbstractContextManager[object]:
+        fields = self._fields(envelope)
+        return self._within(
+            fields,
+            lambda tracer: consumer_span(
+                tracer, topic, envelope.event_type, fields["event_id"], headers
+            ),
+        )
 
     def handling_batch(
         self, topic: str, headers: Sequence[Mapping[str, str]]
     ) -> AbstractContextManager[object]:
         if self.tracer is None:  # the hot path untraced: no span, no header parsed
             return log_context(service=self.metrics.service)
-        return self._handling_batch(self.tracer, topic, headers)
-
-    @contextmanager
-    def _handling_batch(
-        self, tracer: Tracer, topic: str, headers: Sequence[Mapping[str, str]]
-    ) -> Iterator[None]:
-        with log_context(service=self.metrics.service), batch_span(tracer, topic, headers):
-            yield
+        return self._within(
+            {"service": self.metrics.service}, lambda tracer: batch_span(tracer, topic, headers)
+        )
 
     def handled(self, topic: str, event_type: str, seconds: float) -> None:
         # Applied or an inbox duplicate: the handlers do not tell this hook which.
@@ -82,22 +86,18 @@ class ServiceHooks(ConsumerHooks):
         if self.tracer is not None:
             failed_in_span(error)  # the attempt's span: ``failed`` comes inside ``handling``
 
-    @contextmanager
     def dead_lettering(
         self,
         topic: str,
         headers: Mapping[str, str],
         envelope: Envelope | None,
         error: BaseException,
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[object]:
         fields = self._fields(envelope)
-        with log_context(**fields):
-            if self.tracer is None:
-                yield
-                return
-            event_id = fields.get("event_id")
-            with dead_letter_span(self.tracer, dead_letter_topic(topic), headers, event_id, error):
-                yield
+        dlt, event_id = dead_letter_topic(topic), fields.get("event_id")
+        return self._within(
+            fields, lambda tracer: dead_letter_span(tracer, dlt, headers, event_id, error)
+        )
 
     def dead_lettered(self, topic: str, error: BaseException) -> None:
         self.metrics.dead_letters.labels(topic=topic).inc()

@@ -37,6 +37,11 @@ class Payment:
     created_at: datetime
     updated_at: datetime | None = None
 
+    @property
+    def changed_at(self) -> datetime:
+        """When it last changed: for a due payment, since when it has waited on the gateway."""
+        return self.updated_at or self.created_at
+
 
 @dataclass(frozen=True)
 class ChargeResult:

@@ -146,18 +146,23 @@ def reset_churn_vacuum(*tables: str) -> None:
         op.execute(f"ALTER TABLE {table} RESET ({', '.join(CHURN_VACUUM)})")
 
 
-def replace_status_check(table: str, values: tuple[str, ...]) -> None:
-    """``status_check("status", values)`` in place of ``table``'s: added NOT VALID in the
-    revision's transaction (ACCESS EXCLUSIVE for a moment, new rows checked from then on),
-    then validated outside it, where the scan of every row holds SHARE UPDATE EXCLUSIVE
-    and blocks no writer."""
+def replace_status_check(table: str, values: tuple[str, ...], *, widening: bool = True) -> None:
+    """``status_check("status", values)`` in place of ``table``'s.
+
+    Widening (every row already passes): added NOT VALID in the revision's transaction
+    (ACCESS EXCLUSIVE for a moment, new rows checked from then on), then validated outside
+    it, where the scan of every row holds SHARE UPDATE EXCLUSIVE and blocks no writer.
+    Narrowing: checked at once, in the revision's transaction, so a row it refuses fails
+    the revision, changing nothing (NOT VALID, it would stay in place, refusing writes).
+    """
     check = status_check("status", values)
     op.execute(
         f"ALTER TABLE {table} DROP CONSTRAINT {check.name}, "
-        f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext}) NOT VALID"
+        f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext}){' NOT VALID' if widening else ''}"
     )
-    with _concurrently():
-        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check.name}")
+    if widening:
+        with _concurrently():
+            op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check.name}")
 
 
 def status_check(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:

@@ -58,6 +58,8 @@ QUIET_FOR = timedelta(seconds=30)
 
 Due = tuple[Payment, UUID | None]
 """A payment waiting on the gateway, and the event that made it due (None from the sweep)."""
+Outcome = tuple[Payment, UUID | None, ChargeResult | None]
+"""A due payment, its cause, and the gateway's answer (None: a refund went through)."""
 
 
 class GatewayUnavailable(InfrastructureError):
@@ -201,8 +203,7 @@ class PaymentService:
                 failed = exc
             if len(page) < limit:
                 break
-            last = page[-1]
-            position = (last.updated_at or last.created_at, last.id)
+            position = (page[-1].changed_at, page[-1].id)
         if failed is not None:
             raise failed
         return total
@@ -212,7 +213,7 @@ class PaymentService:
         async with self.uow() as uow:
             now = self.clock.now()
             oldest = await uow.payments.due(now, 1)
-        return now - (oldest[0].updated_at or oldest[0].created_at) if oldest else timedelta(0)
+        return now - oldest[0].changed_at if oldest else timedelta(0)
 
     async def settle(self, due: Sequence[Due]) -> int:
         """Call the gateway for each due payment (outside any transaction), then record the
@@ -225,6 +226,18 @@ class PaymentService:
         if not due:
             return 0
         outcomes, failures = await self._call_gateway(due)
+        settled, refunds = await self._record(outcomes) if outcomes else (0, [])
+        settled += await self.settle(refunds)
+        if failures:
+            raise GatewayUnavailable(
+                f"the payment gateway failed on {len(failures)} of {len(due)} payments "
+                f"(they stay due): {failures[0]!r}"
+            ) from failures[0]
+        return settled
+
+    async def _record(self, outcomes: Sequence[Outcome]) -> tuple[int, list[Due]]:
+        """The outcomes and their events, in one transaction: how many settled, and the
+        charges to refund in turn (their orders were cancelled meanwhile)."""
         refunds: list[Due] = []
         settled = 0
         async with self.uow() as uow:
@@ -243,23 +256,9 @@ class PaymentService:
                 else:
                     settled += 1
             await uow.commit()
-        settled += await self.settle(refunds)
-        if failures:
-            raise GatewayUnavailable(
-                f"the payment gateway failed on {len(failures)} of {len(due)} payments "
-                f"(they stay due): {failures[0]!r}"
-            ) from failures[0]
-        return settled
+        return settled, refunds
 
-    def _is_outage(self, exc: Exception) -> bool:
-        """The gateway unreachable, refusing, or slower than ``gateway_timeout``. Anything
-        else is a bug, logged as one; either way the payment stays due, the others of its
-        settlement are recorded, and the sweep calls it again."""
-        return isinstance(exc, InfrastructureError | OSError | TimeoutError)
-
-    async def _call_gateway(
-        self, due: Sequence[Due]
-    ) -> tuple[list[tuple[Payment, UUID | None, ChargeResult | None]], list[Exception]]:
+    async def _call_gateway(self, due: Sequence[Due]) -> tuple[list[Outcome], list[Exception]]:
         """Each payment's gateway call, ``GATEWAY_CALLS`` at a time: the outcomes, and the
         exceptions of the calls that failed."""
         calls = asyncio.Semaphore(GATEWAY_CALLS)
@@ -276,11 +275,11 @@ class PaymentService:
         results = await asyncio.gather(
             *(call(payment) for payment, _ in due), return_exceptions=True
         )
-        outcomes: list[tuple[Payment, UUID | None, ChargeResult | None]] = []
+        outcomes: list[Outcome] = []
         failures: list[Exception] = []
         for (payment, cause), result in zip(due, results, strict=True):
             if isinstance(result, Exception):
-                if not self._is_outage(result):  # a bug: said each time, with its traceback
+                if not is_outage(result):  # a bug: said each time, with its traceback
                     logger.error(
                         "the payment gateway's adapter failed on payment %s; it stays %s",
                         payment.id,
@@ -294,6 +293,13 @@ class PaymentService:
             else:
                 outcomes.append((payment, cause, result))
         return outcomes, failures
+
+
+def is_outage(exc: Exception) -> bool:
+    """The gateway unreachable, refusing, or slower than ``gateway_timeout``. Anything else
+    is a bug, logged as one; either way the payment stays due, the others of its settlement
+    are recorded, and the sweep calls it again."""
+    return isinstance(exc, InfrastructureError | OSError | TimeoutError)
 
 
 def _settle(

@@ -58,15 +58,13 @@ class MemoryPayments:
     async def due(
         self, before: datetime, limit: int, *, after: Position | None = None
     ) -> Sequence[Payment]:
-        def waiting(p: Payment) -> tuple[datetime, UUID]:
-            return (p.updated_at or p.created_at, p.id)
+        def waited(p: Payment) -> Position:
+            return (p.changed_at, p.id)
 
         rows = self._rows.select(
-            lambda p: (
-                p.status.due and waiting(p)[0] <= before and (after is None or waiting(p) > after)
-            )
+            lambda p: p.status.due and p.changed_at <= before and (not after or waited(p) > after)
         )
-        return sorted(rows, key=waiting)[:limit]
+        return sorted(rows, key=waited)[:limit]
 
 
 class MemoryPaymentDatabase(MemoryDatabase):

@@ -11,13 +11,10 @@ consumer takes the error for poison and dead-letters the event (docs/runbook.md,
 
 from __future__ import annotations
 
-from alembic import op
-
 from adapters_postgres.migrations.common import (
     create_index_concurrently,
     drop_index_concurrently,
     replace_status_check,
-    status_check,
 )
 
 revision = "payment_0005"
@@ -36,11 +33,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Checked at once, in the revision's transaction: fails, changing nothing, while a
-    payment is still due (added NOT VALID, it would stay in place, refusing new charges)."""
-    check = status_check("status", BEFORE)
-    op.execute(
-        f"ALTER TABLE payments DROP CONSTRAINT {check.name}, "
-        f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext})"
-    )
+    """Fails, changing nothing, while a payment is still due."""
+    replace_status_check("payments", BEFORE, widening=False)
     drop_index_concurrently("payments_due_idx", "payments")
