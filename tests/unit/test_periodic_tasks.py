@@ -12,7 +12,7 @@ import pytest
 from adapters_kafka.embedded import free_port
 from commerce_apps.app import build_app
 from commerce_apps.container import container_for
-from commerce_apps.jobs import JOB, JOB_IDLE, IdleJobFilter, every
+from commerce_apps.jobs import JOB, JOB_IDLE, IdleJobFilter, every, run_job
 from commerce_apps.settings import Settings
 from core_saga.ports import InfrastructureError
 from opentelemetry.context import Context
@@ -157,3 +157,26 @@ def test_a_step_that_does_real_work_passes_its_spans_on_before_it_ends() -> None
         assert len(recording.ended) == limit + 10  # none held back any more
         root.set_attribute(JOB_IDLE, False)
     assert len(recording.ended) == limit + 11
+
+
+async def test_a_step_cancelled_by_a_shutdown_sends_no_trace() -> None:
+    """Cancelled mid-step, the root ended without ``JOB_IDLE`` and was sent: a service
+    stopping during an idle sweep exported it as if it had done work."""
+    recording = _Recording()
+    provider = TracerProvider()
+    provider.add_span_processor(IdleJobFilter(recording))
+    tracer = provider.get_tracer("test")
+    started = asyncio.Event()
+
+    async def idle_step() -> int:
+        with tracer.start_as_current_span("SELECT overdue"):
+            started.set()
+            await asyncio.sleep(10)
+        return 0
+
+    step = asyncio.create_task(run_job(tracer, "deadline sweep", idle_step, lambda exc: False))
+    await started.wait()
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert recording.ended == []

@@ -207,6 +207,9 @@ async def run_job(
     with tracer.start_as_current_span(name, context=Context(), attributes={JOB: name}) as span:
         try:
             done = await step()
+        except asyncio.CancelledError:  # stopped mid-step (a shutdown): nothing to show
+            span.set_attribute(JOB_IDLE, True)
+            raise
         except Exception as exc:
             span.set_attribute(JOB_IDLE, excused(exc))
             raise
