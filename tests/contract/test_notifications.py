@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from core_saga.memory import ManualClock
 from core_saga.notifications import Notification, NotificationType
@@ -128,3 +128,45 @@ async def test_pages_before_a_position_list_every_notification_once_however_many
     async with notifications.unit_of_work() as uow:
         assert await uow.notifications.list(third.order_id, before=position(fourth)) == [third]
         assert await uow.notifications.list(third.order_id, before=position(third)) == []
+
+
+async def test_unsent_lists_what_was_stored_and_not_sent_longest_waiting_first(
+    notifications: Database[NotificationUnitOfWork], clock: ManualClock
+) -> None:
+    start = clock.now()
+    first = new_notification(start + timedelta(seconds=1))
+    tied = replace(new_notification(start + timedelta(seconds=5)), id=UUID(int=1))
+    later = replace(new_notification(start + timedelta(seconds=5)), id=UUID(int=2))
+    held = new_notification(start + timedelta(seconds=6))
+    async with notifications.unit_of_work() as uow:
+        for notification in (later, first, tied):
+            assert await uow.notifications.add(notification)  # not held: inserted at once
+        await uow.commit()
+    async with notifications.unit_of_work() as uow:
+        await uow.hold({held.order_id})
+        assert await uow.notifications.add(held)  # held: inserted at the commit
+        await uow.commit()
+
+    end = start + timedelta(seconds=9)
+    async with notifications.unit_of_work() as uow:
+        assert await uow.notifications.unsent(end, 10) == [first, tied, later, held]
+        assert await uow.notifications.unsent(start + timedelta(seconds=1), 10) == [first]
+        assert await uow.notifications.unsent(start, 10) == []
+        one = await uow.notifications.unsent(end, 1)
+        two = await uow.notifications.unsent(end, 2, after=position(one[0]))
+        rest = await uow.notifications.unsent(end, 10, after=position(two[0]))
+        assert [*one, *two] == [first, tied, later]
+        assert rest == [later, held]  # a tie on created_at goes on by id, not past both
+
+    async with notifications.unit_of_work() as uow:
+        await uow.notifications.mark_sent([tied, held])
+        await uow.commit()
+    async with notifications.unit_of_work() as uow:
+        assert await uow.notifications.unsent(end, 10) == [first, later]
+        assert await uow.notifications.list() == [first, tied, later, held]  # still stored
+
+    async with notifications.unit_of_work() as uow:
+        await uow.notifications.mark_sent([first, later])
+        await uow.rollback()
+    async with notifications.unit_of_work() as uow:
+        assert await uow.notifications.unsent(end, 10) == [first, later]  # rolled back

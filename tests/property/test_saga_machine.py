@@ -114,6 +114,17 @@ class SagaMachine(RuleBasedStateMachine):
     def settle_payments(self) -> None:
         self.run(self.harness.settle_payments())
 
+    @rule(fails=st.sampled_from(["no", "before acting", "after acting"]))
+    def notifier_outage(self, fails: str) -> None:
+        """Sends fail while it lasts, before the notifier acts or after: notifications stay
+        unsent until swept."""
+        self.harness.notifier.down = fails == "before acting"
+        self.harness.notifier.answers_lost = fails == "after acting"
+
+    @rule()
+    def send_notifications(self) -> None:
+        self.run(self.harness.send_notifications())
+
     @invariant()
     def stock_is_conserved_and_no_order_is_charged_twice(self) -> None:
         assert self.run(self.harness.conservation()) == []
@@ -121,6 +132,7 @@ class SagaMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             self.harness.gateway.down = self.harness.gateway.answers_lost = False
+            self.harness.notifier.down = self.harness.notifier.answers_lost = False
             self.run(self.harness.run_until_quiet())
             assert self.run(self.harness.violations()) == []
             for order in self.run(self.harness.snapshot()).orders.values():

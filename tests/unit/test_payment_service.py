@@ -12,10 +12,9 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from core_saga.handlers.after_commit import CONCURRENCY, QUIET_FOR
 from core_saga.handlers.exactly_once import new_envelope
 from core_saga.handlers.payment import (
-    GATEWAY_CALLS,
-    QUIET_FOR,
     SETTLE_AFTER,
     GatewayUnavailable,
     PaymentService,
@@ -344,11 +343,11 @@ async def test_a_batch_calls_the_gateway_concurrently_but_bounded(
 
     gateway.charge = slow_charge  # type: ignore[method-assign]
     batch: list[Envelope] = [
-        new_envelope(reserved(uuid4()), clock.now(), None) for _ in range(GATEWAY_CALLS * 2)
+        new_envelope(reserved(uuid4()), clock.now(), None) for _ in range(CONCURRENCY * 2)
     ]
     await service.handle_batch(batch)
-    assert most == GATEWAY_CALLS
-    assert len(gateway.charges) == GATEWAY_CALLS * 2
+    assert most == CONCURRENCY
+    assert len(gateway.charges) == CONCURRENCY * 2
 
 
 async def test_settlements_that_fail_after_a_batch_warn_at_most_every_quiet_period(
@@ -365,7 +364,7 @@ async def test_settlements_that_fail_after_a_batch_warn_at_most_every_quiet_peri
     await deliver(service, clock, reserved(uuid4()))
     warnings = [r for r in caplog.records if r.name == "core_saga.handlers.payment"]
     assert len(warnings) == 2
-    assert "the sweep settles them later" in warnings[0].getMessage()
+    assert "the sweep tries again later" in warnings[0].getMessage()
 
 
 async def test_the_longest_wait_is_that_of_the_payment_due_longest(

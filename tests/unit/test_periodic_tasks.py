@@ -103,6 +103,7 @@ async def test_a_bug_is_an_error_with_its_traceback_every_time(
     [
         ("inventory", "outbox_oldest_unpublished_age_seconds"),
         ("payment", "payment_oldest_due_age_seconds"),
+        ("notification", "notification_oldest_unsent_age_seconds"),
     ],
 )
 async def test_an_age_gauge_is_unknown_not_zero_while_the_database_is_down(

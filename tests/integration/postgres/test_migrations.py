@@ -76,6 +76,7 @@ BEFORE_INBOX_INDEX = {
     "payment": "payment_0001",
     "notification": "notification_0001",
 }
+LATER_TABLES = {"notification": {"notifications_unsent"}}  # created after that revision
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -83,7 +84,7 @@ async def test_the_inbox_index_revision_goes_down_and_up_again(
     new_database: DatabaseFactory, service: str
 ) -> None:
     """Down to the revision before it drops the inbox's ``processed_at`` index and keeps
-    every table; up again brings it back."""
+    every table but those created later; up again brings it back."""
     url = await new_database.create(service)
     engine = create_engine(url)
     try:
@@ -94,7 +95,8 @@ async def test_the_inbox_index_revision_goes_down_and_up_again(
         assert await current_revisions(url, service) == {BEFORE_INBOX_INDEX[service]}
         async with engine.connect() as conn:
             assert "processed_events_processed_at_idx" not in await conn.run_sync(_inbox_indexes)
-            assert await conn.run_sync(_tables) == set(METADATA[service].tables)
+            kept = set(METADATA[service].tables) - LATER_TABLES.get(service, set())
+            assert await conn.run_sync(_tables) == kept
 
         await migrate(url, service)
         assert await is_at_head(url, service)

@@ -28,6 +28,9 @@ from tests.integration.postgres.test_batch_writes import count
 from tests.integration.postgres.test_batches import statements_on
 from tests.integration.postgres.test_inventory_concurrency import envelope
 
+INSERT = "WITH inserted AS (INSERT INTO notifications"
+"""The notifications, and their ``notifications_unsent`` rows, in one statement."""
+
 pytestmark = pytest.mark.integration
 
 
@@ -81,7 +84,8 @@ async def test_a_batch_costs_the_same_statements_however_many_orders_it_has(
     for statements in cost.values():
         assert count(statements, "SELECT pg_advisory_xact_lock") == 1
         assert count(statements, "SELECT wanted.order_id") == 1
-        assert count(statements, "INSERT INTO notifications") == 1
+        assert count(statements, INSERT) == 1
+        assert count(statements, "DELETE FROM notifications_unsent") == 1  # sent, recorded
 
 
 async def test_one_event_costs_one_lock_one_read_and_one_insert(
@@ -93,7 +97,7 @@ async def test_one_event_costs_one_lock_one_read_and_one_insert(
         await service.handle(confirmed(order_id))
     assert count(statements, "SELECT pg_advisory_xact_lock") == 1
     assert count(statements, "SELECT wanted.order_id") == 1
-    assert count(statements, "INSERT INTO notifications") == 1
+    assert count(statements, INSERT) == 1
     assert await stored(notification_engine, [order_id]) == {order_id: ["ORDER_CONFIRMED"]}
     assert [n.order_id for n in notifier.sent] == [order_id]
 
@@ -119,7 +123,7 @@ async def test_repeated_events_within_and_across_batches_leave_one_notification_
     second = [again, cancelled(ids[0]), confirmed(ids[2]), confirmed(ids[3]), cancelled(ids[3])]
     with statements_on(notification_engine) as statements:
         await service.handle_batch(second)
-    assert count(statements, "INSERT INTO notifications") == 1
+    assert count(statements, INSERT) == 1
     assert await stored(notification_engine, ids) == {
         ids[0]: ["ORDER_CONFIRMED"],
         ids[1]: ["ORDER_CONFIRMED"],
@@ -131,7 +135,7 @@ async def test_repeated_events_within_and_across_batches_leave_one_notification_
     # A batch of orders all notified already writes nothing.
     with statements_on(notification_engine) as statements:
         await service.handle_batch([cancelled(i) for i in ids])
-    assert count(statements, "INSERT INTO notifications") == 0
+    assert count(statements, INSERT) == 0
     assert len(notifier.sent) == len(ids)
 
 
@@ -145,7 +149,7 @@ async def test_a_rolled_back_transaction_inserts_nothing_and_forgets_what_it_add
             assert await uow.notifications.add(notification(held, clock))  # kept for commit
             assert await uow.notifications.add(notification(other, clock))  # not held: sent
             await uow.rollback()
-        assert count(statements, "INSERT INTO notifications") == 1
+        assert count(statements, INSERT) == 1
         assert await stored(notification_engine, [held, other]) == {held: [], other: []}
 
         # The next transaction on the same unit of work starts from the table, not memory.
@@ -183,7 +187,7 @@ async def test_add_without_hold_inserts_at_once_and_still_allows_one_per_order(
     async with notification_uow_factory(notification_engine)() as uow:
         with statements_on(notification_engine) as statements:
             assert await uow.notifications.add(notification(loose, clock))
-        assert count(statements, "INSERT INTO notifications") == 1  # not deferred
+        assert count(statements, INSERT) == 1  # not deferred
         assert not await uow.notifications.add(notification(loose, clock))
         # Held after its row was inserted in this transaction: read back as notified.
         await uow.hold({loose, held})
@@ -268,7 +272,7 @@ async def test_a_batch_whose_commit_fails_after_its_inserts_stores_and_sends_not
     batch = [confirmed(i) for i in ids]
     with statements_on(notification_engine) as statements, pytest.raises(InfrastructureError):
         await failing.handle_batch(batch)
-    assert count(statements, "INSERT INTO notifications") == 1  # sent, then rolled back
+    assert count(statements, INSERT) == 1  # sent, then rolled back
     assert await stored(notification_engine, ids) == {i: [] for i in ids}
     assert notifier.sent == []
 

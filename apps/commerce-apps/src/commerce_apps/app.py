@@ -25,6 +25,7 @@ from adapters_postgres.engine import named_lock_key, try_session_lock
 from adapters_postgres.housekeeping import purge_expired_keys, purge_processed_events
 from adapters_postgres.migrations import is_migrated
 from adapters_postgres.outbox import PostgresOutboxStore
+from core_saga.handlers.notification import NotificationService
 from core_saga.handlers.order import OrderService
 from core_saga.handlers.payment import PaymentService
 from prometheus_client import Gauge
@@ -52,7 +53,6 @@ OPERATIONS = {
 }
 VERSION = "0.1.0"
 SHUTDOWN_SECONDS = 15.0
-PAYMENT_SWEEP_LOCK = named_lock_key("payment-sweep")
 
 
 def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> Starlette:
@@ -91,6 +91,32 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
                 raise
 
         return sample
+
+    def retrying(
+        kind: str,
+        interval: float,
+        sweep: Callable[[], Awaitable[int]],
+        longest_wait: Callable[[], Awaitable[timedelta]],
+        gauge: Gauge,
+    ) -> list[asyncio.Task[None]]:
+        """The jobs of remote calls made after a commit (``after_commit``): the sweep that
+        makes again what they left undone, on one replica at a time (each would call the
+        remote side for every row), and the gauge of the longest wait."""
+        lock = named_lock_key(f"{kind}-sweep")
+
+        async def swept() -> int:
+            async with try_session_lock(engine, lock) as sweeping:
+                return await sweep() if sweeping else 0
+
+        async def waited() -> float:
+            return (await longest_wait()).total_seconds()
+
+        sweeping = every(interval, swept, f"{kind} sweep", jobs)
+        gauging = every(5.0, sample_age(gauge, waited), f"{kind} wait", jobs)
+        return [
+            asyncio.create_task(sweeping, name=f"{kind}-sweep"),
+            asyncio.create_task(gauging, name=f"{kind}-wait"),
+        ]
 
     outbox = PostgresOutboxStore(engine)
     outbox_age = sample_age(
@@ -166,22 +192,21 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
             )
             tasks.append(asyncio.create_task(sweep, name="order-deadlines"))
         if isinstance(handler, PaymentService):
-            payments = handler
-
-            async def settle_stale() -> int:
-                """One replica at a time: each would call the gateway for every due payment."""
-                async with try_session_lock(engine, PAYMENT_SWEEP_LOCK) as sweeping:
-                    return await payments.settle_stale() if sweeping else 0
-
-            sweep = every(settings.payment_sweep_interval, settle_stale, "payment sweep", jobs)
-            tasks.append(asyncio.create_task(sweep, name="payment-sweep"))
-
-            async def longest_wait() -> float:
-                return (await payments.longest_wait()).total_seconds()
-
-            waited = sample_age(metrics.payment_longest_wait, longest_wait)
-            waiting = every(5.0, waited, "payments due age", jobs)
-            tasks.append(asyncio.create_task(waiting, name="payment-due-age"))
+            tasks += retrying(
+                "payment",
+                settings.payment_sweep_interval,
+                handler.settle_stale,
+                handler.longest_wait,
+                metrics.payment_longest_wait,
+            )
+        if isinstance(handler, NotificationService):
+            tasks += retrying(
+                "notification",
+                settings.notification_sweep_interval,
+                handler.send_unsent,
+                handler.longest_wait,
+                metrics.notification_longest_wait,
+            )
         log.info("%s service started", service)
         try:
             yield

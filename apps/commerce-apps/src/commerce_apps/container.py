@@ -170,15 +170,20 @@ def units_of_work(factory: Any) -> tuple[Any, Any]:
     )
 
 
+def _seconds(setting: str) -> providers.Callable[timedelta]:
+    """A setting given in seconds, as the ``timedelta`` the core takes."""
+    return providers.Callable(
+        lambda s: timedelta(seconds=getattr(s, setting)), ServiceContainer.settings
+    )
+
+
 class OrderContainer(ServiceContainer):
     uow, reader = units_of_work(order_uow_factory)
     handler = providers.Singleton(
         OrderService,
         uow=uow,
         clock=ServiceContainer.clock,
-        saga_timeout=providers.Callable(
-            lambda s: timedelta(seconds=s.saga_timeout), ServiceContainer.settings
-        ),
+        saga_timeout=_seconds("saga_timeout"),
         key_ttl=providers.Callable(
             lambda s: timedelta(hours=s.idempotency_ttl_hours), ServiceContainer.settings
         ),
@@ -208,12 +213,8 @@ class PaymentContainer(ServiceContainer):
         uow=uow,
         clock=ServiceContainer.clock,
         gateway=gateway,
-        settle_after=providers.Callable(
-            lambda s: timedelta(seconds=s.payment_settle_after), ServiceContainer.settings
-        ),
-        gateway_timeout=providers.Callable(
-            lambda s: timedelta(seconds=s.payment_gateway_timeout), ServiceContainer.settings
-        ),
+        settle_after=_seconds("payment_settle_after"),
+        gateway_timeout=_seconds("payment_gateway_timeout"),
     )
     routes = providers.Callable(payment_routes, reader)
     consumer = consumer_of(handler)
@@ -221,8 +222,14 @@ class PaymentContainer(ServiceContainer):
 
 class NotificationContainer(ServiceContainer):
     uow, reader = units_of_work(notification_uow_factory)
+    notifier = providers.Singleton(LoggingNotifier)
     handler = providers.Singleton(
-        NotificationService, uow=uow, clock=ServiceContainer.clock, notifier=LoggingNotifier()
+        NotificationService,
+        uow=uow,
+        clock=ServiceContainer.clock,
+        notifier=notifier,
+        resend_after=_seconds("notification_resend_after"),
+        notifier_timeout=_seconds("notifier_timeout"),
     )
     routes = providers.Callable(notification_routes, reader)
     consumer = consumer_of(handler)

@@ -91,6 +91,11 @@ class ServiceMetrics:
             "How long the payment waiting longest on the gateway has waited (0: none)",
             registry=r,
         )
+        self.notification_longest_wait = Gauge(
+            "notification_oldest_unsent_age_seconds",
+            "How long the notification unsent longest has waited (0: none)",
+            registry=r,
+        )
         self.http_duration = Histogram(
             "http_server_request_duration_seconds",
             "HTTP request duration",

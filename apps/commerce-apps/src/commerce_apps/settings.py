@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds a payment may wait on the gateway before the sweep"
     )
     payment_sweep_interval: float = Field(5.0, gt=0)
+    notifier_timeout: float = Field(
+        10.0, gt=0, description="seconds a send may take; then its notification stays unsent"
+    )
+    notification_resend_after: float = Field(
+        10.0, gt=0, description="seconds a notification may stay unsent before the sweep"
+    )
+    notification_sweep_interval: float = Field(5.0, gt=0)
     idempotency_ttl_hours: float = Field(24.0, gt=0)
 
     outbox_batch_size: int = Field(500, ge=1, le=10_000)

@@ -14,9 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from core_saga.messages import LineItem
-from core_saga.notifications import Notification, NotificationType
 from core_saga.orders import Order, OrderStatus, StatusChange
-from core_saga.ports import LIST_LIMIT, Position
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -31,21 +29,18 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
-from adapters_postgres.identity import IdentityMap, OrderLocks
+from adapters_postgres.identity import IdentityMap
 from adapters_postgres.sql import array_agg_ordered as _array_agg
 from adapters_postgres.sql import array_param as _array
 from adapters_postgres.sql import every_column as _every_column
 from adapters_postgres.sql import insert_children as _insert_children
-from adapters_postgres.sql import insert_unnested, newest_page, where_given
 from adapters_postgres.sql import param as _param
-from adapters_postgres.sql import unnest_params as _unnest
 from adapters_postgres.sql import unnest_rows as _rows
+from adapters_postgres.sql import where_given
 from adapters_postgres.tables import (
-    notifications,
     order_items,
     order_status_history,
     orders,
@@ -327,134 +322,3 @@ class PostgresOrderRepository:
         order = _order(row)
         self._stored_history[order.id] = len(order.history)
         return order
-
-
-# --- notification database -----------------------------------------------------------------
-
-_NOTIFICATION_COLUMNS = (
-    notifications.c.id,
-    notifications.c.order_id,
-    notifications.c.type,
-    notifications.c.recipient,
-    notifications.c.message,
-    notifications.c.created_at,
-)
-
-_ADD_NOTIFICATION = raw.Compiled(
-    pg_insert(notifications)
-    .values(_every_column(notifications))
-    .on_conflict_do_nothing(index_elements=[notifications.c.order_id])
-    .returning(notifications.c.id)
-)
-
-_ADD_NOTIFICATIONS = raw.Compiled(
-    insert_unnested(notifications, "added", *_NOTIFICATION_COLUMNS, unique=notifications.c.order_id)
-)
-"""Every notification a transaction added, in one statement at its commit. Their orders
-were read under their locks and had none, so nothing conflicts: ``ON CONFLICT`` is only a
-safety net (an ``add`` that did not hold its order, racing)."""
-
-_WANTED = _unnest("wanted", notifications.c.order_id)
-_NOTIFICATIONS_OF_ORDERS = raw.Compiled(
-    select(_WANTED.c.order_id.label("wanted"), *notifications.c).select_from(
-        _WANTED.outerjoin(notifications, notifications.c.order_id == _WANTED.c.order_id)
-    )
-)
-"""Each wanted order with its notification (NULLs if none)."""
-
-
-def _notification(row: Any) -> Notification:
-    """From an asyncpg record or a SQLAlchemy row's ``_mapping``: read by column name."""
-    return Notification(
-        id=row["id"],
-        order_id=row["order_id"],
-        type=NotificationType(row["type"]),
-        recipient=row["recipient"],
-        message=row["message"],
-        created_at=row["created_at"],
-    )
-
-
-def _notification_params(notification: Notification) -> dict[str, Any]:
-    """The values of its row, by column name."""
-    return {
-        "id": notification.id,
-        "order_id": notification.order_id,
-        "type": notification.type.value,
-        "recipient": notification.recipient,
-        "message": notification.message,
-        "created_at": notification.created_at,
-    }
-
-
-def _notification_row(notification: Notification) -> tuple[Any, ...]:
-    """The values of its row, in the order of ``_NOTIFICATION_COLUMNS`` (for ``unnest``)."""
-    params = _notification_params(notification)
-    return tuple(params[column.key] for column in _NOTIFICATION_COLUMNS)
-
-
-class PostgresNotificationRepository:
-    """Notifications; the unique order id makes a second one for the same order a no-op.
-
-    For the orders a transaction holds (``lock_all``: the unit of work's ``hold``), whether
-    one exists is read once, under the orders' locks; ``add`` then answers from memory and
-    ``flush`` (the unit of work's commit) inserts what was added in one statement, so a
-    consumer batch costs a fixed handful of statements, not one per event. ``add`` for an
-    order not held inserts at once, as nothing keeps another transaction off it.
-    """
-
-    def __init__(self, conn: AsyncConnection, locks: OrderLocks) -> None:
-        self._conn = conn
-        self._locks = locks
-        self._held: IdentityMap[Notification] = IdentityMap()
-
-    async def lock_all(self, order_ids: Collection[UUID]) -> None:
-        """Lock the orders (ascending keys), then read their notifications in one statement.
-
-        Two statements, not one: a read in the statement that waited for a lock would not
-        see what the transaction holding it committed.
-        """
-        wanted = await self._held.lock_unread(self._locks, order_ids)
-        if not wanted:
-            return
-        rows = await raw.fetch_compiled(
-            self._conn, _NOTIFICATIONS_OF_ORDERS, {"wanted_order_id": wanted}
-        )
-        for row in rows:
-            self._held.known[row["wanted"]] = None if row["id"] is None else _notification(row)
-
-    async def add(self, notification: Notification) -> bool:
-        order_id = notification.order_id
-        if order_id in self._held.known:
-            if self._held.known[order_id] is not None:
-                return False
-            self._held.add(order_id, notification)
-            return True
-        # Not held: lock it first, or a holder's insert, deferred to its commit, would find
-        # this one there and be dropped, while both callers were told theirs was stored.
-        await self._locks.take((order_id,))
-        params = _notification_params(notification)
-        return bool(await raw.fetch_compiled(self._conn, _ADD_NOTIFICATION, params))
-
-    async def list(
-        self,
-        order_id: UUID | None = None,
-        *,
-        limit: int = LIST_LIMIT,
-        before: Position | None = None,
-    ) -> Sequence[Notification]:
-        await self.flush()  # the transaction reads what it added
-        rows = await newest_page(self._conn, notifications, order_id, limit, before)
-        return [_notification(row) for row in rows]
-
-    async def flush(self) -> None:
-        """Insert the notifications added to held orders: one statement for all of them,
-        in order-id order (two writers' unique-index entries then never wait in a cycle)."""
-        if self._held.new:
-            added = [_notification_row(self._held.new[key]) for key in sorted(self._held.new)]
-            params = _rows("added", added, *_NOTIFICATION_COLUMNS)
-            await raw.fetch_compiled(self._conn, _ADD_NOTIFICATIONS, params)
-        self._held.written()
-
-    def transaction_ended(self) -> None:
-        self._held.clear()

@@ -239,6 +239,18 @@ notifications = Table(
     Index("notifications_created_at_idx", "created_at", "id"),  # the newest page of the list
 )
 
+notifications_unsent = Table(
+    "notifications_unsent",
+    notification_metadata,
+    Column("notification_id", Uuid, primary_key=True),
+    Column("created_at", Timestamp, nullable=False),
+    Index("notifications_unsent_created_at_idx", "created_at", "notification_id"),
+)
+"""The notifications stored and not yet sent: a row is inserted with its notification and
+deleted once it is sent, so the table stays small and ``notifications`` is only ever
+inserted into (a flag there would make every send an update of the row and its indexes).
+No foreign key: a notification is never deleted, and the check would cost every insert."""
+
 outbox.to_metadata(notification_metadata)
 processed_events.to_metadata(notification_metadata)
 

@@ -42,6 +42,7 @@ from adapters_postgres.inventory_repositories import (
     PostgresProductRepository,
     PostgresReservationRepository,
 )
+from adapters_postgres.notification_repositories import PostgresNotificationRepository
 from adapters_postgres.outbox import (
     HeaderSource,
     PostgresOutbox,
@@ -49,11 +50,7 @@ from adapters_postgres.outbox import (
     outbox_channel,
 )
 from adapters_postgres.payment_repositories import PostgresPaymentRepository
-from adapters_postgres.repositories import (
-    PostgresNotificationRepository,
-    PostgresOrderRepository,
-    new_order_params,
-)
+from adapters_postgres.repositories import PostgresOrderRepository, new_order_params
 from adapters_postgres.wakeup import OUTBOX_WAKEUP
 
 # Failures a later retry can succeed after: lost connections, timeouts, serialization

@@ -9,7 +9,9 @@ once every message is delivered (``conservation_violations`` holds at every mome
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 from core_saga.inventory import Product, Reservation, ReservationStatus, requested_quantities
@@ -22,6 +24,9 @@ from core_saga.ports import (
     OrderUnitOfWork,
     PaymentUnitOfWork,
 )
+
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+_EVERY = 1_000_000
 
 EXPECTED_NOTIFICATION = {
     OrderStatus.CONFIRMED: NotificationType.ORDER_CONFIRMED,
@@ -38,6 +43,8 @@ class SagaSnapshot:
     reservations: Mapping[UUID, Reservation | None]
     payments: Mapping[UUID, Sequence[Payment]]
     notifications: Mapping[UUID, Sequence[Notification]]
+    unsent: AbstractSet[UUID] = frozenset()
+    """The orders whose notification is stored but not yet sent."""
 
 
 async def read_snapshot(
@@ -61,7 +68,12 @@ async def read_snapshot(
         notifications = {
             order_id: list(await notes.notifications.list(order_id)) for order_id in ids
         }
-    return SagaSnapshot(orders, products, reservations, payments, notifications)
+        unsent = {
+            n.order_id
+            for n in await notes.notifications.unsent(_END_OF_TIME, _EVERY)
+            if n.order_id in notifications
+        }
+    return SagaSnapshot(orders, products, reservations, payments, notifications, unsent)
 
 
 def conservation_violations(snapshot: SagaSnapshot, initial_stock: Mapping[UUID, int]) -> list[str]:
@@ -138,4 +150,6 @@ def _order_violations(snapshot: SagaSnapshot, order: Order) -> list[str]:
         kinds = [n.type for n in notifications]
         if kinds != [EXPECTED_NOTIFICATION[order.status]]:
             problems.append(f"{name} has notifications {kinds}, not exactly one of its outcome")
+        elif order.id in snapshot.unsent:
+            problems.append(f"{name} has a notification never sent")
     return problems

@@ -266,6 +266,19 @@ class NotificationRepository(Protocol):
         """
         ...
 
+    async def unsent(
+        self, before: datetime, limit: int, *, after: Position | None = None
+    ) -> Sequence[Notification]:
+        """Up to ``limit`` notifications stored at or before ``before`` and not yet sent,
+        oldest first by ``(created_at, id)``, those after ``after`` only (keyset paging).
+        Notifications stored by a release that sent them before this one's upgrade count as
+        sent."""
+        ...
+
+    async def mark_sent(self, notifications: Collection[Notification]) -> None:
+        """Record them as sent: ``unsent`` gives them no more."""
+        ...
+
 
 # --- units of work -------------------------------------------------------------------------
 
@@ -348,7 +361,13 @@ class PaymentGateway(Protocol):
 
 class Notifier(Protocol):
     async def send(self, notification: Notification) -> None:
-        """Deliver (here: log) a stored notification, after its transaction commits."""
+        """Deliver a stored notification, after its transaction commits.
+
+        At least once: a notification whose send was not recorded (an outage, a timeout, a
+        crash before the record) is sent again later, so a notifier deduplicates by the
+        notification's ``id`` where its channel allows. An outage is signalled as for
+        ``PaymentGateway``: ``InfrastructureError``, ``OSError`` or ``TimeoutError``; any other
+        exception is logged as a bug. Either way the notification stays unsent."""
         ...
 
 

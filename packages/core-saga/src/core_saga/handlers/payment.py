@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from core_saga.handlers.after_commit import QuietAfterCommit, Waiting, call_each
 from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once, new_envelope
 from core_saga.ids import new_id
 from core_saga.messages import (
@@ -36,6 +37,7 @@ from core_saga.ports import (
     InfrastructureError,
     PaymentGateway,
     PaymentUnitOfWork,
+    Position,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,18 +46,12 @@ SETTLE_AFTER = timedelta(seconds=10)
 """How long a payment may wait on the gateway before the sweep calls it again: longer than a
 consumer batch's calls usually take, well within the saga's 30 s deadline (an order that
 times out is charged only to be refunded). A batch whose calls take longer (each may take
-``GATEWAY_TIMEOUT``, ``GATEWAY_CALLS`` at a time) meets the sweep calling the same payments:
-harmless (the gateway deduplicates, one outcome is recorded) but wasted calls."""
+``GATEWAY_TIMEOUT``, ``after_commit.CONCURRENCY`` at a time) meets the sweep calling the
+same payments: harmless (the gateway deduplicates, one outcome is recorded) but wasted calls."""
 GATEWAY_TIMEOUT = timedelta(seconds=10)
 """The longest a gateway call may take: a call that hangs would hold its batch, and its
 partition, for good. One that times out leaves its payment due (it may have been charged:
 the repeated call, deduplicated, tells)."""
-GATEWAY_CALLS = 16
-"""Gateway calls in flight per settlement: a batch of 100 charges waits about 7 calls' time."""
-
-QUIET_FOR = timedelta(seconds=30)
-"""The least time between two warnings of settlements failing after a consumed batch."""
-
 Due = tuple[Payment, UUID | None]
 """A payment waiting on the gateway, and the event that made it due (None from the sweep)."""
 Outcome = tuple[Payment, UUID | None, ChargeResult | None]
@@ -106,20 +102,25 @@ class PaymentService:
     subscriptions: frozenset[str] = field(
         default=frozenset({"StockReserved", "OrderCancelled"}), init=False
     )
-    _warned_at: datetime | None = field(default=None, init=False, repr=False)
+    _after_commit: QuietAfterCommit = field(init=False, repr=False)
+    _due: Waiting[Payment] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._after_commit = QuietAfterCommit(self.clock, logger, "payments")
+        self._due = Waiting(self._read_due, lambda payment: (payment.changed_at, payment.id))
 
     async def handle(self, envelope: Envelope) -> None:
         if envelope.event_type in self.subscriptions:
             due: list[Due] = []
             await apply_once(self.uow, self.clock, envelope, self._applying(due))
-            await self._settle_now(due)
+            await self._after_commit.run(lambda: self.settle(due), len(due))
 
     async def handle_batch(
         self, envelopes: Sequence[Envelope], around: Around | None = None
     ) -> None:
         due: list[Due] = []
         await apply_batch(self.uow, self.clock, envelopes, self._applying(due), around=around)
-        await self._settle_now(due)
+        await self._after_commit.run(lambda: self.settle(due), len(due))
 
     def _applying(self, due: list[Due]) -> Apply[PaymentUnitOfWork]:
         """Applies an event; collects in ``due`` the payments it left waiting on the gateway."""
@@ -173,47 +174,26 @@ class PaymentService:
         await uow.payments.save(payment)
         return payment
 
-    async def _settle_now(self, due: list[Due]) -> None:
-        """Right after the commit that made them due. What fails here stays due, for
-        ``settle_stale``: failing the consumed batch would only redeliver events its inbox
-        now skips. An outage is said at most once per ``QUIET_FOR``; a bug every time."""
-        try:
-            await self.settle(due)
-        except InfrastructureError as exc:
-            now = self.clock.now()
-            if self._warned_at is None or now - self._warned_at >= QUIET_FOR:
-                self._warned_at = now
-                logger.warning("%s; the sweep settles them later", exc, exc_info=exc)
-        except Exception:
-            logger.exception("settling %d payments failed; the sweep tries again", len(due))
-
     async def settle_stale(self, limit: int = 100, after: timedelta | None = None) -> int:
         """Settle the payments due for ``after`` (``settle_after``) or longer, ``limit`` at a
         time, every page once; return how many settled. If a gateway call failed, the
-        ``GatewayUnavailable`` is raised after the last page: a payment that keeps failing
-        (the longest waiting, first on every read) must not hold back the others."""
+        ``GatewayUnavailable`` is raised after the last page."""
         before = self.clock.now() - (self.settle_after if after is None else after)
-        total, failed, position = 0, None, None
-        while True:
-            async with self.uow() as uow:
-                page = await uow.payments.due(before, limit, after=position)
-            try:
-                total += await self.settle([(payment, None) for payment in page])
-            except GatewayUnavailable as exc:
-                failed = exc
-            if len(page) < limit:
-                break
-            position = (page[-1].changed_at, page[-1].id)
-        if failed is not None:
-            raise failed
-        return total
+
+        async def settle(page: Sequence[Payment]) -> int:
+            return await self.settle([(payment, None) for payment in page])
+
+        return await self._due.sweep(before, settle, limit=limit, failed=GatewayUnavailable)
 
     async def longest_wait(self) -> timedelta:
         """How long the payment waiting longest on the gateway has waited; zero if none."""
+        return await self._due.longest(self.clock.now())
+
+    async def _read_due(
+        self, before: datetime, limit: int, after: Position | None
+    ) -> Sequence[Payment]:
         async with self.uow() as uow:
-            now = self.clock.now()
-            oldest = await uow.payments.due(now, 1)
-        return now - oldest[0].changed_at if oldest else timedelta(0)
+            return await uow.payments.due(before, limit, after=after)
 
     async def settle(self, due: Sequence[Due]) -> int:
         """Call the gateway for each due payment (outside any transaction), then record the
@@ -259,47 +239,30 @@ class PaymentService:
         return settled, refunds
 
     async def _call_gateway(self, due: Sequence[Due]) -> tuple[list[Outcome], list[Exception]]:
-        """Each payment's gateway call, ``GATEWAY_CALLS`` at a time: the outcomes, and the
-        exceptions of the calls that failed."""
-        calls = asyncio.Semaphore(GATEWAY_CALLS)
+        """Each payment's gateway call: the outcomes, and the exceptions of the calls that
+        failed (a bug, not an outage, logged as one)."""
 
-        async def call(payment: Payment) -> ChargeResult | None:
-            async with calls, asyncio.timeout(self.gateway_timeout.total_seconds()):
-                if payment.status is PaymentStatus.PENDING:
-                    return await self.gateway.charge(
-                        payment.order_id, payment.amount, payment.currency
-                    )
-                await self.gateway.refund(payment.id, payment.amount)
-                return None
+        async def call(entry: Due) -> ChargeResult | None:
+            payment = entry[0]
+            if payment.status is PaymentStatus.PENDING:
+                return await self.gateway.charge(payment.order_id, payment.amount, payment.currency)
+            await self.gateway.refund(payment.id, payment.amount)
+            return None
 
-        results = await asyncio.gather(
-            *(call(payment) for payment, _ in due), return_exceptions=True
+        def on_bug(entry: Due, exc: Exception) -> None:
+            payment = entry[0]
+            logger.error(
+                "the payment gateway's adapter failed on payment %s; it stays %s",
+                payment.id,
+                payment.status,
+                exc_info=exc,
+                extra={"order_id": str(payment.order_id)},
+            )
+
+        answered, failures = await call_each(
+            due, call, each_within=self.gateway_timeout, on_bug=on_bug
         )
-        outcomes: list[Outcome] = []
-        failures: list[Exception] = []
-        for (payment, cause), result in zip(due, results, strict=True):
-            if isinstance(result, Exception):
-                if not is_outage(result):  # a bug: said each time, with its traceback
-                    logger.error(
-                        "the payment gateway's adapter failed on payment %s; it stays %s",
-                        payment.id,
-                        payment.status,
-                        exc_info=result,
-                        extra={"order_id": str(payment.order_id)},
-                    )
-                failures.append(result)
-            elif isinstance(result, BaseException):
-                raise result  # cancelled
-            else:
-                outcomes.append((payment, cause, result))
-        return outcomes, failures
-
-
-def is_outage(exc: Exception) -> bool:
-    """The gateway unreachable, refusing, or slower than ``gateway_timeout``. Anything else
-    is a bug, logged as one; either way the payment stays due, the others of its settlement
-    are recorded, and the sweep calls it again."""
-    return isinstance(exc, InfrastructureError | OSError | TimeoutError)
+        return [(payment, cause, result) for (payment, cause), result in answered], failures
 
 
 def _settle(

@@ -15,6 +15,8 @@ The four services' handlers consume from a ``MemoryBroker`` with their own offse
     harness.clock.advance(timedelta(seconds=31)); await harness.sweep()
     harness.gateway.down = True                  # charges and refunds fail: payments wait
     await harness.settle_payments()              # the payment service's sweep
+    harness.notifier.down = True                 # sends fail: notifications stay unsent
+    await harness.send_notifications()           # the notification service's sweep
     await harness.run_until_quiet()              # relay, deliver, settle until nothing moves
     assert await harness.violations() == []      # DESIGN §3 invariants, dead letters
 
@@ -36,7 +38,7 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 from uuid import UUID, uuid4
 
 from core_saga.handlers.inventory import InventoryService
-from core_saga.handlers.notification import NotificationService
+from core_saga.handlers.notification import NotificationService, NotifierUnavailable
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder, PlaceOrderOutcome
 from core_saga.handlers.payment import GatewayUnavailable, PaymentService
 from core_saga.ids import new_id
@@ -192,13 +194,14 @@ class SagaHarness:
         self.payments = PaymentService(
             self._crashable("payment", b.payment), self.clock, self.gateway
         )
+        self.notifications = NotificationService(
+            self._crashable("notification", b.notification), self.clock, self.notifier
+        )
         self.handlers: dict[str, EventHandler] = {
             "order": self.orders,
             "inventory": InventoryService(self._crashable("inventory", b.inventory), self.clock),
             "payment": self.payments,
-            "notification": NotificationService(
-                self._crashable("notification", b.notification), self.clock, self.notifier
-            ),
+            "notification": self.notifications,
         }
         self._offsets = dict.fromkeys(self.cursors(), 0)
 
@@ -338,14 +341,23 @@ class SagaHarness:
         except GatewayUnavailable:
             return 0
 
+    async def send_notifications(self) -> int:
+        """Run the notification service's sweep as if long enough had passed: every stored
+        notification still unsent is sent if it can be (0 while the notifier is down)."""
+        try:
+            return await self.notifications.send_unsent(after=timedelta(0))
+        except NotifierUnavailable:
+            return 0
+
     async def run_until_quiet(self, max_rounds: int = 1_000) -> int:
-        """Relay, deliver partition by partition, and settle payments, until nothing is left;
-        return deliveries."""
+        """Relay, deliver partition by partition, settle payments and send notifications,
+        until nothing is left; return deliveries."""
         delivered = 0
         for _ in range(max_rounds):
             relayed = await self.relay()
             pending = self.pending()
             if not pending and not relayed and not await self.settle_payments():
+                await self.send_notifications()
                 return delivered
             for cursor in pending:
                 while await self.deliver(cursor):
