@@ -163,7 +163,13 @@ async def test_unsent_lists_what_was_stored_and_not_sent_longest_waiting_first(
         await uow.commit()
     async with notifications.unit_of_work() as uow:
         assert await uow.notifications.unsent(end, 10) == [first, later]
-        assert await uow.notifications.list() == [first, tied, later, held]  # still stored
+        listed = await uow.notifications.list()  # all still stored, two of them sent
+        assert [(n.id, n.sent) for n in listed] == [
+            (first.id, False),
+            (tied.id, True),
+            (later.id, False),
+            (held.id, True),
+        ]
 
     async with notifications.unit_of_work() as uow:
         await uow.notifications.mark_sent([first, later])

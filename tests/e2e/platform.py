@@ -123,12 +123,12 @@ class RunningPlatform:
         return rows
 
     async def settled(self, order_id: str, seconds: float = 40) -> None:
-        """Until the order is notified and no product holds a reservation any more.
+        """Until the order's notification is sent and no product holds a reservation any more.
 
         Tests run one after another, so no reservation at all means none of theirs is left.
         """
         async with asyncio.timeout(seconds):
-            while not await self.notifications(order_id):
+            while not [n for n in await self.notifications(order_id) if n["sent"]]:
                 await asyncio.sleep(0.02)
             while any(p["reserved"] for p in (await self.products()).values()):
                 await asyncio.sleep(0.02)
@@ -178,11 +178,11 @@ async def running_platform(
 async def assert_every_effect_once(
     running: RunningPlatform, orders: Mapping[str, Mapping[str, Any]], seconds: float = 60
 ) -> None:
-    """Once every order is notified and no stock is reserved: each order terminal, charged
-    once if confirmed and never otherwise, its quantities sold if confirmed, the stock of
-    every product conserved, one notification per order (DESIGN §3)."""
+    """Once every order's notification is sent and no stock is reserved: each order terminal,
+    charged once if confirmed and never otherwise, its quantities sold if confirmed, the stock
+    of every product conserved, one notification per order (DESIGN §3)."""
     async with asyncio.timeout(seconds):
-        while len(await running.notifications()) < len(orders) or any(
+        while len([n for n in await running.notifications() if n["sent"]]) < len(orders) or any(
             p["reserved"] for p in (await running.products()).values()
         ):
             await asyncio.sleep(0.1)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from core_saga.notifications import Notification, NotificationType
 from core_saga.ports import LIST_LIMIT, Position
-from sqlalchemy import Insert, Integer, bindparam, delete, insert, select, tuple_
+from sqlalchemy import Insert, Integer, Select, bindparam, delete, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -97,7 +97,15 @@ _MARK_SENT = raw.Compiled(
 )
 
 
-def _notification(row: Any) -> Notification:
+def _with_sent(query: Select[Any]) -> Select[Any]:
+    """Each notification with whether it was sent: no ``notifications_unsent`` row."""
+    unsent = notifications_unsent.c.notification_id
+    return query.outerjoin(notifications_unsent, unsent == notifications.c.id).add_columns(
+        unsent.is_(None).label("sent")
+    )
+
+
+def _notification(row: Any, *, sent: bool = False) -> Notification:
     """From an asyncpg record or a SQLAlchemy row's ``_mapping``: read by column name."""
     return Notification(
         id=row["id"],
@@ -106,6 +114,7 @@ def _notification(row: Any) -> Notification:
         recipient=row["recipient"],
         message=row["message"],
         created_at=row["created_at"],
+        sent=sent,
     )
 
 
@@ -176,8 +185,10 @@ class PostgresNotificationRepository:
         before: Position | None = None,
     ) -> Sequence[Notification]:
         await self.flush()  # the transaction reads what it added
-        rows = await newest_page(self._conn, notifications, order_id, limit, before)
-        return [_notification(row) for row in rows]
+        rows = await newest_page(
+            self._conn, notifications, order_id, limit, before, joined=_with_sent
+        )
+        return [_notification(row, sent=row["sent"]) for row in rows]
 
     async def unsent(
         self, before: datetime, limit: int, *, after: Position | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -76,13 +76,24 @@ def where_given(query: Select[Any], where: ColumnElement[bool] | None) -> Select
     return query if where is None else query.where(where)
 
 
+Joined = Callable[[Select[Any]], Select[Any]]
+"""A page's query with another table's columns added (an outer join)."""
+
+
 def newest_page_query(
-    table: Table, order_id: UUID | None, limit: int, before: Position | None = None
+    table: Table,
+    order_id: UUID | None,
+    limit: int,
+    before: Position | None = None,
+    *,
+    joined: Joined | None = None,
 ) -> Select[Any]:
     """``newest_page``'s statement. ``before`` is one row-value comparison, ``(created_at, id)
     < (:t, :id)``: the ``(created_at, id)`` index starts its backward scan there, which two
-    column comparisons joined by OR would not let it do."""
-    query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+    column comparisons joined by OR would not let it do. ``joined`` adds to each row what
+    another table says of it."""
+    query = select(table) if joined is None else joined(select(table))
+    query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
     if order_id is not None:
         query = query.where(table.c.order_id == order_id)
     if before is not None:
@@ -96,12 +107,14 @@ async def newest_page(
     order_id: UUID | None,
     limit: int,
     before: Position | None = None,
+    *,
+    joined: Joined | None = None,
 ) -> list[RowMapping]:
     """The newest ``limit`` rows of ``table`` (of one order, if given; older than ``before``,
     if given), oldest first: read newest first along its ``(created_at, id)`` index, so that
     LIMIT keeps them, then reversed.
     """
-    query = newest_page_query(table, order_id, limit, before)
+    query = newest_page_query(table, order_id, limit, before, joined=joined)
     rows = [row._mapping for row in await conn.execute(query)]
     return rows[::-1]
 

@@ -21,3 +21,6 @@ class Notification:
     recipient: str
     message: str
     created_at: datetime
+    sent: bool = False
+    """Whether the notifier took it: stored unsent, sent after the commit that stored it or
+    by a later sweep (``NotificationService``)."""

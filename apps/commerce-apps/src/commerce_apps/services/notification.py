@@ -24,6 +24,7 @@ class NotificationBody(WireModel):
     recipient: str
     message: str
     created_at: Instant
+    sent: bool
 
 
 OPERATIONS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -61,12 +62,13 @@ class MemoryNotifications:
         limit: int = LIST_LIMIT,
         before: Position | None = None,
     ) -> Sequence[Notification]:
-        return self._rows.newest(
+        page = self._rows.newest(
             lambda n: order_id is None or n.order_id == order_id,
             lambda n: (n.created_at, n.id),
             limit,
             before,
         )
+        return [replace(n, sent=not self._unsent.get(n.order_id)) for n in page]
 
 
 class MemoryNotificationDatabase(MemoryDatabase):
