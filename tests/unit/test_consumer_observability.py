@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode
 from prometheus_client import generate_latest
 
+from tests.unit.records import consumer_record
 from tests.unit.test_logs import Capture
 
 pytestmark = pytest.mark.unit
@@ -107,19 +108,7 @@ def written_by(span: Span, envelope: Envelope | None, offset: int = 0) -> Consum
     value = encode(envelope) if envelope else b"not json"
     if envelope is not None:
         carrier |= {h.EVENT_TYPE: envelope.event_type, h.EVENT_ID: str(envelope.event_id)}
-    return ConsumerRecord(
-        topic=TOPIC,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=value,
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=len(value),
-        headers=h.encode_headers(carrier),
-    )
+    return consumer_record(TOPIC, value, offset=offset, headers=h.encode_headers(carrier))
 
 
 def delivery(handler: Any, hooks: ConsumerHooks, attempts: int = 1) -> Delivery:

@@ -18,8 +18,9 @@ from adapters_kafka.dead_letters import DeadLetter, replay
 from adapters_kafka.delivery import Delivery
 from adapters_kafka.policy import ConsumerHooks, RetryPolicy
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.structs import ConsumerRecord
 from core_saga.ports import PublishError
+
+from tests.unit.records import consumer_record
 
 pytestmark = pytest.mark.unit
 
@@ -63,19 +64,7 @@ async def test_a_dead_letter_too_large_for_the_broker_goes_without_its_value() -
         outage=outages.append,
     )
     value = b"x" * (LIMIT - 100)  # fits the broker alone, not with the reasons
-    record = ConsumerRecord(
-        topic="order-events",
-        partition=0,
-        offset=42,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"order-1",
-        value=value,
-        checksum=None,
-        serialized_key_size=7,
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    record = consumer_record("order-events", value, offset=42, key=b"order-1")
     await delivery.deliver_batch([record])
 
     [(topic, sent, headers)] = publisher.sent

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Kafka's 500 ms default makes every hop on an idle topic wait that long on some brokers.
 DEFAULT_CONSUMER_OPTIONS: Mapping[str, Any] = {"fetch_max_wait_ms": 50}
 _POLL_TIMEOUT_MS = 100
+STALLED_RETRY = 30.0
+"""Seconds a partition whose fetch failed stays paused before it is fetched again."""
+_FROM_START = -1  # a partition the group never committed: it was read from its start
 
 
 class ConsumerRunner:
@@ -44,9 +47,16 @@ class ConsumerRunner:
     Event types outside ``handler.subscriptions`` are skipped and committed, even broken
     ones that claim such a type: the services subscribing to them dead-letter them.
 
-    On a rebalance and on ``stop()`` the record in progress gets ``shutdown_grace`` seconds
-    to finish, then is abandoned uncommitted (it will be delivered again); records fetched
-    but not started are dropped. A partition holding ``max_buffered`` records is paused.
+    On ``stop()`` the record in progress gets ``shutdown_grace`` seconds to finish, on a
+    rebalance at most half the group's rebalance timeout (longer, and the group would drop
+    this member and hand its partitions on while it still works on them), then is abandoned
+    uncommitted (it will be delivered again); records fetched but not started are dropped.
+    A partition holding ``max_buffered`` records is paused.
+
+    A partition whose records cannot be fetched (a record batch the client cannot decode: a
+    bad CRC, a compression codec it lacks) is paused, logged as an ERROR and tried again
+    every ``STALLED_RETRY`` seconds, ``ready`` False meanwhile; the others go on, none of
+    their records lost (``_fetch_apart``).
 
     ``group_id`` and ``topics`` (by default those of the handler's subscriptions) are the
     saga's names; the broker's are in ``settings.namespace``.
@@ -99,9 +109,15 @@ class ConsumerRunner:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
         }
+        rebalance_ms = self._options.get("rebalance_timeout_ms") or self._options.get(
+            "session_timeout_ms", 10_000
+        )  # aiokafka's defaults: the rebalance timeout is the session timeout, 10 s
+        self._revoke_grace = min(shutdown_grace, rebalance_ms / 2_000)
         self._consumer: Any = None
         self._workers: dict[TopicPartition, _PartitionWorker] = {}
         self._done: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._fed: dict[TopicPartition, int] = {}  # next offset to hand a worker
+        self._stalled: dict[TopicPartition, float] = {}  # fetch failed: paused until (loop time)
         self._committed: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._struggling: set[TopicPartition] = set()  # backing off an infrastructure failure
@@ -120,6 +136,7 @@ class ConsumerRunner:
         return (
             self._running
             and not self._struggling
+            and not self._stalled
             and not self._kafka_failing
             and all(not task.done() for task in self._tasks)
         )
@@ -176,7 +193,9 @@ class ConsumerRunner:
                 task.cancel()
             await asyncio.wait(self._tasks)
             self._tasks = []
-            await self._release(list(self._workers))
+            await self._release(list(self._workers), self._grace)
+            self._fed.clear()
+            self._stalled.clear()
             await self._consumer.stop()
         finally:
             self._consumer = None
@@ -193,6 +212,7 @@ class ConsumerRunner:
 
     async def _fetch(self) -> None:
         while True:
+            self._retry_stalled()
             try:
                 batches = await self._consumer.getmany(
                     timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_buffered
@@ -200,20 +220,72 @@ class ConsumerRunner:
             except KafkaError as exc:
                 self._kafka_failing = True
                 log.warning("fetching for group %s failed, retrying: %r", self.group_id, exc)
+                await self._fetch_apart()
                 await asyncio.sleep(self._retry.infrastructure_backoff)
                 continue
             self._kafka_failing = False
-            for tp, records in batches.items():
-                worker = self._workers.get(tp)
-                if worker is None:
-                    worker = self._workers[tp] = _PartitionWorker(
-                        tp, self._delivery.deliver_batch, self._finished, self._max_batch
-                    )
-                    worker.task.add_done_callback(self._on_task_done)
-                worker.feed(records)
-                if worker.backlog >= self._max_buffered and tp not in self._paused:
-                    self._consumer.pause(tp)
-                    self._paused.add(tp)
+            self._feed(batches)
+
+    def _feed(self, batches: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        for tp, records in batches.items():
+            if not records:
+                continue
+            worker = self._workers.get(tp)
+            if worker is None:
+                worker = self._workers[tp] = _PartitionWorker(
+                    tp, self._delivery.deliver_batch, self._finished, self._max_batch
+                )
+                worker.task.add_done_callback(self._on_task_done)
+            worker.feed(records)
+            self._fed[tp] = records[-1].offset + 1
+            if worker.backlog >= self._max_buffered and tp not in self._paused:
+                self._consumer.pause(tp)
+                self._paused.add(tp)
+
+    async def _fetch_apart(self) -> None:
+        """After ``getmany`` failed: aiokafka takes each partition's fetched records in turn
+        and raises at a partition whose fetch failed, dropping what it took from the others
+        (their positions already past it). So every owned partition goes back to the first
+        record not yet handed to a worker, then each is fetched on its own: the one that
+        fails is stalled, the others' records are fed."""
+        owned = self._consumer.assignment()
+        for tp in owned:
+            if self._fed.get(tp) == _FROM_START:
+                await self._consumer.seek_to_beginning(tp)
+            elif tp in self._fed:
+                self._consumer.seek(tp, self._fed[tp])
+        for tp in sorted(owned - self._consumer.paused()):
+            try:
+                batches = await self._consumer.getmany(
+                    tp, timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_buffered
+                )
+            except KafkaError as exc:
+                self._stall(tp, exc)
+            else:
+                self._feed(batches)
+
+    def _stall(self, tp: TopicPartition, exc: KafkaError) -> None:
+        """Pause a partition that cannot be fetched: it would fail every fetch of the others."""
+        self._consumer.pause(tp)
+        self._stalled[tp] = asyncio.get_running_loop().time() + STALLED_RETRY
+        log.error(
+            "group %s cannot fetch %s[%d] at offset %s, paused for %g s: %r",
+            self.group_id,
+            tp.topic,
+            tp.partition,
+            self._fed.get(tp, "unknown"),
+            STALLED_RETRY,
+            exc,
+        )
+
+    def _retry_stalled(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for tp, until in list(self._stalled.items()):
+            if now >= until:
+                del self._stalled[tp]
+                if tp not in self._paused:
+                    with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                        self._consumer.resume(tp)
 
     def _outage(self, record: Any) -> None:
         self._struggling.add(TopicPartition(record.topic, record.partition))
@@ -224,8 +296,9 @@ class ConsumerRunner:
         self._commit_wanted.set()
         if tp in self._paused and backlog <= self._max_buffered // 2:
             self._paused.discard(tp)
-            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
-                self._consumer.resume(tp)
+            if tp not in self._stalled:
+                with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                    self._consumer.resume(tp)
 
     async def _commit_continuously(self) -> None:
         # Each commit carries everything finished while the previous one was in flight.
@@ -266,17 +339,22 @@ class ConsumerRunner:
             return
         for tp in partitions:
             with contextlib.suppress(KafkaError):  # lag then counts from 0 until a commit
-                self._committed[tp] = await self._consumer.committed(tp) or 0
+                committed = await self._consumer.committed(tp)
+                self._committed[tp] = committed or 0
+                self._fed[tp] = _FROM_START if committed is None else committed
 
-    async def _release(self, partitions: Iterable[TopicPartition]) -> None:
-        """Stop working on ``partitions`` and commit what finished on them."""
+    async def _release(self, partitions: Iterable[TopicPartition], grace: float) -> None:
+        """Stop working on ``partitions`` (giving a batch in progress ``grace`` seconds) and
+        commit what finished on them."""
         partitions = list(partitions)
         workers = [self._workers.pop(tp) for tp in partitions if tp in self._workers]
-        await asyncio.gather(*(worker.close(self._grace) for worker in workers))
+        await asyncio.gather(*(worker.close(grace) for worker in workers))
         await self._commit(partitions)
         for tp in partitions:
             self._done.pop(tp, None)
             self._committed.pop(tp, None)
+            self._fed.pop(tp, None)
+            self._stalled.pop(tp, None)
             self._paused.discard(tp)
             self._struggling.discard(tp)
 
@@ -352,7 +430,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._runner._release(revoked)
+        await self._runner._release(revoked, self._runner._revoke_grace)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("group %s: assigned %s", self._runner.group_id, sorted(assigned))

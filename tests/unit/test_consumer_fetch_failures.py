@@ -1,0 +1,203 @@
+"""The consumer runner when a fetch fails on one partition, and on a rebalance.
+
+aiokafka's ``getmany`` takes each partition's fetched records in turn; at a partition whose
+fetch failed (a record batch it cannot decode: a bad CRC, a codec it lacks) it raises and
+drops what it took from the others, whose positions are already past it. The audit found
+those records lost: never handed to a worker, their offsets committed once the next ones
+finished. ``FakeConsumer`` does what aiokafka does there; no broker is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from adapters_kafka import consumer as consuming
+from adapters_kafka import headers as h
+from adapters_kafka.consumer import ConsumerRunner, _Rebalance
+from adapters_kafka.policy import RetryPolicy
+from adapters_kafka.settings import KafkaSettings
+from aiokafka import TopicPartition
+from aiokafka.errors import CorruptRecordException
+from aiokafka.structs import ConsumerRecord
+from core_saga.handlers.exactly_once import new_envelope
+from core_saga.memory import ManualClock
+from core_saga.messages import Envelope, StockReleased, decode, encode
+from core_saga.ports import Around
+
+from tests.unit.records import consumer_record
+
+pytestmark = pytest.mark.unit
+
+TOPIC = "inventory-events"
+A, B = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+def record(tp: TopicPartition, offset: int) -> ConsumerRecord[Any, Any]:
+    envelope = new_envelope(StockReleased(order_id=uuid4()), ManualClock().now(), None)
+    headers = h.encode_headers({h.EVENT_TYPE: envelope.event_type})
+    return consumer_record(
+        tp.topic, encode(envelope), partition=tp.partition, offset=offset, headers=headers
+    )
+
+
+class FakeConsumer:
+    """Partitions with fixed logs; a fetch of a ``broken`` one fails. ``getmany()`` of all
+    partitions drains them in order and raises at a broken one, the drained records lost
+    and their positions kept, as aiokafka's fetcher does."""
+
+    def __init__(self, logs: dict[TopicPartition, int], broken: set[TopicPartition]) -> None:
+        self.logs = {tp: [record(tp, offset) for offset in range(n)] for tp, n in logs.items()}
+        self.position = dict.fromkeys(logs, 0)
+        self.broken = broken
+        self._paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.logs)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._paused.difference_update(partitions)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.position[tp] = 0
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        await asyncio.sleep(0.001)
+        drained = {}
+        for tp in partitions or sorted(self.logs):
+            if tp in self._paused:
+                continue
+            if tp in self.broken:
+                raise CorruptRecordException(f"Record for partition {tp} is corrupt")
+            start = self.position[tp]
+            taken = self.logs[tp][start : start + max_records]
+            if taken:
+                self.position[tp] = start + len(taken)
+                drained[tp] = taken
+        return drained
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+class Handler:
+    subscriptions = frozenset({"StockReleased"})
+
+    def __init__(self) -> None:
+        self.applied: list[Envelope] = []
+        self.hold: asyncio.Event | None = None
+
+    async def handle(self, envelope: Envelope) -> None:
+        await self.handle_batch([envelope])
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], around: Around | None = None
+    ) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
+        self.applied.extend(envelopes)
+
+
+async def runner_on(
+    fake: FakeConsumer, handler: Handler, **options: Any
+) -> tuple[ConsumerRunner, list[asyncio.Task[None]]]:
+    """A runner given ``fake``'s partitions, fetching and committing on it as ``start()``
+    would have it."""
+    runner = ConsumerRunner(
+        KafkaSettings("unused:9092"),
+        "inventory-service",
+        handler,
+        publisher=None,  # type: ignore[arg-type]  # nothing is dead-lettered here
+        topics=[TOPIC],
+        retry=RetryPolicy(infrastructure_backoff=0.01),
+        max_batch=2,
+        **options,
+    )
+    runner._consumer = fake
+    runner._running = True
+    await _Rebalance(runner).on_partitions_assigned(fake.assignment())
+    runner._tasks = [
+        asyncio.create_task(runner._fetch()),
+        asyncio.create_task(runner._commit_continuously()),
+    ]
+    return runner, runner._tasks
+
+
+async def until(condition: Any) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def stop(tasks: list[asyncio.Task[None]], runner: ConsumerRunner) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for worker in runner._workers.values():
+        worker.task.cancel()
+
+
+async def test_a_partition_that_cannot_be_fetched_loses_no_record_of_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(consuming, "STALLED_RETRY", 0.2)
+    fake = FakeConsumer({A: 6, B: 4}, broken={B})
+    handler = Handler()
+    with caplog.at_level(logging.ERROR, logger="adapters_kafka.consumer"):
+        runner, tasks = await runner_on(fake, handler)
+        try:
+            await until(lambda: fake.commits and fake.commits[-1].get(A) == 6)
+            applied = [e.event_id for e in handler.applied]
+            assert applied == [_id(r) for r in fake.logs[A]]  # each once, in order
+            assert B in fake.paused() and not runner.ready  # stalled, and said so
+            [stalled] = [r for r in caplog.records if "cannot fetch" in r.getMessage()]
+            assert f"{TOPIC}[1] at offset" in stalled.getMessage()
+
+            fake.broken.clear()  # the batch readable again (say, the codec installed)
+            await until(lambda: fake.commits and fake.commits[-1].get(B) == 4)
+            assert [e.event_id for e in handler.applied][6:] == [_id(r) for r in fake.logs[B]]
+            await until(lambda: runner.ready)
+        finally:
+            await stop(tasks, runner)
+
+
+def _id(rec: ConsumerRecord[Any, Any]) -> Any:
+    return decode(rec.value).event_id
+
+
+async def test_a_revoked_partition_gives_its_batch_half_the_rebalance_timeout() -> None:
+    """Longer, and the group drops this member and hands its partitions on while it still
+    works on them; the 10 s shutdown grace is more than a 6 s session timeout allows."""
+    fake = FakeConsumer({A: 1}, broken=set())
+    handler = Handler()
+    handler.hold = asyncio.Event()  # the batch never ends on its own
+    runner, tasks = await runner_on(fake, handler, consumer_options={"session_timeout_ms": 200})
+    try:
+        await until(lambda: A in runner._workers and runner._workers[A].task is not None)
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):  # with the shutdown grace it would take 10 s
+            await _Rebalance(runner).on_partitions_revoked({A})
+        assert handler.applied == []  # abandoned uncommitted: delivered again elsewhere
+        assert A not in runner._workers
+    finally:
+        await stop(tasks, runner)
