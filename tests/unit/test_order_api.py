@@ -137,3 +137,14 @@ async def test_a_declared_length_of_thousands_of_digits_is_too_large(
     headers = {**JSON, "Idempotency-Key": "k", "Content-Length": "9" * 5_000}
     response = await client.post("/api/orders", content=order_text(), headers=headers)
     assert problem(response, 413)["detail"] == "the body exceeds 65536 bytes"
+
+
+async def test_a_declared_length_with_thousands_of_leading_zeros_is_read(
+    client: httpx.AsyncClient,
+) -> None:
+    """Its digits were counted without the zeros but converted with them: int() refused
+    the 5,000 digits, a 500 and a traceback (an HTTP audit found it)."""
+    body = order_text()
+    headers = {**JSON, "Idempotency-Key": "k", "Content-Length": "0" * 5_000 + str(len(body))}
+    response = await client.post("/api/orders", content=body, headers=headers)
+    assert response.status_code == 201, response.text

@@ -21,8 +21,10 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Problem(415, "Unsupported Media Type", "send the body as application/json")
     declared = request.headers.get("content-length", "")
-    # Its digits counted first: int() refuses over 4,300 of them (a 500 otherwise).
-    if declared.isdigit() and (len(declared.lstrip("0")) > 18 or int(declared) > limit):
+    # Its significant digits counted first, and only they converted: int() refuses over
+    # 4,300 digits, leading zeros too (a 500 otherwise).
+    digits = declared.lstrip("0")
+    if declared.isascii() and declared.isdigit() and (len(digits) > 18 or int(digits or 0) > limit):
         raise Problem(413, "Content Too Large", f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0

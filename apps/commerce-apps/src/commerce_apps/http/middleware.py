@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from opentelemetry.util.http import sanitize_method
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,5 +55,7 @@ class RequestMetrics:
             await self.app(scope, receive, record_status)
         finally:
             self.metrics.http_duration.labels(
-                method=scope["method"], route=self._template(scope), status=str(status)
+                method=sanitize_method(scope["method"]),  # a bounded label: others are _OTHER
+                route=self._template(scope),
+                status=str(status),
             ).observe(time.perf_counter() - started)
