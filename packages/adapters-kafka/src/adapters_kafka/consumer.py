@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from core_saga.messages import TOPIC_OF
+from core_saga.messages import SAGA_TOPICS, TOPIC_OF
 from core_saga.ports import BatchEventHandler, Clock, EventHandler
 
 from adapters_kafka.delivery import Delivery
@@ -44,8 +44,10 @@ class ConsumerRunner:
     never dead-lettered: the same message is retried with capped exponential backoff and
     ``ready`` is False until it succeeds.
 
-    Event types outside ``handler.subscriptions`` are skipped and committed, even broken
-    ones that claim such a type: the services subscribing to them dead-letter them.
+    Event types outside ``handler.subscriptions`` that belong on the record's topic are
+    skipped and committed, even broken ones that claim such a type: the services
+    subscribing to them dead-letter them. A type of another saga topic is dead-lettered:
+    no service reading this topic would apply it.
 
     On ``stop()`` the record in progress gets ``shutdown_grace`` seconds to finish, on a
     rebalance at most half the group's rebalance timeout (longer, and the group would drop
@@ -97,6 +99,7 @@ class ConsumerRunner:
             hooks=self._hooks,
             now=clock.now if clock else lambda: datetime.now(UTC),
             outage=self._outage,
+            saga_topic={settings.named(topic): topic for topic in SAGA_TOPICS}.get,
         )
         self._max_buffered = max_buffered
         self._max_batch = max(1, max_batch) if isinstance(handler, BatchEventHandler) else 1

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from core_saga.messages import (
     EVENT_TYPES,
+    SAGA_TOPICS,
+    TOPIC_OF,
     Envelope,
     InvalidEvent,
     PoisonMessage,
@@ -53,8 +55,12 @@ class Delivery:
         hooks: ConsumerHooks,
         now: Callable[[], datetime],
         outage: Callable[[Any], None],
+        saga_topic: Callable[[str], str | None] = lambda topic: (
+            topic if topic in SAGA_TOPICS else None
+        ),
     ) -> None:
         self._handler = handler
+        self._saga_topic = saga_topic
         self._publisher = publisher
         self._group_id = group_id
         self._retry = retry
@@ -85,11 +91,7 @@ class Delivery:
         """The record with its envelope if the handler is to apply it; else skip or DLT it."""
         headers = h.decode_headers(record.headers)
         header = headers.get(h.EVENT_TYPE) or None
-        if (
-            header is not None
-            and header in EVENT_TYPES
-            and header not in self._handler.subscriptions
-        ):
+        if header is not None and self._left_to_others(record.topic, header):
             self._hooks.skipped(record.topic, header)  # not ours: no need to decode it
             return None
         try:
@@ -98,23 +100,41 @@ class Delivery:
             envelope = decode(record.value)
         except PoisonMessage as exc:
             claimed = header or _event_type_in_json(record.value)
-            if claimed in EVENT_TYPES and claimed not in self._handler.subscriptions:
+            if self._left_to_others(record.topic, claimed):
                 self._hooks.skipped(record.topic, claimed)
             else:  # decoding the same bytes again cannot succeed: no retries
                 await self._dead_letter(record, headers, None, exc, 1, self._now())
             return None
+        problem: InvalidEvent | None = None
         if header is not None and header != envelope.event_type:
             # Groups route by the header: left as it is, the groups that apply the
             # envelope's type may have skipped it unread.
-            mismatch = InvalidEvent(
+            problem = InvalidEvent(
                 f"eventType header {header!r} disagrees with the envelope's {envelope.event_type!r}"
             )
-            await self._dead_letter(record, headers, envelope, mismatch, 1, self._now())
-            return None
-        if envelope.event_type not in self._handler.subscriptions:
-            self._hooks.skipped(record.topic, envelope.event_type)
+        elif envelope.event_type not in self._handler.subscriptions:
+            if self._left_to_others(record.topic, envelope.event_type):
+                self._hooks.skipped(record.topic, envelope.event_type)
+                return None
+            problem = InvalidEvent(
+                f"{envelope.event_type} belongs on {TOPIC_OF[envelope.event_type]}, "
+                f"not {self._saga_topic(record.topic)}: no service reading this topic applies it"
+            )
+        if problem is not None:
+            await self._dead_letter(record, headers, envelope, problem, 1, self._now())
             return None
         return _Admitted(record, envelope, headers)
+
+    def _left_to_others(self, topic: str, claimed: str) -> bool:
+        """Whether a record claiming ``claimed`` is another group's to apply: a known type
+        this handler does not subscribe to, that belongs on this topic. A type of another
+        saga topic is no group's here (every service reads a type on its own topic), so it
+        is dead-lettered, not skipped by all. Outside the saga's topics any known type is
+        left to others."""
+        if claimed not in EVENT_TYPES or claimed in self._handler.subscriptions:
+            return False
+        saga = self._saga_topic(topic)
+        return saga is None or TOPIC_OF[claimed] == saga
 
     async def _handle_together(
         self, handler: BatchEventHandler, admitted: Sequence[_Admitted]
