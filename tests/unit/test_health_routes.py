@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+from commerce_apps.http import health
 from commerce_apps.http.health import health_routes
 from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
@@ -38,6 +41,22 @@ async def test_readiness_is_503_naming_each_check_that_is_down() -> None:
         "status": "DOWN",
         "checks": {"database": "UP", "broker": "DOWN", "migrations": "DOWN: ConnectionError"},
     }
+
+
+async def test_a_check_that_hangs_is_down_within_the_check_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database check waiting on an exhausted pool held the probe for the pool's 30 s."""
+
+    async def hangs() -> bool:
+        await asyncio.sleep(3600)
+        return True
+
+    monkeypatch.setattr(health, "CHECK_SECONDS", 0.05)
+    async with client({"database": hangs, "broker": up}) as http, asyncio.timeout(5):
+        response = await http.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "DOWN: TimeoutError", "broker": "UP"}
 
 
 async def test_metrics_are_prometheus_text_by_default() -> None:
