@@ -22,7 +22,7 @@ from adapters_kafka.consumer import ConsumerRunner, _Rebalance
 from adapters_kafka.policy import RetryPolicy
 from adapters_kafka.settings import KafkaSettings
 from aiokafka import TopicPartition
-from aiokafka.errors import CorruptRecordException
+from aiokafka.errors import CorruptRecordException, KafkaError
 from aiokafka.structs import ConsumerRecord
 from core_saga.handlers.exactly_once import new_envelope
 from core_saga.memory import ManualClock
@@ -50,10 +50,17 @@ class FakeConsumer:
     partitions drains them in order and raises at a broken one, the drained records lost
     and their positions kept, as aiokafka's fetcher does."""
 
-    def __init__(self, logs: dict[TopicPartition, int], broken: set[TopicPartition]) -> None:
+    def __init__(
+        self,
+        logs: dict[TopicPartition, int],
+        broken: set[TopicPartition],
+        committed: dict[TopicPartition, int] | None = None,
+    ) -> None:
         self.logs = {tp: [record(tp, offset) for offset in range(n)] for tp, n in logs.items()}
-        self.position = dict.fromkeys(logs, 0)
+        self.committed_offsets = committed or {}
+        self.position = {tp: self.committed_offsets.get(tp, 0) for tp in logs}
         self.broken = broken
+        self.failing: list[KafkaError] = []  # raised by the next getmany calls, before any
         self._paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
 
@@ -77,12 +84,14 @@ class FakeConsumer:
             self.position[tp] = 0
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        return None
+        return self.committed_offsets.get(tp)
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int, max_records: int
     ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
         await asyncio.sleep(0.001)
+        if self.failing:
+            raise self.failing.pop(0)
         drained = {}
         for tp in partitions or sorted(self.logs):
             if tp in self._paused:
@@ -119,10 +128,12 @@ class Handler:
 
 
 async def runner_on(
-    fake: FakeConsumer, handler: Handler, **options: Any
+    fake: FakeConsumer, handler: Handler, *, assigned: bool = True, **options: Any
 ) -> tuple[ConsumerRunner, list[asyncio.Task[None]]]:
     """A runner given ``fake``'s partitions, fetching and committing on it as ``start()``
-    would have it."""
+    would have it: the listener told of the assignment first, before the runner has the
+    consumer, as aiokafka does on the first join (``assigned=False``: its committed
+    offsets could not be read then)."""
     runner = ConsumerRunner(
         KafkaSettings("unused:9092"),
         "inventory-service",
@@ -133,9 +144,10 @@ async def runner_on(
         max_batch=2,
         **options,
     )
+    if assigned:
+        await _Rebalance(runner, fake).on_partitions_assigned(fake.assignment())
     runner._consumer = fake
     runner._running = True
-    await _Rebalance(runner).on_partitions_assigned(fake.assignment())
     runner._tasks = [
         asyncio.create_task(runner._fetch()),
         asyncio.create_task(runner._commit_continuously()),
@@ -196,8 +208,35 @@ async def test_a_revoked_partition_gives_its_batch_half_the_rebalance_timeout() 
         await until(lambda: A in runner._workers and runner._workers[A].task is not None)
         await asyncio.sleep(0.05)
         async with asyncio.timeout(5):  # with the shutdown grace it would take 10 s
-            await _Rebalance(runner).on_partitions_revoked({A})
+            await _Rebalance(runner, fake).on_partitions_revoked({A})
         assert handler.applied == []  # abandoned uncommitted: delivered again elsewhere
         assert A not in runner._workers
+    finally:
+        await stop(tasks, runner)
+
+
+async def test_a_partition_whose_committed_offset_was_not_read_is_rewound_to_it() -> None:
+    """The listener could not read the committed offsets (or ran before the runner had the
+    consumer, as on the first join): A's records were skipped, not rewound, on a failure."""
+    fake = FakeConsumer({A: 6, B: 4}, broken={B}, committed={A: 2})
+    handler = Handler()
+    runner, tasks = await runner_on(fake, handler, assigned=False)
+    try:
+        await until(lambda: fake.commits and fake.commits[-1].get(A) == 6)
+        assert [e.event_id for e in handler.applied] == [_id(r) for r in fake.logs[A][2:]]
+    finally:
+        await stop(tasks, runner)
+
+
+async def test_an_error_of_no_partition_in_particular_stalls_none() -> None:
+    """A coordinator's error concerns every partition alike: each is rewound, none paused."""
+    fake = FakeConsumer({A: 3, B: 3}, broken=set())
+    fake.failing = [KafkaError("the group coordinator went away") for _ in range(3)]
+    handler = Handler()
+    runner, tasks = await runner_on(fake, handler)
+    try:
+        await until(lambda: len(handler.applied) == 6)
+        assert fake.paused() == set()
+        await until(lambda: runner.ready)
     finally:
         await stop(tasks, runner)

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+    UnsupportedCodecError,
+)
 from core_saga.messages import SAGA_TOPICS, TOPIC_OF
 from core_saga.ports import BatchEventHandler, Clock, EventHandler
 
@@ -28,6 +36,14 @@ _POLL_TIMEOUT_MS = 100
 STALLED_RETRY = 30.0
 """Seconds a partition whose fetch failed stays paused before it is fetched again."""
 _FROM_START = -1  # a partition the group never committed: it was read from its start
+_PARTITION_ERRORS = (
+    CorruptRecordException,
+    UnsupportedCodecError,
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+)
+"""What ``getmany`` raises for one partition's fetch (others, a coordinator's say, concern
+every partition alike: no reason to stall one)."""
 
 
 class ConsumerRunner:
@@ -169,7 +185,7 @@ class ConsumerRunner:
         if self._running:
             return
         consumer = AIOKafkaConsumer(**self._options)  # needs the running loop: made here
-        consumer.subscribe(self.topics, listener=_Rebalance(self))
+        consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
         try:
             await consumer.start()
         except BaseException:
@@ -223,7 +239,7 @@ class ConsumerRunner:
             except KafkaError as exc:
                 self._kafka_failing = True
                 log.warning("fetching for group %s failed, retrying: %r", self.group_id, exc)
-                await self._fetch_apart()
+                await self._fetch_apart(exc)
                 await asyncio.sleep(self._retry.infrastructure_backoff)
                 continue
             self._kafka_failing = False
@@ -245,27 +261,43 @@ class ConsumerRunner:
                 self._consumer.pause(tp)
                 self._paused.add(tp)
 
-    async def _fetch_apart(self) -> None:
+    async def _fetch_apart(self, failure: KafkaError) -> None:
         """After ``getmany`` failed: aiokafka takes each partition's fetched records in turn
         and raises at a partition whose fetch failed, dropping what it took from the others
         (their positions already past it). So every owned partition goes back to the first
-        record not yet handed to a worker, then each is fetched on its own: the one that
-        fails is stalled, the others' records are fed."""
-        owned = self._consumer.assignment()
-        for tp in owned:
-            if self._fed.get(tp) == _FROM_START:
-                await self._consumer.seek_to_beginning(tp)
-            elif tp in self._fed:
-                self._consumer.seek(tp, self._fed[tp])
-        for tp in sorted(owned - self._consumer.paused()):
+        record not yet handed to a worker; then, if the error is one partition's (its
+        records unreadable, its topic denied), each is fetched on its own: the one that
+        fails is stalled, the others' records are fed. A partition revoked meanwhile is
+        passed over."""
+        for tp in sorted(self._consumer.assignment()):
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                await self._rewind(tp)
+        if not isinstance(failure, _PARTITION_ERRORS):
+            return
+        for tp in sorted(self._consumer.assignment() - self._consumer.paused()):
             try:
                 batches = await self._consumer.getmany(
                     tp, timeout_ms=_POLL_TIMEOUT_MS, max_records=self._max_buffered
                 )
+            except IllegalStateError:
+                continue  # revoked meanwhile
             except KafkaError as exc:
-                self._stall(tp, exc)
+                if tp in self._consumer.assignment():
+                    self._stall(tp, exc)
             else:
                 self._feed(batches)
+
+    async def _rewind(self, tp: TopicPartition) -> None:
+        """Back to the first record of ``tp`` not handed to a worker: where the last one
+        fed ends, else where the group committed, else the partition's start."""
+        if tp not in self._fed:
+            with contextlib.suppress(KafkaError):
+                committed = await self._consumer.committed(tp)
+                self._fed[tp] = _FROM_START if committed is None else committed
+        if self._fed.get(tp) == _FROM_START:
+            await self._consumer.seek_to_beginning(tp)
+        elif tp in self._fed:
+            self._consumer.seek(tp, self._fed[tp])
 
     def _stall(self, tp: TopicPartition, exc: KafkaError) -> None:
         """Pause a partition that cannot be fetched: it would fail every fetch of the others."""
@@ -276,7 +308,7 @@ class ConsumerRunner:
             self.group_id,
             tp.topic,
             tp.partition,
-            self._fed.get(tp, "unknown"),
+            "its start" if self._fed.get(tp) == _FROM_START else self._fed.get(tp, "unknown"),
             STALLED_RETRY,
             exc,
         )
@@ -336,15 +368,15 @@ class ConsumerRunner:
             self._committed.update(offsets)
             return True
 
-    async def _load_committed(self, partitions: Iterable[TopicPartition]) -> None:
-        """The group's committed offsets of newly owned partitions: where ``lag`` counts from."""
-        if self._consumer is None:
-            return
+    async def _load_committed(self, consumer: Any, partitions: Iterable[TopicPartition]) -> None:
+        """The group's committed offsets of newly owned partitions: where ``lag`` counts
+        from, and where ``_fetch_apart`` rewinds one not fed yet (never past what was fed
+        meanwhile: aiokafka may fetch for a partition while this runs)."""
         for tp in partitions:
             with contextlib.suppress(KafkaError):  # lag then counts from 0 until a commit
-                committed = await self._consumer.committed(tp)
+                committed = await consumer.committed(tp)
                 self._committed[tp] = committed or 0
-                self._fed[tp] = _FROM_START if committed is None else committed
+                self._fed.setdefault(tp, _FROM_START if committed is None else committed)
 
     async def _release(self, partitions: Iterable[TopicPartition], grace: float) -> None:
         """Stop working on ``partitions`` (giving a batch in progress ``grace`` seconds) and
@@ -427,15 +459,19 @@ class _PartitionWorker:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Releases revoked partitions before the group reassigns them."""
+    """Releases revoked partitions before the group reassigns them.
 
-    def __init__(self, runner: ConsumerRunner) -> None:
+    It holds the consumer itself: on the first join aiokafka calls it before ``start()``
+    returns, so before the runner has the consumer."""
+
+    def __init__(self, runner: ConsumerRunner, consumer: Any) -> None:
         self._runner = runner
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._runner._release(revoked, self._runner._revoke_grace)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("group %s: assigned %s", self._runner.group_id, sorted(assigned))
-        await self._runner._load_committed(assigned)
+        await self._runner._load_committed(self._consumer, assigned)
         self._runner._hooks.assigned(frozenset(assigned))

@@ -37,6 +37,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Fails, changing nothing, while a notification is still unsent: the older release
     would never send it."""
+    # Locked first: a replica of this release inserting between the count and the drop
+    # would lose its notification with the table.
+    op.execute("LOCK TABLE notifications_unsent IN ACCESS EXCLUSIVE MODE")
     unsent = op.get_bind().execute(sa.text("SELECT count(*) FROM notifications_unsent"))
     count = unsent.scalar_one()
     if count:
