@@ -19,7 +19,7 @@ import pytest
 from adapters_kafka import consumer as consuming
 from adapters_kafka import headers as h
 from adapters_kafka.consumer import ConsumerRunner, _Rebalance
-from adapters_kafka.policy import RetryPolicy
+from adapters_kafka.policy import ConsumerHooks, RetryPolicy
 from adapters_kafka.settings import KafkaSettings
 from aiokafka import TopicPartition
 from aiokafka.errors import CorruptRecordException, KafkaError
@@ -127,6 +127,15 @@ class Handler:
         self.applied.extend(envelopes)
 
 
+class Failures(ConsumerHooks):
+    def __init__(self) -> None:
+        self.outages: list[str] = []
+
+    def failed(self, topic: str, error: BaseException, *, infrastructure: bool) -> None:
+        if infrastructure:
+            self.outages.append(topic)
+
+
 async def runner_on(
     fake: FakeConsumer, handler: Handler, *, assigned: bool = True, **options: Any
 ) -> tuple[ConsumerRunner, list[asyncio.Task[None]]]:
@@ -175,8 +184,9 @@ async def test_a_partition_that_cannot_be_fetched_loses_no_record_of_the_others(
     monkeypatch.setattr(consuming, "STALLED_RETRY", 0.2)
     fake = FakeConsumer({A: 6, B: 4}, broken={B})
     handler = Handler()
+    hooks = Failures()
     with caplog.at_level(logging.ERROR, logger="adapters_kafka.consumer"):
-        runner, tasks = await runner_on(fake, handler)
+        runner, tasks = await runner_on(fake, handler, hooks=hooks)
         try:
             await until(lambda: fake.commits and fake.commits[-1].get(A) == 6)
             applied = [e.event_id for e in handler.applied]
@@ -184,6 +194,7 @@ async def test_a_partition_that_cannot_be_fetched_loses_no_record_of_the_others(
             assert B in fake.paused() and not runner.ready  # stalled, and said so
             [stalled] = [r for r in caplog.records if "cannot fetch" in r.getMessage()]
             assert f"{TOPIC}[1] at offset" in stalled.getMessage()
+            assert hooks.outages and hooks.outages[0] == TOPIC  # in the failures metric
 
             fake.broken.clear()  # the batch readable again (say, the codec installed)
             await until(lambda: fake.commits and fake.commits[-1].get(B) == 4)

@@ -303,6 +303,7 @@ class ConsumerRunner:
         """Pause a partition that cannot be fetched: it would fail every fetch of the others."""
         self._consumer.pause(tp)
         self._stalled[tp] = asyncio.get_running_loop().time() + STALLED_RETRY
+        self._hooks.failed(tp.topic, exc, infrastructure=True)  # counted as an outage is
         log.error(
             "group %s cannot fetch %s[%d] at offset %s, paused for %g s: %r",
             self.group_id,
