@@ -192,6 +192,7 @@ async def test_a_partition_that_cannot_be_fetched_loses_no_record_of_the_others(
             applied = [e.event_id for e in handler.applied]
             assert applied == [_id(r) for r in fake.logs[A]]  # each once, in order
             assert B in fake.paused() and not runner.ready  # stalled, and said so
+            assert runner.stalled == {B}  # consumer_stalled_partitions
             [stalled] = [r for r in caplog.records if "cannot fetch" in r.getMessage()]
             assert f"{TOPIC}[1] at offset" in stalled.getMessage()
             assert hooks.outages and hooks.outages[0] == TOPIC  # in the failures metric
@@ -200,6 +201,7 @@ async def test_a_partition_that_cannot_be_fetched_loses_no_record_of_the_others(
             await until(lambda: fake.commits and fake.commits[-1].get(B) == 4)
             assert [e.event_id for e in handler.applied][6:] == [_id(r) for r in fake.logs[B]]
             await until(lambda: runner.ready)
+            assert runner.stalled == frozenset()
         finally:
             await stop(tasks, runner)
 

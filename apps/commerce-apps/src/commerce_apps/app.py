@@ -126,6 +126,7 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
 
     async def consumer_lag() -> None:
         consumer = container.consumer()
+        metrics.consumer_stalled.set(len(consumer.stalled))
         metrics.consumer_lag.clear()
         for tp, lag in consumer.lag().items():
             metrics.consumer_lag.labels(

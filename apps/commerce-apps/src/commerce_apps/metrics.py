@@ -73,6 +73,11 @@ class ServiceMetrics:
             ["group", "topic", "partition"],
             registry=r,
         )
+        self.consumer_stalled = Gauge(
+            "consumer_stalled_partitions",
+            "Partitions the consumer cannot fetch (a record batch it cannot decode), paused",
+            registry=r,
+        )
         self.orders_created = Counter("orders_created", "Orders placed", registry=r)
         self.orders_confirmed = Counter("orders_confirmed", "Orders confirmed", registry=r)
         self.orders_cancelled = Counter("orders_cancelled", "Orders cancelled", registry=r)

@@ -161,6 +161,11 @@ class ConsumerRunner:
         )
 
     @property
+    def stalled(self) -> frozenset[TopicPartition]:
+        """The partitions paused because they cannot be fetched (``STALLED_RETRY``)."""
+        return frozenset(self._stalled)
+
+    @property
     def backlog(self) -> int:
         """Records fetched but not yet started, over all partitions (a gauge worth exporting)."""
         return sum(worker.backlog for worker in self._workers.values())
