@@ -12,7 +12,8 @@ import pytest
 from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import create_engine
 from adapters_postgres.migrations import current_revisions, downgrade, is_at_head, migrate
-from adapters_postgres.payment_repositories import _DUE, _FIRST
+from adapters_postgres.payment_repositories import _DUE
+from adapters_postgres.sql import waiting_params
 from adapters_postgres.uow import payment_uow_factory
 from commerce_apps.app import build_app
 from commerce_apps.container import container_for
@@ -126,16 +127,7 @@ async def _due_plan(conn: AsyncConnection) -> str:
     assert driver is not None
     await driver.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
     statement = await driver.prepare(f"EXPLAIN {_DUE.sql}")
-    rows = await statement.fetch(
-        *_DUE.args(
-            {
-                "before": datetime.now(UTC),
-                "limit": 100,
-                "after_at": _FIRST[0],
-                "after_id": _FIRST[1],
-            }
-        )
-    )
+    rows = await statement.fetch(*_DUE.args(waiting_params(datetime.now(UTC), 100, None)))
     return "\n".join(row[0] for row in rows)
 
 

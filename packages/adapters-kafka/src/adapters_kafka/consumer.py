@@ -35,7 +35,6 @@ DEFAULT_CONSUMER_OPTIONS: Mapping[str, Any] = {"fetch_max_wait_ms": 50}
 _POLL_TIMEOUT_MS = 100
 STALLED_RETRY = 30.0
 """Seconds a partition whose fetch failed stays paused before it is fetched again."""
-_FROM_START = -1  # a partition the group never committed: it was read from its start
 _PARTITION_ERRORS = (
     CorruptRecordException,
     UnsupportedCodecError,
@@ -294,15 +293,17 @@ class ConsumerRunner:
 
     async def _rewind(self, tp: TopicPartition) -> None:
         """Back to the first record of ``tp`` not handed to a worker: where the last one
-        fed ends, else where the group committed, else the partition's start."""
-        if tp not in self._fed:
-            with contextlib.suppress(KafkaError):
-                committed = await self._consumer.committed(tp)
-                self._fed[tp] = _FROM_START if committed is None else committed
-        if self._fed.get(tp) == _FROM_START:
-            await self._consumer.seek_to_beginning(tp)
-        elif tp in self._fed:
+        fed ends; for one not fed since it was assigned, where the group committed, else
+        the partition's start."""
+        if tp in self._fed:
             self._consumer.seek(tp, self._fed[tp])
+            return
+        with contextlib.suppress(KafkaError):  # committed unknown: left where it is
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     def _stall(self, tp: TopicPartition, exc: KafkaError) -> None:
         """Pause a partition that cannot be fetched: it would fail every fetch of the others."""
@@ -314,7 +315,7 @@ class ConsumerRunner:
             self.group_id,
             tp.topic,
             tp.partition,
-            "its start" if self._fed.get(tp) == _FROM_START else self._fed.get(tp, "unknown"),
+            self._fed.get(tp, "the committed one"),
             STALLED_RETRY,
             exc,
         )
@@ -375,14 +376,10 @@ class ConsumerRunner:
             return True
 
     async def _load_committed(self, consumer: Any, partitions: Iterable[TopicPartition]) -> None:
-        """The group's committed offsets of newly owned partitions: where ``lag`` counts
-        from, and where ``_fetch_apart`` rewinds one not fed yet (never past what was fed
-        meanwhile: aiokafka may fetch for a partition while this runs)."""
+        """The group's committed offsets of newly owned partitions: where ``lag`` counts from."""
         for tp in partitions:
             with contextlib.suppress(KafkaError):  # lag then counts from 0 until a commit
-                committed = await consumer.committed(tp)
-                self._committed[tp] = committed or 0
-                self._fed.setdefault(tp, _FROM_START if committed is None else committed)
+                self._committed[tp] = await consumer.committed(tp) or 0
 
     async def _release(self, partitions: Iterable[TopicPartition], grace: float) -> None:
         """Stop working on ``partitions`` (giving a batch in progress ``grace`` seconds) and

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from core_saga.notifications import Notification, NotificationType
 from core_saga.ports import LIST_LIMIT, Position
-from sqlalchemy import Insert, Integer, Select, bindparam, delete, insert, select, tuple_
+from sqlalchemy import Insert, Select, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,9 +20,10 @@ from adapters_postgres.sql import (
     every_column,
     insert_unnested,
     newest_page,
-    param,
+    oldest_waiting,
     unnest_params,
     unnest_rows,
+    waiting_params,
 )
 from adapters_postgres.tables import notifications, notifications_unsent
 
@@ -72,22 +73,16 @@ _OF_ORDERS = raw.Compiled(
 """Each wanted order with its notification (NULLs if none)."""
 
 _UNSENT = raw.Compiled(
-    select(notifications)
-    .join(notifications_unsent, notifications_unsent.c.notification_id == notifications.c.id)
-    .where(
-        notifications_unsent.c.created_at <= param(notifications_unsent.c.created_at, "before"),
-        tuple_(notifications_unsent.c.created_at, notifications_unsent.c.notification_id)
-        > tuple_(
-            param(notifications_unsent.c.created_at, "after_at"),
-            param(notifications_unsent.c.notification_id, "after_id"),
+    oldest_waiting(
+        select(notifications).join(
+            notifications_unsent, notifications_unsent.c.notification_id == notifications.c.id
         ),
+        notifications_unsent.c.created_at,
+        notifications_unsent.c.notification_id,
     )
-    .order_by(notifications_unsent.c.created_at, notifications_unsent.c.notification_id)
-    .limit(bindparam("limit", type_=Integer))
 )
 """Read along ``notifications_unsent_created_at_idx``; a notification's unsent row has its
 ``created_at``."""
-_FIRST: Position = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 _MARK_SENT = raw.Compiled(
     delete(notifications_unsent).where(
@@ -194,8 +189,7 @@ class PostgresNotificationRepository:
         self, before: datetime, limit: int, *, after: Position | None = None
     ) -> Sequence[Notification]:
         await self.flush()
-        after_at, after_id = after or _FIRST
-        params = {"before": before, "limit": limit, "after_at": after_at, "after_id": after_id}
+        params = waiting_params(before, limit, after)
         return [_notification(row) for row in await raw.fetch_compiled(self._conn, _UNSENT, params)]
 
     async def mark_sent(self, notifications: Collection[Notification]) -> None:

@@ -11,19 +11,26 @@ four per event.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from core_saga.payments import Payment, PaymentStatus
 from core_saga.ports import LIST_LIMIT, Position
-from sqlalchemy import Integer, bindparam, exists, insert, select, text, tuple_, update
+from sqlalchemy import exists, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters_postgres import raw
 from adapters_postgres.identity import IdentityMap, OrderLocks
-from adapters_postgres.sql import every_column, newest_page, param, unnest_params
+from adapters_postgres.sql import (
+    every_column,
+    newest_page,
+    oldest_waiting,
+    param,
+    unnest_params,
+    waiting_params,
+)
 from adapters_postgres.tables import PAYMENTS_DUE, cancelled_orders, payments
 
 _FIELDS = ("id", "order_id", "amount", "currency", "reason", "created_at", "updated_at")
@@ -84,19 +91,10 @@ _MARK_CANCELLED = raw.Compiled(
 )
 
 _DUE = raw.Compiled(
-    select(payments)
-    .where(
-        text(PAYMENTS_DUE),
-        payments.c.updated_at <= param(payments.c.updated_at, "before"),
-        tuple_(payments.c.updated_at, payments.c.id)
-        > tuple_(param(payments.c.updated_at, "after_at"), param(payments.c.id, "after_id")),
-    )
-    .order_by(payments.c.updated_at, payments.c.id)
-    .limit(bindparam("limit", type_=Integer))
+    oldest_waiting(select(payments).where(text(PAYMENTS_DUE)), payments.c.updated_at, payments.c.id)
 )
 """The predicate as written in ``payments_due_idx`` (literal, so a generic plan of the
 prepared statement can use that index too), read along its ``(updated_at, id)``."""
-_FIRST: Position = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 _WAS_CANCELLED = raw.Compiled(
     select(exists().where(cancelled_orders.c.order_id == param(cancelled_orders.c.order_id)))
@@ -165,8 +163,7 @@ class PostgresPaymentRepository:
     async def due(
         self, before: datetime, limit: int, *, after: Position | None = None
     ) -> Sequence[Payment]:
-        after_at, after_id = after or _FIRST
-        params = {"before": before, "limit": limit, "after_at": after_at, "after_id": after_id}
+        params = waiting_params(before, limit, after)
         return [_payment(row) for row in await raw.fetch_compiled(self._conn, _DUE, params)]
 
     async def flush(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 from uuid import UUID
 
 from core_saga.ports import Position
@@ -12,6 +13,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Insert,
+    Integer,
     RowMapping,
     Select,
     Table,
@@ -117,6 +119,28 @@ async def newest_page(
     query = newest_page_query(table, order_id, limit, before, joined=joined)
     rows = [row._mapping for row in await conn.execute(query)]
     return rows[::-1]
+
+
+FIRST: Final[Position] = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
+"""Before every ``(at, id)``: where ``oldest_waiting`` starts without an ``after``."""
+
+
+def oldest_waiting(query: Select[Any], at: Column[Any], id_: Column[Any]) -> Select[Any]:
+    """``query`` as a sweep's keyset page: the rows waiting since ``:before`` or earlier,
+    after ``(:after_at, :after_id)``, oldest first by ``(at, id)``, ``:limit`` of them
+    (``waiting_params``), read along an ``(at, id)`` index."""
+    after = tuple_(param(at, "after_at"), param(id_, "after_id"))
+    return (
+        query.where(at <= param(at, "before"), tuple_(at, id_) > after)
+        .order_by(at, id_)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+def waiting_params(before: datetime, limit: int, after: Position | None) -> dict[str, Any]:
+    """The parameters of an ``oldest_waiting`` page."""
+    after_at, after_id = after or FIRST
+    return {"before": before, "limit": limit, "after_at": after_at, "after_id": after_id}
 
 
 def insert_children(

@@ -39,17 +39,12 @@ class MemoryNotifications:
     async def unsent(
         self, before: datetime, limit: int, *, after: Position | None = None
     ) -> Sequence[Notification]:
-        def waited(n: Notification) -> Position:
-            return (n.created_at, n.id)
-
-        rows = self._rows.select(
-            lambda n: (
-                bool(self._unsent.get(n.order_id))
-                and n.created_at <= before
-                and (not after or waited(n) > after)
-            )
+        return self._rows.oldest(
+            lambda n: bool(self._unsent.get(n.order_id)) and n.created_at <= before,
+            lambda n: (n.created_at, n.id),
+            limit,
+            after,
         )
-        return sorted(rows, key=waited)[:limit]
 
     async def mark_sent(self, notifications: Collection[Notification]) -> None:
         for notification in notifications:

@@ -58,13 +58,12 @@ class MemoryPayments:
     async def due(
         self, before: datetime, limit: int, *, after: Position | None = None
     ) -> Sequence[Payment]:
-        def waited(p: Payment) -> Position:
-            return (p.changed_at, p.id)
-
-        rows = self._rows.select(
-            lambda p: p.status.due and p.changed_at <= before and (not after or waited(p) > after)
+        return self._rows.oldest(
+            lambda p: p.status.due and p.changed_at <= before,
+            lambda p: (p.changed_at, p.id),
+            limit,
+            after,
         )
-        return sorted(rows, key=waited)[:limit]
 
 
 class MemoryPaymentDatabase(MemoryDatabase):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable
 from copy import deepcopy
 from typing import Any, Generic, TypeVar
@@ -94,6 +94,21 @@ class Staged(Generic[K, V]):
         if before is not None:
             ordered = ordered[: bisect_left(ordered, before, key=order)]
         return ordered[max(len(ordered) - limit, 0) :]
+
+    def oldest(
+        self,
+        keep: Callable[[V], bool],
+        order: Callable[[V], Any],
+        limit: int,
+        after: Any = None,
+    ) -> list[V]:
+        """The first ``limit`` rows ``keep`` accepts by ``order`` (among those ordered
+        strictly after ``after``, if given): what a sweep's ``WHERE order > after ORDER BY …
+        LIMIT`` keeps (keyset paging)."""
+        ordered = sorted(self.select(keep), key=order)
+        if after is not None:
+            ordered = ordered[bisect_right(ordered, after, key=order) :]
+        return ordered[:limit]
 
     def apply(self) -> None:
         """Commit: the writes become the table's rows."""
