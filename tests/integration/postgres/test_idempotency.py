@@ -10,18 +10,22 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from adapters_postgres import placing
+from adapters_postgres.idempotency import CLAIM_TRIES, KeyRaceError, PostgresIdempotencyStore
 from adapters_postgres.uow import order_uow_factory
 from core_saga.handlers.order import OrderLine, OrderService, PlaceOrder
 from core_saga.messages import Envelope
-from core_saga.ports import KeyClaim
+from core_saga.ports import KeyClaim, StoredResponse
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.contract.builders import new_order, order_created
 from tests.integration.postgres.conftest import ManualClock
 
 pytestmark = pytest.mark.integration
+DELETE_KEY = text("DELETE FROM idempotency_keys WHERE key = :k")
 
 
 def a_request() -> PlaceOrder:
@@ -153,3 +157,61 @@ async def test_place_refuses_a_unit_of_work_whose_transaction_began(
         with pytest.raises(RuntimeError, match="this one has begun"):
             await uow.place(order, order_created(now, order.id), claim)
     assert await orders_of(order_engine, order.customer_id) == []
+
+
+def purge_before_reading(
+    monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine, times: int = 1
+) -> list[str]:
+    """The housekeeping purge deleting the key between a claim that lost and the read of
+    what it holds, ``times`` times (the millisecond window at a key's expiry)."""
+    real = PostgresIdempotencyStore.stored
+    purged: list[str] = []
+
+    async def stored(self: PostgresIdempotencyStore, key: str) -> StoredResponse | None:
+        if len(purged) < times:
+            purge = create_async_engine(engine.url, poolclass=NullPool)  # the pool is in use
+            try:
+                async with purge.begin() as conn:
+                    await conn.execute(DELETE_KEY, {"k": key})
+            finally:
+                await purge.dispose()
+            purged.append(key)
+        return await real(self, key)
+
+    monkeypatch.setattr(PostgresIdempotencyStore, "stored", stored)
+    return purged
+
+
+async def test_a_key_purged_after_its_claim_lost_places_the_order(
+    order_engine: AsyncEngine, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the read found no row and the POST answered 500."""
+    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    request, key = a_request(), f"key-{uuid4()}"
+    first = await service.place_order(request, key)
+    purged = purge_before_reading(monkeypatch, order_engine)
+
+    again = await service.place_order(request, key)
+
+    assert purged == [key]
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.body["id"] != again.body["id"]
+    assert len(await orders_of(order_engine, request.customer_id)) == 2
+    assert await outbox_rows_for(order_engine, again.body["id"]) == 1
+
+
+async def test_a_key_purged_at_every_read_is_a_clear_error(
+    order_engine: AsyncEngine, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never a loop: after ``CLAIM_TRIES`` the race is an error naming the key."""
+    service = OrderService(uow=order_uow_factory(order_engine), clock=clock)
+    request, key = a_request(), f"key-{uuid4()}"
+    await service.place_order(request, key)
+
+    async def place_losing(conn: Any, params: dict[str, Any]) -> bool:
+        return False  # another request took the key each time, and the purge its row
+
+    monkeypatch.setattr(placing, "place", place_losing)
+    purge_before_reading(monkeypatch, order_engine, times=CLAIM_TRIES)
+    with pytest.raises(KeyRaceError, match=key):
+        await service.place_order(request, key)

@@ -54,6 +54,17 @@ _SAVE_RESPONSE = (
 )
 
 
+CLAIM_TRIES = 3
+"""Claims of one key per POST: each retry follows a key purged right after a lost claim."""
+
+
+class KeyRaceError(RuntimeError):
+    """A key was live at its claim and gone when read, ``CLAIM_TRIES`` times in a row."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was deleted after each of its lost claims")
+
+
 def claim_params(claim: KeyClaim) -> dict[str, Any]:
     """The parameters of ``CLAIM``."""
     status_code, body = claim.response or (None, None)
@@ -91,11 +102,21 @@ class PostgresIdempotencyStore:
         params = claim_params(KeyClaim(key, request_hash, now, expires_at, response))
         if await raw.fetch_compiled(self._conn, _CLAIM, params):
             return None
-        return await self.stored(key)
+        stored = await self.stored(key)
+        if stored is None:  # in a transaction the lost claim locked the row: the purge skips it
+            raise KeyRaceError(key)
+        return stored
 
-    async def stored(self, key: str) -> StoredResponse:
-        """What a live key holds (a claim that lost)."""
-        row = (await self._conn.execute(_STORED, {"idempotency_key": key})).one()
+    async def stored(self, key: str) -> StoredResponse | None:
+        """What a live key holds (a claim that lost); None if it was deleted since.
+
+        ``placing`` claims outside a transaction, so the row is not locked when this reads
+        it: the key can expire and the housekeeping purge delete it in between (a
+        millisecond window). The caller then claims again, and this time the claim inserts.
+        """
+        row = (await self._conn.execute(_STORED, {"idempotency_key": key})).one_or_none()
+        if row is None:
+            return None
         return StoredResponse(row.request_hash, row.status_code, row.response)
 
     async def save_response(self, key: str, status_code: int, body: Any) -> None:

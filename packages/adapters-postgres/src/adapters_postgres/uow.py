@@ -35,7 +35,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters_postgres import placing
-from adapters_postgres.idempotency import PostgresIdempotencyStore, claim_params
+from adapters_postgres.idempotency import (
+    CLAIM_TRIES,
+    KeyRaceError,
+    PostgresIdempotencyStore,
+    claim_params,
+)
 from adapters_postgres.identity import OrderLocks
 from adapters_postgres.inbox import PostgresInbox
 from adapters_postgres.inventory_repositories import (
@@ -245,11 +250,18 @@ class PostgresOrderUnitOfWork(PostgresUnitOfWork):
             **new_order_params(order),
             **self._outbox.params([created]),
         }
-        if await placing.place(self.connection, params):
-            self._transaction_ended()
-            self._committed([created])
-            return None
-        return await self._idempotency.stored(claim.key)
+        for _ in range(CLAIM_TRIES):
+            if await placing.place(self.connection, params):
+                self._transaction_ended()
+                self._committed([created])
+                return None
+            stored = await self._idempotency.stored(claim.key)
+            if stored is not None:
+                return stored
+            # Purged since the claim lost: claim again, outside a transaction as before.
+            await self.connection.rollback()
+            await self.connection.begin()
+        raise KeyRaceError(claim.key)
 
 
 class PostgresInventoryUnitOfWork(PostgresUnitOfWork):
