@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 
 import pytest
 import typer
-from commerce_apps.console import run_async
+from adapters_kafka.embedded import free_port
+from commerce_apps.console import fail, run_async
+from commerce_apps.platform import PlatformError, PortInUse, check_port_free, on_broker
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +46,33 @@ def test_sigterm_is_a_clean_stop() -> None:
     with pytest.raises(typer.Exit) as ended:
         run_async(main)
     assert ended.value.exit_code == 0
+
+
+def test_a_message_with_colons_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich read ":abc:" in "127.0.0.1:abc: invalid literal" as an emoji code."""
+    with pytest.raises(typer.Exit):
+        raise fail("broker unreachable at 127.0.0.1:abc: invalid literal for int()")
+    assert "127.0.0.1:abc: invalid literal" in capsys.readouterr().err
+
+
+async def test_a_broker_that_does_not_answer_says_for_how_long() -> None:
+    """``TimeoutError()`` says nothing: the line ended in "at localhost:9092: "."""
+    with pytest.raises(PlatformError, match=r"^broker unreachable at b:9092: no answer in 0.05 s$"):
+        await on_broker("b:9092", asyncio.sleep(1), seconds=0.05)
+
+
+def test_a_port_check_binds_an_ipv6_host_as_uvicorn_would() -> None:
+    """``--host ::1`` was refused: the check tried IPv4 only."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    check_port_free("::1", free_port())
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as held:
+        held.bind(("::1", 0))
+        held.listen()
+        with pytest.raises(PortInUse):
+            check_port_free("::1", held.getsockname()[1])

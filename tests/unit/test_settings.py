@@ -21,3 +21,14 @@ def test_consumer_retries_are_retries_after_the_first_attempt(retries: int, atte
 def test_negative_retries_are_refused() -> None:
     with pytest.raises(ValidationError, match="consumer_retries"):
         Settings(consumer_retries=-1)
+
+
+@pytest.mark.parametrize("level", ["debug", "Warning", "ERROR"])
+def test_a_log_level_is_one_logging_knows_in_any_case(level: str) -> None:
+    assert Settings(log_level=level).log_level == level.upper()
+
+
+def test_an_unknown_log_level_is_refused_with_the_settings() -> None:
+    """Before, it passed here and failed once logging was configured, with a traceback."""
+    with pytest.raises(ValidationError, match="not a log level: 'LOUD'"):
+        Settings(log_level="LOUD")

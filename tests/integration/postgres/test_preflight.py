@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from adapters_kafka.embedded import free_port
-from adapters_postgres.engine import create_engine
+from adapters_postgres.embedded import EmbeddedPostgres
+from adapters_postgres.engine import create_engine, plain_url
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.service import preflight
 from commerce_apps.settings import SERVICES, Settings
@@ -63,3 +68,46 @@ async def test_a_server_that_refuses_to_create_the_databases_says_so(
         async with admin.begin() as conn:
             await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
         await admin.dispose()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """Outside pytest's base temp directory, which it keeps at 0700 (pgserver runs the
+    server as another user, see ``adapters_postgres.embedded``)."""
+    directory = Path(tempfile.mkdtemp(prefix="commerce-test-up-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def embedded_config(data_dir: Path, *, reset: bool) -> PlatformConfig:
+    return PlatformConfig(
+        data_dir=data_dir,
+        reset=reset,
+        kafka_bootstrap_servers="127.0.0.1:1",  # never reached: the database fails first
+        ports={service: free_port() for service in SERVICES},
+    )
+
+
+async def test_reset_refuses_to_delete_the_data_of_a_running_server(data_dir: Path) -> None:
+    """``commerce up --reset`` beside a platform still running on that directory deleted
+    its data under it (and failed with a traceback from initdb)."""
+    async with EmbeddedPostgres(data_dir / "postgres") as running:
+        refused = r"^--reset would delete .+, but PostgreSQL \(pid \d+\) still runs on it: "
+        with pytest.raises(PlatformError, match=refused):
+            await Platform(embedded_config(data_dir, reset=True)).start()
+        assert (data_dir / "postgres" / "PG_VERSION").exists()
+        conn = await asyncpg.connect(plain_url(running.admin_url))
+        try:
+            assert await conn.fetchval("SELECT 1") == 1  # still serving
+        finally:
+            await conn.close()
+
+
+async def test_a_data_dir_that_holds_no_cluster_is_one_line(data_dir: Path) -> None:
+    (data_dir / "postgres").mkdir()
+    (data_dir / "postgres" / "notes.txt").write_text("not a database")
+    failed = r"^embedded PostgreSQL did not start on .+; .+ --reset to delete it$"
+    with pytest.raises(PlatformError, match=failed) as failure:
+        await Platform(embedded_config(data_dir, reset=False)).start()
+    assert "\n" not in str(failure.value)
+    assert (data_dir / "postgres" / "notes.txt").exists()  # nothing deleted without --reset

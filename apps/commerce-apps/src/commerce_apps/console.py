@@ -20,7 +20,7 @@ from commerce_apps.logs import configure_logging
 from commerce_apps.platform import PlatformError
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)  # "host:abc:" in a message is no emoji code
 T = TypeVar("T")
 
 

@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
-from adapters_postgres.embedded import EmbeddedPostgres
+from adapters_postgres.embedded import EmbeddedPostgres, running_on
 from adapters_postgres.engine import create_databases, create_engine, with_database
 from adapters_postgres.migrations import migrate
 from adapters_postgres.outbox import requeue_published
@@ -73,8 +73,12 @@ async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
         return await asyncio.wait_for(call, seconds)
     except PlatformError:
         raise
+    except TimeoutError:
+        raise PlatformError(
+            f"broker unreachable at {servers}: no answer in {seconds:g} s"
+        ) from None
     except Exception as exc:
-        raise PlatformError(f"broker unreachable at {servers}: {exc}") from None
+        raise PlatformError(f"broker unreachable at {servers}: {first_line(exc)}") from None
 
 
 DATABASE_FAILURES = (OSError, asyncpg.PostgresError, SQLAlchemyError)
@@ -190,15 +194,34 @@ class _Running:
     task: asyncio.Task[None]
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """What an exception says, fit for one line (its class when it says nothing)."""
+    said = str(exc).strip().split("\n", 1)[0][:limit]
+    return said or type(exc).__name__
+
+
+def _refuse_if_running(directory: Path) -> None:
+    """``--reset`` deletes the data directory: never under a server still running on it."""
+    pid = running_on(directory)
+    if pid is not None:
+        raise PlatformError(
+            f"--reset would delete {directory}, but PostgreSQL (pid {pid}) still runs on it: "
+            "stop the platform using it first"
+        )
+
+
 def check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} on {host} is already in use") from None
-            raise PlatformError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    """Bind ``host:port`` as uvicorn will (IPv4 or IPv6, as the host resolves), then let go."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use") from None
+        reason = exc.strerror or first_line(exc)
+        raise PlatformError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def kafka_port_if_free() -> int | None:
@@ -268,9 +291,18 @@ class Platform:
         if cfg.database_url is None:
             directory = cfg.data_dir.expanduser().resolve() / "postgres"
             if cfg.reset and directory.exists():
+                _refuse_if_running(directory)
                 shutil.rmtree(directory)
             self._postgres = EmbeddedPostgres(directory)
-            await asyncio.to_thread(self._postgres.start)
+            try:
+                await asyncio.to_thread(self._postgres.start)
+            except Exception as exc:  # initdb or pg_ctl failed: their output is in the log
+                log.debug("embedded PostgreSQL failed to start", exc_info=True)
+                raise PlatformError(
+                    f"embedded PostgreSQL did not start on {directory} ({first_line(exc)}); "
+                    "if that is not a data directory of an earlier platform, give another "
+                    "--data-dir, or --reset to delete it"
+                ) from None
             self._guarded().stop_postgres(directory)
             admin = self._postgres.admin_url
         else:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ServiceName = Literal["order", "inventory", "payment", "notification"]
@@ -15,6 +16,15 @@ DEFAULT_PORTS: dict[ServiceName, int] = {
     "inventory": 8083,
     "notification": 8084,
 }
+
+
+def _log_level(level: str) -> str:
+    """A level ``logging`` knows (DEBUG, INFO, WARNING, ERROR, CRITICAL, any case), upper
+    case: a typo failed only once logging was configured, with a traceback."""
+    known = logging.getLevelNamesMapping()
+    if level.upper() not in known:
+        raise ValueError(f"not a log level: {level!r} (one of {', '.join(sorted(known))})")
+    return level.upper()
 
 
 class Settings(BaseSettings):
@@ -82,7 +92,7 @@ class Settings(BaseSettings):
     consumer_retry_backoff: float = Field(1.0, ge=0)
 
     log_format: Literal["json", "console"] = "json"
-    log_level: str = "INFO"
+    log_level: Annotated[str, AfterValidator(_log_level)] = "INFO"
 
     def port_for(self, service: ServiceName) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]

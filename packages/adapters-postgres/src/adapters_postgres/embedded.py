@@ -119,15 +119,32 @@ def stop_abandoned(data_dir: Path | str, timeout: float = 30.0) -> bool:
     directory = Path(data_dir)
     if _forget_dead_holders(directory):
         return False
-    try:
-        pid = int((directory / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, signal.SIGINT)
-    except (OSError, ValueError):
+    pid = _postmaster(directory)
+    if pid is None:
         return False  # not running
+    try:
+        os.kill(pid, signal.SIGINT)
+    except OSError:
+        return False  # stopped meanwhile
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not _alive(pid)
+
+
+def running_on(data_dir: Path | str) -> int | None:
+    """The pid of a PostgreSQL server running on ``data_dir``, if one is: a directory
+    that must not be deleted (``commerce up --reset`` while another platform uses it)."""
+    return _postmaster(Path(data_dir))
+
+
+def _postmaster(directory: Path) -> int | None:
+    """The pid in ``postmaster.pid`` if that process lives."""
+    try:
+        pid = int((directory / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
 
 
 def _forget_dead_holders(data_dir: Path) -> list[int]:
