@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
@@ -11,19 +12,24 @@ from adapters_kafka.dead_letters import (
     dlt_name,
     read_dead_letters,
     replay,
+    to_replay,
 )
 from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
+from aiokafka.errors import KafkaError
 from core_saga.messages import SAGA_TOPICS
 from rich.console import Console
 from rich.table import Table
 
 from commerce_apps.console import fail, load_settings, quiet_logs, run_async
 from commerce_apps.container import kafka_settings
-from commerce_apps.platform import PlatformError, on_broker
+from commerce_apps.platform import PlatformError, first_line, on_broker
 
 dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 TOPIC_HELP = "e.g. order-events, or its dead-letter topic order-events.DLT"
+SEND_SECONDS = 30.0
+"""The longest one replayed record may wait for its acknowledgement (not the whole replay:
+a large DLT on a slow but healthy broker takes longer)."""
 
 
 async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
@@ -44,6 +50,17 @@ async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
             ) from None
 
     return await on_broker(kafka.bootstrap_servers, read())
+
+
+async def _started(publisher: KafkaPublisher) -> KafkaPublisher:
+    await publisher.start()
+    return publisher
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no acknowledgement in {SEND_SECONDS:g} s"
+    return first_line(exc)
 
 
 @dlt_app.command("list")
@@ -87,8 +104,20 @@ def replay_letters(
             letters = [letter for letter in letters if letter.event_id == event_id]
             if not letters:
                 raise fail(f"no dead letter with event id {event_id} on {dlt_name(topic)}")
-        async with KafkaPublisher(kafka) as publisher:
-            count = await on_broker(kafka.bootstrap_servers, replay(letters, publisher))
-        Console().print(f"replayed {count} record(s) to their original topic")
+        total, done = len(to_replay(letters)), list[DeadLetter]()
+        publisher = await on_broker(kafka.bootstrap_servers, _started(KafkaPublisher(kafka)))
+        try:
+            async with publisher:
+                await replay(letters, publisher, each_within=SEND_SECONDS, on_sent=done.append)
+        except asyncio.CancelledError:  # Ctrl-C: what was sent stays sent
+            Console(stderr=True).print(f"interrupted: replayed {len(done)} of {total} record(s)")
+            raise typer.Exit(130) from None
+        except (KafkaError, OSError, TimeoutError) as exc:
+            reason = _reason(exc)
+            raise PlatformError(
+                f"replayed {len(done)} of {total} record(s), then the broker at "
+                f"{kafka.bootstrap_servers} failed: {reason}; replaying again is safe"
+            ) from None
+        Console().print(f"replayed {total} record(s) to their original topic")
 
     run_async(main)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -130,30 +131,52 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
     return set(consumer.partitions_for_topic(topic) or ())
 
 
-async def replay(letters: Sequence[DeadLetter], publisher: KafkaPublisher) -> int:
-    """Publish each record again to its original topic, without the dead-letter headers.
+def to_replay(letters: Sequence[DeadLetter]) -> list[DeadLetter]:
+    """The letters ``replay`` sends, in order: one per original record, none without value.
 
-    Safe to repeat: a record that was already applied is a duplicate to the inbox. A letter
-    that went without its value (``dlt-value-dropped``: too large for the broker) is not
-    replayed: it would arrive as an empty record; its value is at its original offset.
-
+    A letter that went without its value (``dlt-value-dropped``: too large for the broker)
+    is left out: it would arrive as an empty record; its value is at its original offset.
     Each consumer group that gave up on a record dead-lettered its own copy; the record goes
     back once (every group reads it again from the topic), not once per copy, which would
     multiply a record that is still poison by the groups at every replay.
     """
-    count = 0
-    sent: set[tuple[str, str]] = set()
+    chosen: list[DeadLetter] = []
+    seen: set[tuple[str, str]] = set()
     for letter in letters:
         if not letter.original_topic or DLT_VALUE_DROPPED in letter.headers:
             continue
-        if (letter.original_topic, letter.origin) in sent:
-            continue
-        sent.add((letter.original_topic, letter.origin))
-        await publisher.send(
-            letter.original_topic,
-            letter.value,
-            key=letter.key,
-            headers=without_dead_letter_headers(letter.raw_headers),
+        if (letter.original_topic, letter.origin) not in seen:
+            seen.add((letter.original_topic, letter.origin))
+            chosen.append(letter)
+    return chosen
+
+
+async def replay(
+    letters: Sequence[DeadLetter],
+    publisher: KafkaPublisher,
+    *,
+    each_within: float | None = None,
+    on_sent: Callable[[DeadLetter], None] | None = None,
+) -> int:
+    """Publish each of ``to_replay(letters)`` again to its original topic, without the
+    dead-letter headers, one at a time (each acknowledged, within ``each_within`` seconds
+    if given, before the next); return how many. ``on_sent`` is told of each, so a caller
+    stopped halfway can say how far it got.
+
+    Safe to repeat: a record that was already applied is a duplicate to the inbox.
+    """
+    count = 0
+    for letter in to_replay(letters):
+        await asyncio.wait_for(
+            publisher.send(
+                letter.original_topic,
+                letter.value,
+                key=letter.key,
+                headers=without_dead_letter_headers(letter.raw_headers),
+            ),
+            each_within,
         )
         count += 1
+        if on_sent is not None:
+            on_sent(letter)
     return count
