@@ -10,8 +10,9 @@ import socket
 import pytest
 import typer
 from adapters_kafka.embedded import free_port
-from commerce_apps.console import fail, run_async
+from commerce_apps.console import database_targets, fail, run_async
 from commerce_apps.platform import PlatformError, PortInUse, check_port_free, on_broker
+from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +77,21 @@ def test_a_port_check_binds_an_ipv6_host_as_uvicorn_would() -> None:
         held.listen()
         with pytest.raises(PortInUse):
             check_port_free("::1", held.getsockname()[1])
+
+
+def test_a_service_named_with_only_a_server_url_gets_its_database_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``commerce migrate order --database-url X`` said "DATABASE_URL is not set"."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    server = "postgresql://u:p@db:5432/postgres"
+    [(name, url)] = database_targets("order", server).items()
+    assert (name, make_url(url).database, make_url(url).host) == ("order", "order", "db")
+
+
+def test_database_url_wins_over_a_server_url_for_one_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@own:5432/orders_db")
+    [url] = database_targets("order", "postgresql://u:p@db:5432/postgres").values()
+    assert make_url(url).database == "orders_db"

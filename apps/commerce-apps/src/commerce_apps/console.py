@@ -93,12 +93,17 @@ def service_database_url(settings: Settings) -> str:
 
 def database_targets(service: str | None, server_url: str | None) -> dict[ServiceName, str]:
     """Each service's database: one on ``DATABASE_URL``, or all four on a server URL
-    (``--database-url``, or ``COMMERCE_DATABASE_URL``)."""
+    (``--database-url``, or ``COMMERCE_DATABASE_URL``). A service named with only a server
+    URL gets its database there, as ``commerce up`` names it (before, the server URL was
+    ignored and the command said ``DATABASE_URL is not set``)."""
     from adapters_postgres.engine import with_database
 
     if service is not None:
         name = service_name(service)
-        return {name: service_database_url(load_settings())}
+        settings = load_settings()
+        if not settings.database_url and server_url:
+            return {name: with_database(checked_server_url(server_url), name)}
+        return {name: service_database_url(settings)}
     if server_url:
         checked_server_url(server_url)
         return {name: with_database(server_url, name) for name in SERVICES}
