@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import asyncpg
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
@@ -26,17 +26,36 @@ KEEPALIVES: Final = {
 
 
 def async_url(url: str) -> str:
-    """``postgresql://`` / ``postgres://`` / other drivers → ``postgresql+asyncpg://``."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string()}")
+    """``postgresql://`` / ``postgres://`` / other drivers → ``postgresql+asyncpg://``.
+
+    libpq's ``sslmode`` (as managed servers' URLs give it) becomes asyncpg's ``ssl``, which
+    takes the same values: SQLAlchemy hands the URL's options to ``asyncpg.connect`` as
+    arguments, and it has no ``sslmode`` ("unexpected keyword argument").
+    """
+    parsed = _renamed(_postgres(url), "sslmode", "ssl")
     return parsed.set(drivername=DRIVER).render_as_string(hide_password=False)
 
 
 def plain_url(url: str) -> str:
-    """The libpq form (``postgresql://``) for tools that are not SQLAlchemy."""
-    parsed = make_url(async_url(url))
+    """The libpq form (``postgresql://``, ``sslmode``) for tools that are not SQLAlchemy."""
+    parsed = _renamed(_postgres(url), "ssl", "sslmode")
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _postgres(url: str) -> URL:
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string()}")
+    return parsed
+
+
+def _renamed(url: URL, option: str, to: str) -> URL:
+    """``url`` with its query option ``option`` named ``to`` (unless both are given)."""
+    if option not in url.query or to in url.query:
+        return url
+    query = dict(url.query)
+    query[to] = query.pop(option)
+    return url.set(query=query)
 
 
 def with_database(url: str, database: str) -> str:
