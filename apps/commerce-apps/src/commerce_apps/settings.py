@@ -18,7 +18,7 @@ DEFAULT_PORTS: dict[ServiceName, int] = {
 }
 
 
-def _log_level(level: str) -> str:
+def log_level_name(level: str) -> str:
     """A level ``logging`` knows (DEBUG, INFO, WARNING, ERROR, CRITICAL, any case), upper
     case: a typo failed only once logging was configured, with a traceback."""
     known = logging.getLevelNamesMapping()
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     consumer_retry_backoff: float = Field(1.0, ge=0)
 
     log_format: Literal["json", "console"] = "json"
-    log_level: Annotated[str, AfterValidator(_log_level)] = "INFO"
+    log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
 
     def port_for(self, service: ServiceName) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]

@@ -8,9 +8,11 @@ measures the outbox relay alone. Imported by ``commerce_apps.cli.main``, which r
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from adapters_kafka.settings import KafkaSettings
@@ -18,11 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from commerce_apps.bench.load import LoadConfig, LoadRun, check_reachable
+from commerce_apps.bench.plot import unwritable, write_plot
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import LoadResult, print_table
 from commerce_apps.cli import app
 from commerce_apps.console import fail, postgres_url, quiet_logs, run_async
 from commerce_apps.platform import on_broker, processes_pay_off
+from commerce_apps.settings import log_level_name
 
 bench_app = typer.Typer(
     help="Place orders and time each saga to its end (the relay subcommand: the outbox alone)."
@@ -30,6 +34,64 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 err = Console(stderr=True)
 CLOSED_LOOP = LoadConfig.concurrency  # sagas in flight when neither mode is given
+ORDER_URL_SHAPE = "http://host:port"
+
+
+def _timeout(seconds: float) -> float:
+    """``--timeout``: at 0 or below every order would count as timed out."""
+    if not 0 < seconds < math.inf:
+        raise typer.BadParameter("must be finite and above 0")
+    return seconds
+
+
+def _pause(seconds: float) -> float:
+    """``--poll-interval``: below 0 the poller would spin; NaN or infinity would stall it."""
+    if not 0 <= seconds < math.inf:
+        raise typer.BadParameter("must be finite and 0 or more")
+    return seconds
+
+
+def _level(level: str) -> str:
+    """``--log-level``: a typo failed once the embedded platform configured its logging."""
+    try:
+        return log_level_name(level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _order_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being the order service's base URL, or ``None``."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number from 0 to 65535 raises
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return f"the scheme is {parts.scheme!r}, not http or https" if parts.scheme else "no scheme"
+    if not parts.hostname:
+        return "no host"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "a base URL has no path, query or fragment"
+    return None
+
+
+def _check_inputs(order_url: str, plot: Path | None) -> None:
+    """Before anything connects: aiohttp's complaints about a URL named no option (another
+    scheme even ended in a traceback), and a plot path found bad only after the run lost it."""
+    problem = _order_url_problem(order_url)
+    if problem is not None:
+        raise fail(f"--order-url {order_url!r}: {problem}; expected {ORDER_URL_SHAPE}")
+    problem = None if plot is None else unwritable(plot)
+    if problem is not None:
+        raise fail(f"--plot {plot}: {problem}")
+
+
+def _save_plot(path: Path, result: LoadResult, summary: dict[str, Any]) -> None:
+    """After the summary is out: a plot that still cannot be written costs the picture only."""
+    try:
+        write_plot(path, result.completions, summary["latency_ms"]["p99"])
+    except OSError as exc:
+        raise fail(f"--plot {path}: not written: {exc.strerror or exc}") from None
 
 
 def _emit(title: str, summary: dict[str, Any], as_json: bool) -> None:
@@ -83,14 +145,20 @@ def load_command(
     rate: Annotated[
         float | None, typer.Option(help="Orders per second (open loop, instead of --concurrency)")
     ] = None,
-    poll_interval: Annotated[float, typer.Option(help="Seconds between poll rounds")] = 0.005,
+    poll_interval: Annotated[
+        float, typer.Option(callback=_pause, help="Seconds between poll rounds")
+    ] = 0.005,
     poll_parallel: Annotated[int, typer.Option(min=1, help="GETs in flight per round")] = 32,
-    timeout: Annotated[float, typer.Option(help="Seconds an order may take to end")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option(callback=_timeout, help="Seconds an order may take to end")
+    ] = 60.0,
     seed: Annotated[int | None, typer.Option(help="Random seed of the order lines")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as the last line")] = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of latency over time")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
-    log_level: Annotated[str, typer.Option(help="Embedded platform's log level")] = "WARNING",
+    log_level: Annotated[
+        str, typer.Option(callback=_level, help="Embedded platform's log level")
+    ] = "WARNING",
     cprofile: Annotated[
         Path | None,
         typer.Option(help="cProfile the embedded platform (a file per service process)"),
@@ -117,16 +185,17 @@ def load_command(
     """Place orders and wait for each to be CONFIRMED or CANCELLED; report the latencies."""
     if ctx.invoked_subcommand is not None:
         return
-    if rate is not None and rate <= 0:
-        raise fail("--rate must be positive")
+    if rate is not None and not 0 < rate < math.inf:  # NaN, too; infinity is no JSON
+        raise fail("--rate must be positive and finite")
     if rate is not None and concurrency is not None:
         raise fail("--concurrency is for the closed loop, --rate for the open one: give one")
     if stock is not None and not embedded:
         raise fail("--stock needs --embedded (it rewrites the platform's stock)")
     if kafka is not None and embedded:
         raise fail("--kafka is for a running platform (--embedded knows its broker)")
+    _check_inputs(order_url, plot)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> tuple[dict[str, Any], LoadResult]:
         from commerce_apps.bench.embedded import embedded_platform
 
         in_flight = CLOSED_LOOP if concurrency is None else concurrency
@@ -149,14 +218,12 @@ def load_command(
                 result = await _drive(replace(config, order_url=url, kafka=broker), quiet)
         mode = {"rate_per_s": rate} if rate is not None else {"concurrency": in_flight}
         setup = {"embedded": embedded, **({"processes": processes} if embedded else {})}
-        summary = result.summary(**mode, **setup)
-        if plot is not None:
-            from commerce_apps.bench.plot import write_plot
+        return result.summary(**mode, **setup), result
 
-            write_plot(plot, result.completions, summary["latency_ms"]["p99"])
-        return summary
-
-    _emit("commerce bench", run_async(main), as_json)
+    summary, result = run_async(main)
+    _emit("commerce bench", summary, as_json)
+    if plot is not None:
+        _save_plot(plot, result, summary)
 
 
 @bench_app.command("relay")

@@ -14,6 +14,7 @@ import aiohttp
 
 KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive: never reuse a closing connection
 TransportError = aiohttp.ClientConnectionError  # the connection failed or dropped
+RequestError = aiohttp.ClientError  # any failure to ask: also a URL aiohttp will not fetch
 
 
 class BenchClient:

@@ -25,7 +25,7 @@ from typing import Any
 
 from adapters_kafka.settings import KafkaSettings
 
-from commerce_apps.bench.clients import BenchClient, TransportError
+from commerce_apps.bench.clients import BenchClient, RequestError, TransportError
 from commerce_apps.bench.report import Completion, LoadResult
 from commerce_apps.bench.watch import EventWatcher
 
@@ -68,16 +68,26 @@ def order_body(rng: random.Random) -> dict[str, Any]:
 
 
 async def check_reachable(order_url: str) -> None:
-    """Raise ``OSError`` naming the URL unless the order service answers ``/health/live``."""
-    client = BenchClient(order_url, 1, 5)
+    """Raise ``OSError`` naming the URL unless the order service answers ``/health/live``.
+
+    Any failure to ask is that one error: aiohttp's own for a URL it will not fetch (another
+    scheme) is no ``ValueError``, and escaped as a traceback.
+    """
     try:
-        status, _ = await client.get("/health/live")
-    except (TimeoutError, TransportError, ValueError) as exc:
+        status = await _live_status(order_url)
+    except (TimeoutError, RequestError, ValueError) as exc:
         raise OSError(f"no order service answers at {order_url}: {exc!r}") from None
-    finally:
-        await client.aclose()
     if status != 200:
         raise OSError(f"no order service answers at {order_url}: HTTP {status}")
+
+
+async def _live_status(order_url: str) -> int:
+    client = BenchClient(order_url, 1, 5)  # raises ValueError for a URL it cannot be based on
+    try:
+        status, _ = await client.get("/health/live")
+    finally:
+        await client.aclose()
+    return status
 
 
 class Poller:

@@ -7,6 +7,7 @@ bitmap font for the axis labels and writes the PNG itself (zlib + struct).
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -129,3 +130,21 @@ def scatter_png(completions: Sequence[Completion], p99_ms: float | None = None) 
 def write_plot(path: Path, completions: Sequence[Completion], p99_ms: float | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(scatter_png(completions, p99_ms))
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``write_plot`` would fail at ``path``, or ``None``: asked before a run, which it
+    would otherwise fail only at its end. Nothing is created to find out."""
+    try:
+        if path.is_dir():
+            return "is a directory"
+        if path.exists():
+            return None if os.access(path, os.W_OK) else "cannot be written"
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:  # the directories to make
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is not a directory"
+    except OSError as exc:  # a directory on the way that may not be looked into
+        return exc.strerror or str(exc)
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} cannot be written in"

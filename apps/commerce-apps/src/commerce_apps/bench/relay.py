@@ -42,6 +42,8 @@ from core_saga.ports import Clock, EventPublisher, OutboundMessage, OutboxStore
 from core_saga.relay import relay_batches
 from sqlalchemy import func, select
 
+from commerce_apps.platform import on_broker, on_database, reach_database, redacted
+
 Profile = Literal["default", "seed"]
 SEED_BATCH, SEED_PAUSE = 100, 0.5
 INSERT_CHUNK = 2000
@@ -177,18 +179,27 @@ async def outbox_counts(url: str) -> tuple[int, int]:
     return int(published or 0), int(waiting or 0)
 
 
+async def reach(admin: str, kafka: KafkaSettings, partitions: int) -> None:
+    """The broker (its topics made), then the server: either failing is one line, and
+    before the scratch database exists, so nothing is left to drop."""
+    topics = ensure_topics(kafka, SAGA_TOPICS, partitions=partitions)
+    await on_broker(kafka.bootstrap_servers, topics)
+    await reach_database(f"database server {redacted(admin)}", admin)
+
+
 async def run_relay_bench(config: RelayBenchConfig) -> dict[str, Any]:
     """Set up, fill, drain; the summary (``events``, ``events_per_s`` first)."""
     seed = config.profile == "seed"
     batch = SEED_BATCH if seed else config.batch_size
     async with infrastructure(config) as (admin, bootstrap):
+        kafka = KafkaSettings(bootstrap, client_id="commerce-bench")
+        await reach(admin, kafka, config.partitions)
         name = f"bench_relay_{uuid.uuid4().hex[:10]}"
-        await create_databases(admin, [name])
+        shown = redacted(admin)
+        await on_database(f"creating {name} on {shown}", create_databases(admin, [name]))
         try:
             url = with_database(admin, name)
-            await migrate(url, "order")
-            kafka = KafkaSettings(bootstrap, client_id="commerce-bench")
-            await ensure_topics(kafka, SAGA_TOPICS, partitions=config.partitions)
+            await on_database(f"migrating {name}", migrate(url, "order"))
             await fill_outbox(url, config.events)
             watch = Stopwatch(config.events, SEED_PAUSE if seed else 0.0)
             async with KafkaPublisher(kafka) as producer:
@@ -204,8 +215,8 @@ async def run_relay_bench(config: RelayBenchConfig) -> dict[str, Any]:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             published, waiting = await outbox_counts(url)
-        finally:
-            await drop_database(admin, name)
+        finally:  # a failure here says what is left behind
+            await on_database(f"dropping {name} on {shown}", drop_database(admin, name))
     seconds = watch.seconds
     return {
         "events": config.events,
