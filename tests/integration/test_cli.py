@@ -22,29 +22,14 @@ from adapters_postgres.engine import create_engine, with_database
 from adapters_postgres.outbox import PostgresOutboxStore
 from adapters_postgres.uow import order_uow_factory
 from commerce_apps import bench as _bench  # noqa: F401  (registers the bench commands)
-from commerce_apps.cli import app
-from typer.testing import CliRunner, Result
 
+from tests.fixtures.cli import assert_one_line_error, commerce
 from tests.fixtures.kafka import unique_name
 from tests.fixtures.postgres import DatabaseFactory
 from tests.integration.kafka.support import read_topic
 from tests.integration.postgres.conftest import order_created
 
 pytestmark = pytest.mark.integration
-
-
-def commerce(*args: str, **env: str) -> Result:
-    result = CliRunner().invoke(app, list(args), env=env)
-    return result
-
-
-def assert_one_line_error(result: Result, message: str) -> None:
-    """The project's rule for bad input: ``error: ...`` on one line, exit 1, no traceback."""
-    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not a crash
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().startswith(message), result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 async def test_dead_letters_are_listed_with_their_reason_and_replayed(

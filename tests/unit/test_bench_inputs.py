@@ -15,27 +15,14 @@ from commerce_apps.bench import relay
 from commerce_apps.bench.load import LoadConfig, check_reachable
 from commerce_apps.bench.relay import RelayBenchConfig, run_relay_bench
 from commerce_apps.bench.report import Completion, LoadResult
-from commerce_apps.cli import app
 from commerce_apps.platform import PlatformError
-from typer.testing import CliRunner, Result
+
+from tests.fixtures.cli import assert_one_line_error, commerce
 
 pytestmark = pytest.mark.unit
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens: a run that gets past the checks fails fast
 DATABASE = "postgresql://u:secret@127.0.0.1:1/x"
-
-
-def commerce(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_line_error(result: Result, start: str) -> None:
-    """The project's rule for bad input: ``error: ...`` on one line, exit 1, no traceback."""
-    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not a crash
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().startswith(start), result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 @pytest.mark.parametrize(
