@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -95,3 +96,21 @@ def test_database_url_wins_over_a_server_url_for_one_service(
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@own:5432/orders_db")
     [url] = database_targets("order", "postgresql://u:p@db:5432/postgres").values()
     assert make_url(url).database == "orders_db"
+
+
+async def test_the_broker_clients_own_error_lines_do_not_repeat_the_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``commerce up --kafka <unreachable>`` printed aiokafka's ERROR before its own line."""
+    kafka_log = logging.getLogger("aiokafka")
+
+    async def refused() -> None:
+        kafka_log.error("Unable connect to node with id 0")
+        raise OSError("Connection refused")
+
+    caplog.set_level(logging.INFO)
+    with pytest.raises(PlatformError, match=r"^broker unreachable at b:9092: Connection refused$"):
+        await on_broker("b:9092", refused())
+    assert [r.message for r in caplog.records if r.name == "aiokafka"] == []
+    kafka_log.error("after the call")  # its level is given back
+    assert [r.message for r in caplog.records if r.name == "aiokafka"] == ["after the call"]

@@ -70,7 +70,8 @@ async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
     """Await a broker call; an unreachable broker becomes one line, not a traceback (a
     ``PlatformError`` the call raised says something else, and passes as it is)."""
     try:
-        return await asyncio.wait_for(call, seconds)
+        with _quiet("aiokafka", below=logging.CRITICAL):  # its ERROR lines would repeat ours
+            return await asyncio.wait_for(call, seconds)
     except PlatformError:
         raise
     except TimeoutError:
@@ -527,11 +528,11 @@ class Platform:
 
 
 @contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """No INFO lines from ``logger`` inside (httpx logs every readiness probe)."""
+def _quiet(logger: str, below: int = logging.WARNING) -> Iterator[None]:
+    """No lines under ``below`` from ``logger`` inside (httpx logs every readiness probe)."""
     target = logging.getLogger(logger)
     level = target.level
-    target.setLevel(max(level, logging.WARNING))
+    target.setLevel(max(level, below))
     try:
         yield
     finally:
