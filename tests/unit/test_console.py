@@ -99,7 +99,7 @@ def test_database_url_wins_over_a_server_url_for_one_service(
 
 
 async def test_the_broker_clients_own_error_lines_do_not_repeat_the_one_line(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``commerce up --kafka <unreachable>`` printed aiokafka's ERROR before its own line."""
     kafka_log = logging.getLogger("aiokafka")
@@ -108,7 +108,8 @@ async def test_the_broker_clients_own_error_lines_do_not_repeat_the_one_line(
         kafka_log.error("Unable connect to node with id 0")
         raise OSError("Connection refused")
 
-    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(kafka_log, "propagate", True)  # other tests' logging setups aside
+    caplog.set_level(logging.INFO, logger="aiokafka")
     with pytest.raises(PlatformError, match=r"^broker unreachable at b:9092: Connection refused$"):
         await on_broker("b:9092", refused())
     assert [r.message for r in caplog.records if r.name == "aiokafka"] == []
