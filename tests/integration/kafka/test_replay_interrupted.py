@@ -1,5 +1,5 @@
-"""A dead-letter replay the broker stops answering halfway: each send has its own time limit,
-and the caller learns how many records went back before the failure."""
+"""A dead-letter read or replay the broker stops answering: each send, and the read's wait for
+records, has its own time limit, and the caller learns how many records went back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import signal
 
 import pytest
-from adapters_kafka.dead_letters import DeadLetter, replay, to_replay
+from adapters_kafka.dead_letters import DeadLetter, read_dead_letters, replay, to_replay
 from adapters_kafka.embedded import EmbeddedBroker
 from adapters_kafka.headers import DLT_ORIGINAL_OFFSET, DLT_ORIGINAL_PARTITION, DLT_ORIGINAL_TOPIC
 from adapters_kafka.publisher import KafkaPublisher
@@ -59,4 +59,20 @@ async def test_a_broker_frozen_halfway_stops_the_replay_with_a_count() -> None:
     finally:
         if frozen and broker.pid is not None:
             os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+
+
+async def test_reading_from_a_frozen_broker_stops_after_the_stall_limit() -> None:
+    """The read has no limit of its own on the whole (a large DLT may take long), only on
+    a broker that gives nothing: here it never answers the connection."""
+    broker = EmbeddedBroker()
+    servers = broker.start()
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        settings = KafkaSettings(bootstrap_servers=servers)
+        with pytest.raises(TimeoutError, match=r"^no answer in 1 s$"):
+            await read_dead_letters(settings, "order-events", stall_seconds=1.0)
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
         broker.stop()

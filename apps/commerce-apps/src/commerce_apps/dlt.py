@@ -28,8 +28,9 @@ from commerce_apps.platform import PlatformError, first_line, on_broker
 dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 TOPIC_HELP = "e.g. order-events, or its dead-letter topic order-events.DLT"
 SEND_SECONDS = 30.0
-"""The longest one replayed record may wait for its acknowledgement (not the whole replay:
-a large DLT on a slow but healthy broker takes longer)."""
+"""The longest the broker may leave a read of the DLT without records, or one replayed
+record without its acknowledgement: not a limit on the whole read or replay, which a
+large DLT on a slow but healthy broker could pass."""
 
 
 async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
@@ -42,14 +43,16 @@ async def _dead_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
 
     async def read() -> list[DeadLetter]:
         try:
-            return await read_dead_letters(kafka, topic, missing_ok=False)
+            return await read_dead_letters(
+                kafka, topic, missing_ok=False, stall_seconds=SEND_SECONDS
+            )
         except NoSuchTopic as missing:
             raise PlatformError(
                 f"no topic {missing} on the broker at {kafka.bootstrap_servers} "
                 f"(the saga's: {', '.join(SAGA_TOPICS)})"
             ) from None
 
-    return await on_broker(kafka.bootstrap_servers, read())
+    return await on_broker(kafka.bootstrap_servers, read(), seconds=None)  # read's own limit
 
 
 async def _started(publisher: KafkaPublisher) -> KafkaPublisher:

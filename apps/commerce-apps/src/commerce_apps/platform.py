@@ -66,7 +66,7 @@ class PortInUse(PlatformError):
     """A port the platform needs is taken (by an earlier platform still running, often)."""
 
 
-async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
+async def on_broker(servers: str, call: Awaitable[T], seconds: float | None = 30) -> T:
     """Await a broker call; an unreachable broker becomes one line, not a traceback (a
     ``PlatformError`` the call raised says something else, and passes as it is)."""
     try:
@@ -74,10 +74,10 @@ async def on_broker(servers: str, call: Awaitable[T], seconds: float = 30) -> T:
             return await asyncio.wait_for(call, seconds)
     except PlatformError:
         raise
-    except TimeoutError:
-        raise PlatformError(
-            f"broker unreachable at {servers}: no answer in {seconds:g} s"
-        ) from None
+    except TimeoutError as exc:  # wait_for's says nothing; a call's own may say more
+        silent = not str(exc) and seconds is not None
+        reason = f"no answer in {seconds:g} s" if silent else first_line(exc)
+        raise PlatformError(f"broker unreachable at {servers}: {reason}") from None
     except Exception as exc:
         raise PlatformError(f"broker unreachable at {servers}: {first_line(exc)}") from None
 

@@ -80,22 +80,37 @@ def dlt_name(topic: str) -> str:
 
 
 async def read_dead_letters(
-    settings: KafkaSettings, topic: str, *, missing_ok: bool = True
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    missing_ok: bool = True,
+    stall_seconds: float | None = None,
 ) -> list[DeadLetter]:
     """Every record now on ``topic``'s DLT, read without a consumer group (commits nothing).
 
     ``topic`` is the saga's name (``order-events``, or its ``.DLT``), in the settings'
     namespace; each letter's ``original_topic`` is the broker's, which ``replay`` sends to.
     A DLT the broker does not have holds no letters, or raises ``NoSuchTopic`` unless
-    ``missing_ok``.
+    ``missing_ok``. With ``stall_seconds``, a broker that gives nothing for that long (not
+    connecting, or no records while some are left) raises ``TimeoutError``; a long read
+    that keeps going is not cut short, as one limit for the whole read would.
     """
     name = settings.named(dlt_name(topic))
     consumer: Any = AIOKafkaConsumer(
         **settings.client_options(), **DEFAULT_CONSUMER_OPTIONS, enable_auto_commit=False
     )
-    await consumer.start()
     try:
-        partitions = [TopicPartition(name, p) for p in sorted(await _partitions(consumer, name))]
+        async with asyncio.timeout(stall_seconds):
+            await consumer.start()
+            found = await _partitions(consumer, name)
+    except TimeoutError:
+        await consumer.stop()
+        raise TimeoutError(f"no answer in {stall_seconds:g} s") from None
+    except BaseException:
+        await consumer.stop()
+        raise
+    try:
+        partitions = [TopicPartition(name, p) for p in sorted(found)]
         if not partitions:
             if missing_ok:
                 return []
@@ -104,8 +119,14 @@ async def read_dead_letters(
         await consumer.seek_to_beginning(*partitions)
         letters: list[DeadLetter] = []
         remaining = set(partitions)
+        loop = asyncio.get_running_loop()
+        progress = loop.time()
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            if any(batches.values()):
+                progress = loop.time()
+            elif stall_seconds is not None and loop.time() - progress > stall_seconds:
+                raise TimeoutError(f"no records for {stall_seconds:g} s with some left to read")
             for records in batches.values():
                 letters.extend(
                     DeadLetter(r.partition, r.offset, r.key, r.value, list(r.headers or ()))
