@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from commerce_apps.container import retry_policy
 from commerce_apps.settings import Settings
@@ -32,3 +34,14 @@ def test_an_unknown_log_level_is_refused_with_the_settings() -> None:
     """Before, it passed here and failed once logging was configured, with a traceback."""
     with pytest.raises(ValidationError, match="not a log level: 'LOUD'"):
         Settings(log_level="LOUD")
+
+
+def test_a_kafka_ca_file_that_is_not_there_is_refused_naming_it(tmp_path: Path) -> None:
+    """It failed at the first connection as "broker unreachable", naming no file."""
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(
+        ValidationError, match=f"(?s)kafka_ssl_cafile.*no readable file at {missing}"
+    ):
+        Settings(kafka_ssl_cafile=str(missing))
+    missing.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings(kafka_ssl_cafile=str(missing)).kafka_ssl_cafile == str(missing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -27,6 +28,14 @@ def log_level_name(level: str) -> str:
     return level.upper()
 
 
+def _readable_file(path: str | None) -> str | None:
+    """A CA file that is not there failed only at the first connection, as "broker
+    unreachable: [Errno 2] No such file or directory", naming neither file nor setting."""
+    if path is not None and not os.access(path, os.R_OK):
+        raise ValueError(f"no readable file at {path}")
+    return path
+
+
 class Settings(BaseSettings):
     """One service's configuration. Names are the environment variables, case-insensitive."""
 
@@ -46,7 +55,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: str | None = None
+    kafka_ssl_cafile: Annotated[str | None, AfterValidator(_readable_file)] = None
     kafka_namespace: str = Field(
         "",
         pattern=r"^[A-Za-z0-9._-]{0,100}$",
