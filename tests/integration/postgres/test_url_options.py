@@ -36,26 +36,41 @@ def test_sslmode_is_asyncpg_ssl_for_sqlalchemy_and_stays_sslmode_for_libpq_tools
     assert make_url(plain_url(asyncpg_form)).query == {"sslmode": "verify-full"}
 
 
+async def both_ask(url: str, query: str) -> tuple[object, object]:
+    """``query``'s answer through an engine of ``create_engine``, then through asyncpg on
+    ``plain_url`` (what the CLI's checks and the embedded tools connect with)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            through_engine = await conn.scalar(text(query))
+    finally:
+        await engine.dispose()
+    conn = await asyncpg.connect(plain_url(url), timeout=5)
+    try:
+        return through_engine, await conn.fetchval(query)
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize("option", ["sslmode", "ssl"])
 async def test_a_url_with_an_ssl_option_connects(postgres_admin_url: str, option: str) -> None:
     """Before, ``?sslmode=…`` failed every connection: "connect() got an unexpected keyword
     argument 'sslmode'", reported as "database server unreachable"."""
     url = with_option(postgres_admin_url, option, "disable")  # the local server has no TLS
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.scalar(text("SELECT 1")) == 1
-    finally:
-        await engine.dispose()
-    conn = await asyncpg.connect(plain_url(url), timeout=5)
-    try:
-        assert await conn.fetchval("SELECT 1") == 1
-    finally:
-        await conn.close()
+    assert await both_ask(url, "SELECT 1") == (1, 1)
 
 
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def self_signed(name: str, cwd: Path) -> Path:
+    """A certificate authority of a day: ``name.crt`` (and its key) in ``cwd``."""
+    key, crt = f"{name}.key", f"{name}.crt"
+    subject = f"/CN={name}"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+            "-keyout", key, "-out", crt, cwd=cwd)  # fmt: skip
+    return cwd / crt
 
 
 def server_binaries() -> Path | None:
@@ -85,22 +100,7 @@ def tls_server() -> Iterator[tuple[int, Path]]:
     as_owner: dict[str, Any] = {"capture_output": True, "user": user}
     initdb = [str(bin_path / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
     subprocess.run(initdb, check=True, **as_owner)
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        cwd=base,
-    )
+    self_signed("ca", base)
     openssl(
         "req",
         "-newkey",
@@ -157,44 +157,16 @@ async def test_verify_full_with_the_servers_ca_file_connects_over_tls(
     """``sslrootcert`` reaches asyncpg in a DSN: as an argument it was refused."""
     port, ca = tls_server
     url = f"postgresql://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        async with engine.connect() as conn:
-            in_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-            assert await conn.scalar(text(in_tls)) is True
-    finally:
-        await engine.dispose()
-    conn = await asyncpg.connect(plain_url(url), timeout=5)
-    try:
-        assert await conn.fetchval("SELECT 1") == 1
-    finally:
-        await conn.close()
+    in_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    assert await both_ask(url, in_tls) == (True, True)
 
 
 async def test_verify_full_refuses_a_server_the_ca_file_did_not_sign(
     tls_server: tuple[int, Path], tmp_path: Path
 ) -> None:
     port, _ = tls_server
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=other",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.crt",
-        cwd=tmp_path,
-    )
-    url = (
-        f"postgresql://postgres@localhost:{port}/postgres"
-        f"?sslmode=verify-full&sslrootcert={tmp_path / 'other.crt'}"
-    )
+    other = self_signed("other", tmp_path)
+    url = f"postgresql://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={other}"
     engine = create_engine(url, poolclass=NullPool)
     try:
         with pytest.raises(ssl.SSLCertVerificationError):
