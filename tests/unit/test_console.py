@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -81,10 +83,11 @@ def test_a_port_check_binds_an_ipv6_host_as_uvicorn_would() -> None:
 
 
 def test_a_service_named_with_only_a_server_url_gets_its_database_there(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """``commerce migrate order --database-url X`` said "DATABASE_URL is not set"."""
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env of a developer's here
     server = "postgresql://u:p@db:5432/postgres"
     [(name, url)] = database_targets("order", server).items()
     assert (name, make_url(url).database, make_url(url).host) == ("order", "order", "db")
@@ -115,3 +118,28 @@ async def test_the_broker_clients_own_error_lines_do_not_repeat_the_one_line(
     assert [r.message for r in caplog.records if r.name == "aiokafka"] == []
     kafka_log.error("after the call")  # its level is given back
     assert [r.message for r in caplog.records if r.name == "aiokafka"] == ["after the call"]
+
+
+def test_a_port_check_binds_every_address_the_host_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name for ::1 and then 127.0.0.1 (``localhost`` on many machines): uvicorn binds
+    both, and a port an IPv4 listener held passed when only the first address was tried."""
+    stream = socket.SOCK_STREAM
+
+    def dual_stack(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        assert host == "dual.test"
+        return [
+            (socket.AF_INET6, stream, 6, "", ("::1", port, 0, 0)),
+            (socket.AF_INET, stream, 6, "", ("127.0.0.1", port)),
+        ]
+
+    try:
+        with socket.socket(socket.AF_INET6, stream) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    monkeypatch.setattr(socket, "getaddrinfo", dual_stack)
+    with socket.socket(socket.AF_INET, stream) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(PortInUse):
+            check_port_free("dual.test", held.getsockname()[1])

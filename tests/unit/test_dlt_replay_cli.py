@@ -12,6 +12,7 @@ import pytest
 from adapters_kafka.dead_letters import DeadLetter
 from commerce_apps import dlt
 from commerce_apps.cli import app
+from core_saga.ports import PublishError
 from typer.testing import CliRunner
 
 from tests.integration.kafka.test_replay_interrupted import letter
@@ -60,7 +61,7 @@ def test_a_broker_failing_halfway_is_one_line_with_the_count(
 
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
-    assert line.startswith("error: replayed 2 of 4 record(s), then the broker at ")
+    assert line.startswith("error: replayed at least 2 of 4 record(s), then the broker at ")
     assert line.endswith("failed: no acknowledgement in 30 s; replaying again is safe")
 
 
@@ -77,4 +78,19 @@ def test_ctrl_c_halfway_says_how_far_it_got_and_is_no_success(
     result = CliRunner().invoke(app, ["dlt", "replay", "order-events"])
 
     assert result.exit_code == 130
-    assert "interrupted: replayed 2 of 4 record(s)" in result.output
+    assert "interrupted: replayed at least 2 of 4 record(s)" in result.output
+
+
+def test_a_refused_send_is_one_line_with_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``KafkaPublisher`` reports a broker's refusal as ``PublishError``: it was a traceback."""
+
+    async def refused() -> None:
+        raise PublishError("order-events[0]: NotLeaderForPartitionError")
+
+    replaying(monkeypatch, refused)
+    result = CliRunner().invoke(app, ["dlt", "replay", "order-events"])
+
+    assert result.exit_code == 1, result.exception
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: replayed at least 2 of 4 record(s), then the broker at ")
+    assert "failed: order-events[0]: NotLeaderForPartitionError; replaying again is safe" in line

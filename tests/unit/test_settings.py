@@ -43,5 +43,7 @@ def test_a_kafka_ca_file_that_is_not_there_is_refused_naming_it(tmp_path: Path) 
         ValidationError, match=f"(?s)kafka_ssl_cafile.*no readable file at {missing}"
     ):
         Settings(kafka_ssl_cafile=str(missing))
+    with pytest.raises(ValidationError, match="no readable file at"):
+        Settings(kafka_ssl_cafile=str(tmp_path))  # a directory: IsADirectoryError at connect
     missing.write_text("-----BEGIN CERTIFICATE-----\n")
     assert Settings(kafka_ssl_cafile=str(missing)).kafka_ssl_cafile == str(missing)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from adapters_kafka.embedded import free_port
-from adapters_postgres.embedded import EmbeddedPostgres
+from adapters_postgres.embedded import EmbeddedPostgres, running_on, stop_abandoned
 from adapters_postgres.engine import create_engine, plain_url
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.service import preflight
@@ -111,3 +112,11 @@ async def test_a_data_dir_that_holds_no_cluster_is_one_line(data_dir: Path) -> N
         await Platform(embedded_config(data_dir, reset=False)).start()
     assert "\n" not in str(failure.value)
     assert (data_dir / "postgres" / "notes.txt").exists()  # nothing deleted without --reset
+
+
+def test_a_pid_file_naming_another_program_is_no_running_server(data_dir: Path) -> None:
+    """After a crash the pid in ``postmaster.pid`` may belong to another program by now:
+    ``--reset`` refused for ever, and ``stop_abandoned`` would have interrupted it."""
+    (data_dir / "postmaster.pid").write_text(f"{os.getpid()}\n{data_dir}\n")  # this pytest
+    assert running_on(data_dir) is None
+    assert not stop_abandoned(data_dir)

@@ -18,6 +18,7 @@ from adapters_kafka.publisher import KafkaPublisher
 from adapters_kafka.settings import KafkaSettings
 from aiokafka.errors import KafkaError
 from core_saga.messages import SAGA_TOPICS
+from core_saga.ports import PublishError
 from rich.console import Console
 from rich.table import Table
 
@@ -112,13 +113,15 @@ def replay_letters(
         try:
             async with publisher:
                 await replay(letters, publisher, each_within=SEND_SECONDS, on_sent=done.append)
+        # "At least": a send given up on may still land when the publisher flushes on exit.
         except asyncio.CancelledError:  # Ctrl-C: what was sent stays sent
-            Console(stderr=True).print(f"interrupted: replayed {len(done)} of {total} record(s)")
+            done_of = f"at least {len(done)} of {total} record(s)"
+            Console(stderr=True).print(f"interrupted: replayed {done_of}")
             raise typer.Exit(130) from None
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (PublishError, KafkaError, OSError, TimeoutError) as exc:
             reason = _reason(exc)
             raise PlatformError(
-                f"replayed {len(done)} of {total} record(s), then the broker at "
+                f"replayed at least {len(done)} of {total} record(s), then the broker at "
                 f"{kafka.bootstrap_servers} failed: {reason}; replaying again is safe"
             ) from None
         Console().print(f"replayed {total} record(s) to their original topic")

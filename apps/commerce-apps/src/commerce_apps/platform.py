@@ -212,12 +212,16 @@ def _refuse_if_running(directory: Path) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` as uvicorn will (IPv4 or IPv6, as the host resolves), then let go."""
+    """Bind ``host:port`` as uvicorn's server will, then let go: every address the host
+    resolves to (``localhost``: ``::1`` and ``127.0.0.1``), IPv6 ones without IPv4."""
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((family, address) for family, *_, address in found):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(f"port {port} on {host} is already in use") from None

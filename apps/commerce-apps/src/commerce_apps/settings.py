@@ -31,7 +31,7 @@ def log_level_name(level: str) -> str:
 def _readable_file(path: str | None) -> str | None:
     """A CA file that is not there failed only at the first connection, as "broker
     unreachable: [Errno 2] No such file or directory", naming neither file nor setting."""
-    if path is not None and not os.access(path, os.R_OK):
+    if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
         raise ValueError(f"no readable file at {path}")
     return path
 

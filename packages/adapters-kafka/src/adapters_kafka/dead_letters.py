@@ -99,15 +99,15 @@ async def read_dead_letters(
     consumer: Any = AIOKafkaConsumer(
         **settings.client_options(), **DEFAULT_CONSUMER_OPTIONS, enable_auto_commit=False
     )
+    window = asyncio.timeout(stall_seconds)
     try:
-        async with asyncio.timeout(stall_seconds):
+        async with window:
             await consumer.start()
             found = await _partitions(consumer, name)
-    except TimeoutError:
+    except BaseException as exc:
         await consumer.stop()
-        raise TimeoutError(f"no answer in {stall_seconds:g} s") from None
-    except BaseException:
-        await consumer.stop()
+        if isinstance(exc, TimeoutError) and window.expired():  # ours, not the client's own
+            raise TimeoutError(f"no answer in {stall_seconds:g} s") from None
         raise
     try:
         partitions = [TopicPartition(name, p) for p in sorted(found)]

@@ -139,12 +139,19 @@ def running_on(data_dir: Path | str) -> int | None:
 
 
 def _postmaster(directory: Path) -> int | None:
-    """The pid in ``postmaster.pid`` if that process lives."""
+    """The pid in ``postmaster.pid`` if that process lives and is a PostgreSQL server: a
+    file left by a crash may name a pid that another program has taken since."""
     try:
         pid = int((directory / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    if not _alive(pid):
+        return None
+    try:
+        program = Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()).name
+    except (OSError, UnicodeDecodeError):
+        return pid  # no /proc to ask (not Linux): trust the file, as pg_ctl does
+    return pid if program in ("postgres", "postmaster") else None
 
 
 def _forget_dead_holders(data_dir: Path) -> list[int]:
