@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 from adapters_kafka.embedded import free_port
 from adapters_postgres.engine import async_url, create_engine, plain_url
+from commerce_apps.container import traced_engine
+from commerce_apps.settings import Settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -174,3 +176,24 @@ async def test_verify_full_refuses_a_server_the_ca_file_did_not_sign(
                 pass
     finally:
         await engine.dispose()
+
+
+async def test_an_application_name_in_the_url_names_the_session(postgres_admin_url: str) -> None:
+    """asyncpg refused it as an argument: every connection of such a URL failed."""
+    url = with_option(postgres_admin_url, "application_name", "reporting")
+    assert await both_ask(url, "SHOW application_name") == ("reporting", "reporting")
+
+
+async def test_each_service_names_its_sessions_beside_its_session_settings(
+    postgres_admin_url: str,
+) -> None:
+    """``pg_stat_activity`` tells whose connection holds a lock: commerce-order, -relay..."""
+    engine = traced_engine(Settings(database_url=postgres_admin_url), None, "order")
+    try:
+        async with engine.connect() as conn:
+            named = await conn.scalar(text("SHOW application_name"))
+            guarded = await conn.scalar(text("SHOW idle_in_transaction_session_timeout"))
+    finally:
+        await engine.dispose()
+    assert named == "commerce-order"
+    assert guarded == "1min"  # the SessionGuards' setting is kept beside the name

@@ -86,12 +86,18 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def traced_engine(settings: Settings, provider: TracerProvider | None) -> AsyncEngine:
+def traced_engine(
+    settings: Settings, provider: TracerProvider | None, service: str = "service"
+) -> AsyncEngine:
     guards = SessionGuards(
         command_timeout=settings.database_command_timeout,
         idle_in_transaction=settings.database_idle_in_transaction_timeout,
     )
-    engine = create_engine(database_url(settings), connect_args=guards.connect_args())
+    engine = create_engine(
+        database_url(settings),
+        connect_args=guards.connect_args(),
+        application_name=f"commerce-{service}",
+    )
     if provider is not None:
         instrument_engine(engine, provider)
     return engine
@@ -122,7 +128,7 @@ class ServiceContainer(containers.DeclarativeContainer):
     tracing = providers.Singleton(tracer_provider, service, span_exporter, service_name)
     trace_context = providers.Callable(lambda p: trace_headers if p else None, tracing)
     clock = providers.Singleton(SystemClock)
-    engine = providers.Singleton(traced_engine, settings, tracing)
+    engine = providers.Singleton(traced_engine, settings, tracing, service)
     kafka = providers.Singleton(kafka_settings, settings, service)
     publisher = providers.Singleton(KafkaPublisher, kafka)
     relay = providers.Singleton(

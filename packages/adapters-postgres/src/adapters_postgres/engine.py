@@ -81,7 +81,12 @@ URL's options over as arguments, where asyncpg refuses them (a managed server's 
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int = 0, **options: Any
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 0,
+    application_name: str | None = None,
+    **options: Any,
 ) -> AsyncEngine:
     """An asyncpg engine; small pools, because every replica of four services shares one server.
 
@@ -96,10 +101,21 @@ def create_engine(
     that, each pooled connection failed its next use once after a failover. One that dies
     unseen fails its next use, which the unit of work reports as an ``InfrastructureError``,
     so consumers retry the message.
+
+    ``application_name`` names the sessions in ``pg_stat_activity`` (and in the server's
+    log lines), so that an operator can tell whose connection holds a lock; one in the URL
+    (``?application_name=…``) wins. asyncpg takes it as a server setting only: as an
+    argument, the way SQLAlchemy hands the URL's options over, it refused it.
     """
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     parsed = make_url(async_url(url))
+    named = parsed.query.get("application_name", application_name)
+    if named is not None:
+        parsed = parsed.difference_update_query(["application_name"])
+        connect_args = dict(options.get("connect_args", {}))
+        session = {**connect_args.get("server_settings", {}), "application_name": str(named)}
+        options["connect_args"] = {**connect_args, "server_settings": session}
     dsn_only = {name: value for name, value in parsed.query.items() if name in DSN_ONLY}
     if dsn_only:  # asyncpg reads these from a DSN, beside the arguments SQLAlchemy gives
         rest = {name: value for name, value in parsed.query.items() if name not in DSN_ONLY}

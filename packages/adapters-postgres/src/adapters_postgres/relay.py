@@ -110,7 +110,10 @@ class RelayRunner:
         self._reconnects = 0  # sessions ended since a send pass went through
         session = {name: str(value) for name, value in {**KEEPALIVES, **PLANNER}.items()}
         self._engine = create_engine(  # NullPool: the lock dies with the socket
-            url, poolclass=NullPool, connect_args={"server_settings": session}
+            url,
+            poolclass=NullPool,
+            connect_args={"server_settings": session},
+            application_name=f"commerce-{service}-relay",
         )
         self._publisher = publisher
         self._clock = clock

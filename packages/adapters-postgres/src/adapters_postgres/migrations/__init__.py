@@ -77,7 +77,7 @@ async def _engine(target: str | AsyncEngine) -> AsyncIterator[AsyncEngine]:
     if not isinstance(target, str):
         yield target
         return
-    engine = create_engine(target, poolclass=NullPool)
+    engine = create_engine(target, poolclass=NullPool, application_name="commerce-migrate")
     try:
         yield engine
     finally:
