@@ -408,3 +408,18 @@ async def test_an_error_that_recurs_after_taking_the_lock_still_backs_off(
             while len(backoff.asked) < 4:
                 await asyncio.sleep(0.01)
     assert backoff.asked[:4] == [1, 2, 3, 4]
+
+
+async def test_the_leaders_session_is_named_for_operators(
+    order_engine: AsyncEngine, order_url: str, clock: ManualClock, publisher: RecordingPublisher
+) -> None:
+    """``pg_stat_activity`` tells the relay's session from the service's (runbook)."""
+    runner = RelayRunner(order_url, "order", publisher, clock, FAST)
+    async with running(runner):
+        await asyncio.wait_for(runner.leading.wait(), 10)
+        async with order_engine.connect() as conn:
+            named = await conn.scalar(
+                text("SELECT application_name FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": runner.backend_pid},
+            )
+    assert named == "commerce-order-relay"

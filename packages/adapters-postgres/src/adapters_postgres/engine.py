@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -63,21 +64,12 @@ def with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
-DSN_ONLY = frozenset(
-    {
-        "sslrootcert",
-        "sslcert",
-        "sslkey",
-        "sslcrl",
-        "sslpassword",
-        "sslnegotiation",
-        "ssl_min_protocol_version",
-        "ssl_max_protocol_version",
-    }
-)
-"""libpq's TLS options that ``asyncpg.connect`` takes in a DSN only: SQLAlchemy hands the
-URL's options over as arguments, where asyncpg refuses them (a managed server's CA file,
-``?sslmode=verify-full&sslrootcert=…``, failed every connection)."""
+DRIVER_OPTIONS = frozenset(inspect.signature(asyncpg.connect).parameters) | {
+    "prepared_statement_cache_size",  # SQLAlchemy's asyncpg dialect takes this one itself
+}
+"""The URL options SQLAlchemy may hand to ``asyncpg.connect`` as arguments. The others
+(libpq's ``sslrootcert``, ``application_name``, ``options`` …) asyncpg reads from a DSN
+only: as arguments it refused them, and every connection of such a URL failed."""
 
 
 def create_engine(
@@ -104,23 +96,17 @@ def create_engine(
 
     ``application_name`` names the sessions in ``pg_stat_activity`` (and in the server's
     log lines), so that an operator can tell whose connection holds a lock; one in the URL
-    (``?application_name=…``) wins. asyncpg takes it as a server setting only: as an
-    argument, the way SQLAlchemy hands the URL's options over, it refused it.
+    (``?application_name=…``) wins.
     """
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     parsed = make_url(async_url(url))
-    named = parsed.query.get("application_name", application_name)
-    if named is not None:
-        parsed = parsed.difference_update_query(["application_name"])
-        connect_args = dict(options.get("connect_args", {}))
-        session = {**connect_args.get("server_settings", {}), "application_name": str(named)}
-        options["connect_args"] = {**connect_args, "server_settings": session}
-    dsn_only = {name: value for name, value in parsed.query.items() if name in DSN_ONLY}
-    if dsn_only:  # asyncpg reads these from a DSN, beside the arguments SQLAlchemy gives
-        rest = {name: value for name, value in parsed.query.items() if name not in DSN_ONLY}
-        parsed = parsed.set(query=rest)
-        dsn = make_url("postgresql://").set(query=dsn_only).render_as_string()
+    libpq = {name: value for name, value in parsed.query.items() if name not in DRIVER_OPTIONS}
+    if application_name is not None:
+        libpq.setdefault("application_name", application_name)
+    if libpq:  # asyncpg reads a DSN beside the arguments SQLAlchemy gives it
+        parsed = parsed.difference_update_query(libpq)
+        dsn = make_url("postgresql://").set(query=libpq).render_as_string()
         options["connect_args"] = {"dsn": dsn, **options.get("connect_args", {})}
     engine = _create_async_engine(parsed, **options)
     event.listen(engine.sync_engine.pool, "checkout", _drop_closed)
