@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from adapters_kafka.policy import broker_may_recover
+from adapters_kafka.policy import broker_may_recover, refused_login
 from adapters_postgres.uow import is_transient
+from aiokafka.conn import ScramAuthenticator
 from aiokafka.errors import (
     InvalidReplicationFactorError,
     KafkaConnectionError,
@@ -15,6 +16,7 @@ from aiokafka.errors import (
     NodeNotReadyError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -62,3 +64,33 @@ def test_a_broker_that_is_down_may_recover_one_that_refuses_the_settings_needs_a
 ) -> None:
     """The first is a warning while the service retries; the second is logged as an error."""
     assert broker_may_recover(error) is may_recover
+
+
+def _scram_refusal(server_final: str) -> Exception:
+    """What aiokafka's own SCRAM exchange raises on a server's final message."""
+    scram = ScramAuthenticator(
+        loop=None, sasl_plain_password="pw", sasl_plain_username="u", sasl_mechanism="SCRAM-SHA-512"
+    )
+    try:
+        scram.process_server_final_message(server_final)
+    except Exception as exc:
+        return exc
+    raise AssertionError("the exchange accepted it")
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (SaslAuthenticationFailed("Authentication failed: Invalid username or password"), True),
+        (UnsupportedSaslMechanismError("Enabled mechanisms are: ['PLAIN']"), True),
+        (_scram_refusal("e=invalid-proof"), True),  # RFC 5802's error in place of the proof
+        (_scram_refusal("v=bm90IHRoZSBzaWduYXR1cmU="), True),  # a proof, not the broker's
+        (KeyError("v"), False),  # the same class raised anywhere else is no login
+        (KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]"), False),
+        (TopicAuthorizationFailedError(), False),
+    ],
+)
+def test_a_refused_sasl_login_is_known_however_the_client_reports_it(
+    error: Exception, refused: bool
+) -> None:
+    assert refused_login(error) is refused

@@ -33,6 +33,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from commerce_apps.broker_errors import login_refused
 from commerce_apps.container import ServiceContainer, ensure_saga_topics
 from commerce_apps.http.docs import docs_routes
 from commerce_apps.http.health import health_routes
@@ -164,9 +165,11 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
 
         def advice(exc: Exception) -> str | None:
             """A broker that refuses the settings will not change its mind: an ERROR."""
+            servers = settings.kafka_bootstrap_servers
+            if login := login_refused(servers, exc):
+                return login
             if broker_may_recover(exc):
                 return None
-            servers = settings.kafka_bootstrap_servers
             return (
                 f"the broker at {servers} refuses {service}: check the KAFKA_* and TOPIC_* settings"
             )

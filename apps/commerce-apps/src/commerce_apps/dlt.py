@@ -22,9 +22,10 @@ from core_saga.ports import PublishError
 from rich.console import Console
 from rich.table import Table
 
+from commerce_apps.broker_errors import first_line
 from commerce_apps.console import fail, load_settings, quiet_logs, run_async
 from commerce_apps.container import kafka_settings
-from commerce_apps.platform import PlatformError, first_line, on_broker
+from commerce_apps.platform import PlatformError, on_broker
 
 dlt_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead letters.")
 TOPIC_HELP = "e.g. order-events, or its dead-letter topic order-events.DLT"

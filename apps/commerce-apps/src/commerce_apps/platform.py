@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from commerce_apps.app import build_app
+from commerce_apps.broker_errors import bootstrap_reasons, first_line, login_refused
 from commerce_apps.container import (
     ServiceContainer,
     container_for,
@@ -68,18 +69,23 @@ class PortInUse(PlatformError):
 
 async def on_broker(servers: str, call: Awaitable[T], seconds: float | None = 30) -> T:
     """Await a broker call; an unreachable broker becomes one line, not a traceback (a
-    ``PlatformError`` the call raised says something else, and passes as it is)."""
-    try:
-        with _quiet("aiokafka", below=logging.CRITICAL):  # its ERROR lines would repeat ours
+    ``PlatformError`` the call raised says something else, and passes as it is). A refused
+    SASL login says so, and which settings to check."""
+    with bootstrap_reasons() as reasons:  # aiokafka's ERROR lines would repeat ours
+        try:
             return await asyncio.wait_for(call, seconds)
-    except PlatformError:
-        raise
-    except TimeoutError as exc:  # wait_for's says nothing; a call's own may say more
-        silent = not str(exc) and seconds is not None
-        reason = f"no answer in {seconds:g} s" if silent else first_line(exc)
-        raise PlatformError(f"broker unreachable at {servers}: {reason}") from None
-    except Exception as exc:
-        raise PlatformError(f"broker unreachable at {servers}: {first_line(exc)}") from None
+        except PlatformError:
+            raise
+        except TimeoutError as exc:  # wait_for's says nothing; a call's own may say more
+            silent = not str(exc) and seconds is not None
+            reason = f"no answer in {seconds:g} s" if silent else first_line(exc)
+            raise PlatformError(f"broker unreachable at {servers}: {reason}") from None
+        except Exception as exc:
+            cause = reasons.cause(exc)
+            line = login_refused(servers, cause)
+            raise PlatformError(
+                line or f"broker unreachable at {servers}: {first_line(cause)}"
+            ) from None
 
 
 DATABASE_FAILURES = (OSError, asyncpg.PostgresError, SQLAlchemyError)
@@ -193,12 +199,6 @@ class _Running:
     container: ServiceContainer
     server: _Server
     task: asyncio.Task[None]
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """What an exception says, fit for one line (its class when it says nothing)."""
-    said = str(exc).strip().split("\n", 1)[0][:limit]
-    return said or type(exc).__name__
 
 
 def _refuse_if_running(directory: Path) -> None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, Self
 
@@ -24,8 +25,11 @@ class EmbeddedBroker:
     (``adapters-kafka[embedded]``), which ships the binary.
     """
 
-    def __init__(self, *, port: int | None = None, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self, *, port: int | None = None, start_timeout: float = 15.0, args: Sequence[str] = ()
+    ) -> None:
         self._port = port
+        self._args = tuple(args)  # more of Tansu's broker options, e.g. ``--authentication``
         self._start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -48,6 +52,7 @@ class EmbeddedBroker:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                *self._args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

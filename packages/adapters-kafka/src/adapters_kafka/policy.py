@@ -6,7 +6,14 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from core_saga.messages import Envelope
 from core_saga.ports import RECOVERY_BACKOFF_MAX, InfrastructureError, PublishError
 
@@ -46,6 +53,35 @@ def broker_may_recover(error: BaseException) -> bool:
     return isinstance(error, OSError | TimeoutError | KafkaTimeoutError) or bool(
         getattr(error, "retriable", False)
     )
+
+
+SASL_REFUSALS = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+)
+_SCRAM_STEPS = frozenset({"process_server_first_message", "process_server_final_message"})
+
+
+def refused_login(error: BaseException) -> bool:
+    """Whether the broker turned down this client's SASL login (credentials or mechanism).
+
+    Kafka answers a wrong password with an error code (``SaslAuthenticationFailed``). A
+    broker that answers SCRAM as RFC 5802 has it, with ``e=...`` instead of its proof (Tansu),
+    fails aiokafka's SCRAM exchange with a bare ``KeyError``/``ValueError``: that one is known
+    by where it was raised.
+    """
+    if isinstance(error, SASL_REFUSALS):
+        return True
+    trace = error.__traceback__
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if code.co_name in _SCRAM_STEPS and trace.tb_frame.f_globals["__name__"] == "aiokafka.conn":
+            return True
+        trace = trace.tb_next
+    return False
 
 
 class ConsumerHooks:
