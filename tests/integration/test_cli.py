@@ -313,6 +313,10 @@ def test_an_unknown_service_is_refused() -> None:
         (("--stock", "100"), "error: --stock needs --embedded"),
         (("--rate", "0"), "error: --rate must be positive"),
         (("--embedded", "--kafka", "localhost:9092"), "error: --kafka is for a running platform"),
+        (  # it was ignored: the run loaded the platform it started, not the one named
+            ("--embedded", "--order-url", "http://127.0.0.1:1"),
+            "error: --order-url is for a running platform",
+        ),
         (
             ("--concurrency", "4", "--rate", "5", "--order-url", "http://127.0.0.1:1"),
             "error: --concurrency is for the closed loop",

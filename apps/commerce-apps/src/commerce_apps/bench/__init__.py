@@ -26,7 +26,7 @@ from commerce_apps.bench.report import LoadResult, print_table
 from commerce_apps.cli import app
 from commerce_apps.console import fail, postgres_url, quiet_logs, run_async
 from commerce_apps.platform import on_broker, processes_pay_off
-from commerce_apps.settings import log_level_name
+from commerce_apps.settings import DEFAULT_PORTS, log_level_name
 
 bench_app = typer.Typer(
     help="Place orders and time each saga to its end (the relay subcommand: the outbox alone)."
@@ -57,6 +57,9 @@ def _level(level: str) -> str:
         return log_level_name(level)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+DEFAULT_ORDER_URL = f"http://127.0.0.1:{DEFAULT_PORTS['order']}"
 
 
 def _order_url_problem(url: str) -> str | None:
@@ -133,9 +136,10 @@ def _kafka(bootstrap_servers: str) -> KafkaSettings:
 @bench_app.callback(invoke_without_command=True)
 def load_command(
     ctx: typer.Context,
-    order_url: Annotated[str, typer.Option(help="Order service of a running platform")] = (
-        "http://127.0.0.1:8081"
-    ),
+    order_url: Annotated[
+        str | None,
+        typer.Option(help="Order service of a running platform", show_default=DEFAULT_ORDER_URL),
+    ] = None,
     embedded: Annotated[bool, typer.Option(help="Start a fresh platform for the run")] = False,
     orders: Annotated[int, typer.Option(min=1)] = 3000,
     concurrency: Annotated[
@@ -193,6 +197,9 @@ def load_command(
         raise fail("--stock needs --embedded (it rewrites the platform's stock)")
     if kafka is not None and embedded:
         raise fail("--kafka is for a running platform (--embedded knows its broker)")
+    if order_url is not None and embedded:  # it was ignored: the run loaded another platform
+        raise fail("--order-url is for a running platform (--embedded starts its own)")
+    order_url = order_url or DEFAULT_ORDER_URL
     _check_inputs(order_url, plot)
 
     async def main() -> tuple[dict[str, Any], LoadResult]:
