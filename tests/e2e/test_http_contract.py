@@ -76,6 +76,19 @@ async def test_unknown_things_are_404(succeeding: RunningPlatform) -> None:
     assert bad_query.headers["content-type"] == PROBLEM
 
 
+async def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(
+    succeeding: RunningPlatform,
+) -> None:
+    """Starlette redirected ``/api/orders/`` to an absolute URL built from the Host header."""
+    for path in ("/api/orders/", "/health/live/", f"/api/orders/{uuid.uuid4()}/"):
+        response = await succeeding.http.get(
+            succeeding.url("order", path), headers={"Host": "evil.example"}
+        )
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == PROBLEM
+        assert "location" not in response.headers
+
+
 @pytest.mark.parametrize("service", ["order", "inventory", "payment", "notification"])
 async def test_every_service_has_health_metrics_and_docs(
     succeeding: RunningPlatform, service: str

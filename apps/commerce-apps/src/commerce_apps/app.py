@@ -230,9 +230,13 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
     middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
     if provider is not None:
         middleware.append(Middleware(ServerSpans, provider=provider, routes=routes))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # A trailing slash is a 404, not a redirect to an absolute URL built from the Host header
+    # (the API's own Location and Link headers are relative, to pass through proxies).
+    app.router.redirect_slashes = False
+    return app

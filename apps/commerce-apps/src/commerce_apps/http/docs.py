@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,19 @@ def _content(item: Documented, status: int, refs: Refs) -> Any:
     return {"application/json": {"schema": schema}}
 
 
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    """Each ``{name}`` of the path, declared as OpenAPI requires (every one here is an id)."""
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+        for name in re.findall(r"\{(\w+)\}", path)
+    ]
+
+
 def openapi_document(title: str, version: str, operations: Sequence[Operation]) -> dict[str, Any]:
     """Build the document from the models.
 
@@ -81,8 +95,9 @@ def openapi_document(title: str, version: str, operations: Sequence[Operation]) 
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
-        if op.parameters:
-            entry["parameters"] = list(op.parameters)
+        parameters = [*_path_parameters(op.path), *op.parameters]
+        if parameters:
+            entry["parameters"] = parameters
         if op.request is not None:
             entry["requestBody"] = {
                 "required": True,

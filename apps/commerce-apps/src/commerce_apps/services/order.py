@@ -36,6 +36,9 @@ IDEMPOTENCY_KEY_PARAM = {
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
 }
+LOCATION_HEADER = {
+    "Location": {"description": "The order: /api/orders/{id}", "schema": {"type": "string"}}
+}
 OPERATIONS = (
     Operation(
         "POST",
@@ -44,19 +47,30 @@ OPERATIONS = (
         {200: OrderView, 201: OrderView, 400: None, 409: None, 413: None, 415: None, 422: None},
         request=PlaceOrder,
         parameters=(IDEMPOTENCY_KEY_PARAM,),
+        headers={200: LOCATION_HEADER, 201: LOCATION_HEADER},
     ),
     Operation("GET", "/api/orders/{id}", "One order", {200: OrderView, 404: None}),
     Operation(
-        "GET", "/api/orders/{id}/history", "Its status history", {200: list_of(HistoryEntry)}
+        "GET",
+        "/api/orders/{id}/history",
+        "Its status history",
+        {200: list_of(HistoryEntry), 404: None},
     ),
 )
 
 
 def idempotency_key(request: Request) -> str:
-    """1–255 printable ASCII characters, else 400."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
+    """1–255 printable ASCII characters, else 400.
+
+    Whitespace around the value is no part of it (RFC 9110 §5.5): uvicorn strips it before
+    the value but not after, and ``k `` was another key than ``k``, so a proxy that trims
+    placed the order again. Two values are refused, not one of them picked."""
+    values = request.headers.getlist("idempotency-key")
+    if not values:
         raise Problem(400, "Bad Request", "the Idempotency-Key header is required")
+    if len(values) > 1:
+        raise Problem(400, "Bad Request", "send one Idempotency-Key header, not several")
+    key = values[0].strip(" \t")
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " <= c <= "~" for c in key):
         raise Problem(
             400, "Bad Request", "Idempotency-Key must be 1-255 printable ASCII characters"
