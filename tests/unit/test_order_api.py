@@ -200,3 +200,16 @@ async def test_another_media_type_or_a_coding_is_a_415(
         "/api/orders", content=order_text(), headers={**headers, "Idempotency-Key": "k"}
     )
     problem(response, 415)
+
+
+async def test_fields_go_by_their_wire_names_only(client: httpx.AsyncClient) -> None:
+    """``customer_id`` and ``unit_price`` (the models' Python names) were accepted too."""
+    line = f'{{"product_id": "{MOUSE}", "quantity": 1, "unit_price": 1}}'
+    body = problem(
+        await post(client, f'{{"customer_id": "{uuid4()}", "items": [{line}]}}'.encode()), 422
+    )
+    assert {error["field"] for error in body["errors"]} == {
+        "customerId",
+        "items.0.productId",
+        "items.0.unitPrice",
+    }

@@ -58,9 +58,10 @@ def _no_constant(name: str) -> Any:
 
 
 def validate(model: type[M], data: Any) -> M:
-    """422 naming every invalid field."""
+    """422 naming every invalid field. Fields by their wire names only: the models also take
+    Python's names (``customer_id``), for code, which the API does not document."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise Problem(
             422, "Unprocessable Content", "the request body is invalid", field_errors(exc)
