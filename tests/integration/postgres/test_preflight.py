@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -102,6 +105,51 @@ async def test_reset_refuses_to_delete_the_data_of_a_running_server(data_dir: Pa
             assert await conn.fetchval("SELECT 1") == 1  # still serving
         finally:
             await conn.close()
+
+
+HOLDER = """
+import sys, time
+from adapters_postgres.embedded import EmbeddedPostgres
+EmbeddedPostgres(sys.argv[1]).start()
+print("up", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def held_elsewhere(directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """The server on ``directory`` started and held by another process, as another
+    ``commerce up`` holds it; stopped after, whatever became of that process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "up\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        stop_abandoned(directory)
+
+
+async def test_a_second_platform_on_a_running_data_dir_is_refused(data_dir: Path) -> None:
+    """It joined the first one's PostgreSQL beside an empty broker of its own, which nothing
+    published to (its relays stood by for the first platform's)."""
+    with held_elsewhere(data_dir / "postgres") as holder:
+        refused = rf"^another platform \(pid {holder.pid}\) runs on .+: stop it first, "
+        with pytest.raises(PlatformError, match=refused):
+            await Platform(embedded_config(data_dir, reset=False)).start()
+
+
+async def test_a_server_its_killed_platform_left_is_taken_over(data_dir: Path) -> None:
+    """A platform killed outright leaves its server running with no living holder: the next
+    ``commerce up`` goes on with it (here to the broker, which this config never reaches)."""
+    with held_elsewhere(data_dir / "postgres") as holder:
+        holder.kill()
+        holder.wait()
+        assert running_on(data_dir / "postgres") is not None
+        with pytest.raises(PlatformError, match=r"^broker unreachable at 127\.0\.0\.1:1: "):
+            await Platform(embedded_config(data_dir, reset=False)).start()
 
 
 async def test_a_data_dir_that_holds_no_cluster_is_one_line(data_dir: Path) -> None:

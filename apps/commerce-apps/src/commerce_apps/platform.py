@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import uvicorn
 from adapters_kafka.embedded import EmbeddedBroker
-from adapters_postgres.embedded import EmbeddedPostgres, running_on
+from adapters_postgres.embedded import EmbeddedPostgres, held_by, running_on
 from adapters_postgres.engine import create_databases, create_engine, with_database
 from adapters_postgres.migrations import migrate
 from adapters_postgres.outbox import requeue_published
@@ -201,13 +201,23 @@ class _Running:
     task: asyncio.Task[None]
 
 
-def _refuse_if_running(directory: Path) -> None:
-    """``--reset`` deletes the data directory: never under a server still running on it."""
+def _refuse_if_running(directory: Path, reset: bool) -> None:
+    """Never two platforms on one data directory. ``--reset`` would delete it under the
+    server; without it the second one joined the first's PostgreSQL beside a broker of its
+    own, which nothing published to (its relays stood by for the first's)."""
     pid = running_on(directory)
-    if pid is not None:
+    if pid is None:
+        return
+    if reset:
         raise PlatformError(
             f"--reset would delete {directory}, but PostgreSQL (pid {pid}) still runs on it: "
             "stop the platform using it first"
+        )
+    holders = held_by(directory)  # none: its platform was killed outright, take it over
+    if holders:
+        raise PlatformError(
+            f"another platform (pid {holders[0]}) runs on {directory}: stop it first, "
+            "or give another --data-dir"
         )
 
 
@@ -295,8 +305,8 @@ class Platform:
         names = {service: f"{cfg.database_prefix}{service}" for service in SERVICES}
         if cfg.database_url is None:
             directory = cfg.data_dir.expanduser().resolve() / "postgres"
+            _refuse_if_running(directory, cfg.reset)
             if cfg.reset and directory.exists():
-                _refuse_if_running(directory)
                 shutil.rmtree(directory)
             self._postgres = EmbeddedPostgres(directory)
             try:

@@ -138,6 +138,12 @@ def running_on(data_dir: Path | str) -> int | None:
     return _postmaster(Path(data_dir))
 
 
+def held_by(data_dir: Path | str) -> list[int]:
+    """The living processes other than this one that hold the server on ``data_dir``: a
+    server only dead processes held (its platform killed outright) may be taken over."""
+    return [pid for pid in _forget_dead_holders(Path(data_dir)) if pid != os.getpid()]
+
+
 def _postmaster(directory: Path) -> int | None:
     """The pid in ``postmaster.pid`` if that process lives and is a PostgreSQL server: a
     file left by a crash may name a pid that another program has taken since."""
