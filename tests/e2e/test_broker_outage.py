@@ -20,6 +20,20 @@ from tests.e2e.platform import (
 pytestmark = [pytest.mark.e2e, EMBEDDED_BROKER_ONLY]
 
 
+async def consumer_ready_reads(running: RunningPlatform, value: float) -> None:
+    """Until every service's ``consumer_ready`` (sampled every 5 s) reads ``value``."""
+    async with asyncio.timeout(30):
+        while True:
+            read = []
+            for service in ("order", "inventory", "payment", "notification"):
+                text = (await running.http.get(running.url(service, "/metrics"))).text
+                [line] = [x for x in text.splitlines() if x.startswith("consumer_ready ")]
+                read.append(float(line.split()[1]))
+            if read == [value] * 4:
+                return
+            await asyncio.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 async def outage(postgres_admin_url: str) -> AsyncIterator[RunningPlatform]:
     async with running_platform(postgres_admin_url, PAYMENTS_SUCCEED) as running:
@@ -40,8 +54,10 @@ async def test_orders_placed_while_the_broker_is_down_complete_when_it_is_back(
             await asyncio.sleep(0.1)
     for response in placed:
         assert (await outage.order(response.json()["id"]))["status"] == "PENDING"
+    await consumer_ready_reads(outage, 0.0)  # the lag series stay as they were: no alert
 
     outage.platform.resume_broker()
+    await consumer_ready_reads(outage, 1.0)
     for response in placed:
         order = await outage.terminal(response.json()["id"], seconds=90)
         assert order["status"] == "CONFIRMED"

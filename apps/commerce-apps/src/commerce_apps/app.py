@@ -126,7 +126,10 @@ def build_app(container: ServiceContainer, *, ensure_topics: bool = False) -> St
     )
 
     async def consumer_lag() -> None:
+        """Lag, stalled partitions, and whether the consumer works at all: its lag series go
+        when it stops, and stay as they were while the broker hangs."""
         consumer = container.consumer()
+        metrics.consumer_ready.set(1 if await broker_up() else 0)
         metrics.consumer_stalled.set(len(consumer.stalled))
         metrics.consumer_lag.clear()
         for tp, lag in consumer.lag().items():
