@@ -46,6 +46,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
         h.DLT_ERROR_TYPE: "core_saga.messages.InvalidEvent",
         h.DLT_ERROR_MESSAGE: "invalid OrderCreated: items: too short",
         h.DLT_ATTEMPTS: "3",
+        h.DLT_CONSUMER_GROUP: "inventory-service",  # each group dead-letters its own copy
     }
     for key, extra in ((b"other", {h.EVENT_ID: "someone-else"}), (b"order-1", original)):
         await kafka_publisher.send(
@@ -63,6 +64,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
     assert "2 dead letter(s)" in listed.output
     assert event_id in listed.output
     assert "invalid OrderCreated: items: too short" in listed.output
+    assert "inventory-service" in listed.output
 
     by_dlt_name = await asyncio.to_thread(
         commerce, "dlt", "list", f"{topic}.DLT", KAFKA_BOOTSTRAP_SERVERS=servers, COLUMNS="300"
@@ -130,6 +132,20 @@ async def test_outbox_resend_marks_what_was_published_for_the_relay_to_send_agai
         assert len(await store.claim_batch(10)) == 3
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("outbox", "resend")])
+def test_commerce_database_url_in_dotenv_is_read_like_every_setting(
+    command: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was ignored: "name a service (with DATABASE_URL) or set COMMERCE_DATABASE_URL"."""
+    monkeypatch.setenv("COMMERCE_DATABASE_URL", "set, so that undoing removes it")
+    monkeypatch.delenv("COMMERCE_DATABASE_URL")  # the command sets it from .env
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("COMMERCE_DATABASE_URL=postgresql://u:p@127.0.0.1:1/postgres\n")
+    result = commerce(*command)
+    assert result.exit_code == 1
+    assert "unreachable" in result.output, result.output  # the server of .env was tried
 
 
 @pytest.mark.parametrize(
@@ -382,3 +398,18 @@ def test_the_relay_bench_help_says_why_its_batch_differs_from_the_services() -> 
     result = commerce("bench", "relay", "--help", COLUMNS="300")
     assert result.exit_code == 0
     assert "OUTBOX_BATCH_SIZE" in result.output
+
+
+def test_a_server_named_by_a_variable_says_which_variable() -> None:
+    """An ``export`` left from another command made ``up`` skip its embedded server, and its
+    error did not say why that server was used."""
+    url = "postgresql://u:secret@127.0.0.1:1/postgres"
+    port = str(free_port())
+    inherited = commerce("up", "--base-port", port, COMMERCE_DATABASE_URL=url)
+    assert_one_line_error(inherited, "error: database server postgresql://u:***@127.0.0.1:1/")
+    assert inherited.output.strip().endswith(
+        "(COMMERCE_DATABASE_URL names it: unset it to start an embedded one)"
+    )
+    named = commerce("up", "--base-port", port, "--database-url", url)
+    assert_one_line_error(named, "error: database server postgresql://u:***@127.0.0.1:1/")
+    assert "names it" not in named.output

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from adapters_kafka.embedded import free_port
 from commerce_apps import bench
 from commerce_apps.bench import relay
 from commerce_apps.bench.load import LoadConfig, check_reachable
@@ -39,6 +40,15 @@ DATABASE = "postgresql://u:secret@127.0.0.1:1/x"
 def test_an_order_url_that_is_no_http_base_url_is_one_line_naming_the_option(url: str) -> None:
     result = commerce("bench", "--order-url", url, "--quiet")
     assert_one_line_error(result, "error: --order-url ")
+
+
+async def test_no_order_service_says_why_in_words_not_a_repr() -> None:
+    """It printed ``ClientConnectorError(ConnectionKey(host=..., proxy_headers_hash=None,...``."""
+    port = free_port()
+    said = rf"^no order service answers at http://127\.0\.0\.1:{port}: Cannot connect to host "
+    with pytest.raises(OSError, match=said) as failed:
+        await check_reachable(f"http://127.0.0.1:{port}")
+    assert "ConnectionKey(" not in str(failed.value)
 
 
 async def test_check_reachable_makes_any_client_error_one_line() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from dotenv import dotenv_values
 from rich.console import Console
 from rich.table import Table
 
@@ -46,6 +47,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(dlt_app, name="dlt")
 app.add_typer(outbox_app, name="outbox")
 
+# Options that fall back on a variable (typer reads only the process environment for them)
+OPTION_VARIABLES = ("COMMERCE_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+@app.callback()
+def _dotenv_options() -> None:
+    """Those variables come from ``.env`` too, as every setting does (the environment wins):
+    ``COMMERCE_DATABASE_URL`` in ``.env`` was ignored by ``migrate`` and ``outbox resend``."""
+    for name, value in dotenv_values(".env").items():
+        if name in OPTION_VARIABLES and value is not None:
+            os.environ.setdefault(name, value)
+
 
 def _banner(platform: Platform) -> None:
     table = Table(title="Event-Driven Commerce Platform is up", title_justify="left")
@@ -60,8 +73,9 @@ def _banner(platform: Platform) -> None:
     Console().print(f"Kafka bootstrap: {platform.bootstrap_servers}")
     if not platform.bootstrap_servers.endswith(f":{KAFKA_PORT}"):  # the CLI default misses it
         Console().print(
-            f"For commerce dlt, topics and bench in another shell: "
-            f"export KAFKA_BOOTSTRAP_SERVERS={platform.bootstrap_servers}",
+            f"For commerce dlt and topics in another shell: "
+            f"export KAFKA_BOOTSTRAP_SERVERS={platform.bootstrap_servers} "
+            f"(commerce bench: --kafka {platform.bootstrap_servers})",
             highlight=False,
             soft_wrap=True,  # one line, to be pasted
         )
@@ -78,8 +92,14 @@ def _banner(platform: Platform) -> None:
     Console().print("Press Ctrl-C to stop.")
 
 
+def _from_environment(ctx: typer.Context, option: str) -> bool:
+    source = ctx.get_parameter_source(option)  # typer's own click: compared by name
+    return source is not None and source.name == "ENVIRONMENT"
+
+
 @app.command()
 def up(
+    ctx: typer.Context,
     data_dir: Annotated[Path, typer.Option(help="Where embedded PostgreSQL keeps its data")] = Path(
         ".commerce"
     ),
@@ -132,12 +152,28 @@ def up(
         processes=processes,
     )
 
+    # A server named by a variable, perhaps exported for another command: say which one
+    inherited = {
+        shown: variable
+        for name, variable, shown in (
+            ("kafka", "KAFKA_BOOTSTRAP_SERVERS", kafka),
+            ("database_url", "COMMERCE_DATABASE_URL", database_url and redacted(database_url)),
+        )
+        if shown and _from_environment(ctx, name)
+    }
+
     async def main() -> None:
         platform = Platform(config)
         try:
             await platform.start()
         except PortInUse as exc:
             raise PlatformError(f"{exc} (--base-port moves the four APIs elsewhere)") from None
+        except PlatformError as exc:
+            named = [v for shown, v in inherited.items() if shown in str(exc)]
+            if not named:
+                raise
+            hint = f"{named[0]} names it: unset it to start an embedded one"
+            raise PlatformError(f"{exc} ({hint})") from None
         try:
             _banner(platform)
             await platform.wait()

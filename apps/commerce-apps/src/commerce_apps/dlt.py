@@ -78,12 +78,14 @@ def list_letters(topic: Annotated[str, typer.Argument(help=TOPIC_HELP)]) -> None
         letters = await _dead_letters(kafka, topic)
         title = f"{len(letters)} dead letter(s) on {dlt_name(topic)}"
         table = Table(title=title, title_justify="left")
-        for column in ("dlt offset", "from", "event id", "event type", "attempts", "error"):
+        columns = ("dlt offset", "from", "group", "event id", "event type", "attempts", "error")
+        for column in columns:
             table.add_column(column, overflow="fold")
         for letter in letters:
             table.add_row(
                 f"{letter.partition}@{letter.offset}",
                 f"{letter.original_topic} {letter.origin}",
+                letter.group,
                 letter.event_id,
                 letter.event_type,
                 letter.attempts,

@@ -14,6 +14,7 @@ from core_saga.messages import dead_letter_topic, is_dead_letter_topic
 from adapters_kafka.consumer import DEFAULT_CONSUMER_OPTIONS
 from adapters_kafka.headers import (
     DLT_ATTEMPTS,
+    DLT_CONSUMER_GROUP,
     DLT_ERROR_MESSAGE,
     DLT_ERROR_TYPE,
     DLT_ORIGINAL_OFFSET,
@@ -68,6 +69,11 @@ class DeadLetter:
     @property
     def attempts(self) -> str:
         return self.headers.get(DLT_ATTEMPTS, "")
+
+    @property
+    def group(self) -> str:
+        """The consumer group that gave up: each group that did dead-letters its own copy."""
+        return self.headers.get(DLT_CONSUMER_GROUP, "")
 
 
 class NoSuchTopic(LookupError):

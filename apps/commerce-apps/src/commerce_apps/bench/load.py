@@ -28,6 +28,7 @@ from adapters_kafka.settings import KafkaSettings
 from commerce_apps.bench.clients import BenchClient, RequestError, TransportError
 from commerce_apps.bench.report import Completion, LoadResult
 from commerce_apps.bench.watch import EventWatcher
+from commerce_apps.broker_errors import first_line
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
 PRICES = {  # the five seeded products (ids: the digit repeated in UUID form)
@@ -76,7 +77,7 @@ async def check_reachable(order_url: str) -> None:
     try:
         status = await _live_status(order_url)
     except (TimeoutError, RequestError, ValueError) as exc:
-        raise OSError(f"no order service answers at {order_url}: {exc!r}") from None
+        raise OSError(f"no order service answers at {order_url}: {first_line(exc)}") from None
     if status != 200:
         raise OSError(f"no order service answers at {order_url}: HTTP {status}")
 
