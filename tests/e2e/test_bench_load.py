@@ -86,6 +86,11 @@ async def test_the_bench_sees_each_end_on_order_events(succeeding: RunningPlatfo
     # every order ended on the topic, and its status over HTTP agreed (else an error)
     assert (summary["terminal"], summary["errors"]) == (12, 0)
     assert summary["statuses"] == {"CONFIRMED": 12}  # the ``succeeding`` platform
+    # the order service's own commit times, on this machine's clock: before each end was seen
+    assert summary["clock_check"].startswith("agrees")
+    committed = summary["committed_latency_ms_by_status"]["CONFIRMED"]
+    assert 0 < committed["p50"] <= summary["latency_ms_by_status"]["CONFIRMED"]["p50"]
+    assert committed["max"] <= summary["latency_ms_by_status"]["CONFIRMED"]["max"]
 
 
 async def test_the_open_loop_places_every_order(succeeding: RunningPlatform) -> None:

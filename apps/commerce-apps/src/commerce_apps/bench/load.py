@@ -20,7 +20,8 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from adapters_kafka.settings import KafkaSettings
@@ -31,6 +32,7 @@ from commerce_apps.bench.watch import EventWatcher
 from commerce_apps.broker_errors import first_line
 
 TERMINAL = frozenset({"CONFIRMED", "CANCELLED"})
+CLOCK_SLACK = 0.002  # seconds an order's createdAt may lie outside its POST: clocks agree
 PRICES = {  # the five seeded products (ids: the digit repeated in UUID form)
     "11111111-1111-1111-1111-111111111111": 29.99,
     "22222222-2222-2222-2222-222222222222": 89.00,
@@ -66,6 +68,11 @@ def order_body(rng: random.Random) -> dict[str, Any]:
         ],
         "currency": "EUR",
     }
+
+
+def _seconds(instant: str) -> float:
+    """An API timestamp (``2026-12-01T08:00:00.123456Z``) as seconds since the epoch."""
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
 async def check_reachable(order_url: str) -> None:
@@ -157,7 +164,8 @@ class LoadRun:
         self._rng = random.Random(config.seed)
         self._start = 0.0
         self._next = 0
-        self._ended: dict[str, str] = {}  # order id → status its event reported
+        self._ended: dict[str, int] = {}  # order id → its completion's index
+        self._wall = 0.0  # time.time() when the run started, beside ``_start``
 
     async def run(self) -> LoadResult:
         cfg = self.config
@@ -167,7 +175,8 @@ class LoadRun:
         self.result.watch = "events" if watcher.verifies else "poll"
         try:
             await watcher.open()
-            self._start, cpu = time.perf_counter(), time.process_time()
+            self._start, self._wall = time.perf_counter(), time.time()
+            cpu = time.process_time()
             watcher.start = self._start
             watching = asyncio.create_task(watcher.run(), name="bench-watcher")
             try:
@@ -180,26 +189,55 @@ class LoadRun:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
             self.result.client_cpu = time.process_time() - cpu
-            if watcher.verifies:
-                await self._verify(polls)
+            await self._read_back(polls, compare=watcher.verifies)
         finally:
             await watcher.close()
             await asyncio.gather(posts.aclose(), polls.aclose())
         self.result.poll_requests = watcher.requests
         return self.result
 
-    async def _verify(self, client: BenchClient) -> None:
-        """Every order's status over HTTP is the one its event reported (after the timing)."""
+    async def _read_back(self, client: BenchClient, compare: bool) -> None:
+        """Every order once more over HTTP, after the timing: with ``compare`` its status is
+        the one its event reported; and the order service's own times of its creation and
+        terminal commit are kept, when its clock agrees with this one (``clock_check``)."""
+        stamps: dict[str, tuple[float, float]] = {}  # order id → (created, committed)
 
-        async def check(order_id: str, status: str) -> None:
+        async def read(order_id: str, index: int) -> None:
             try:
                 code, body = await client.get(f"/api/orders/{order_id}")
             except (TimeoutError, TransportError, ValueError) as exc:
                 return self.result.error(f"verify-{type(exc).__name__}")
-            if code != 200 or body.get("status") != status:
-                self.result.error("status-differs-from-event")
+            status = self.result.completions[index].status
+            if compare and (code != 200 or body.get("status") != status):
+                return self.result.error("status-differs-from-event")
+            if code == 200 and body.get("updatedAt"):
+                created, committed = (_seconds(body[k]) for k in ("createdAt", "updatedAt"))
+                stamps[order_id] = (created - self._wall, committed - self._wall)
 
-        await asyncio.gather(*(check(order_id, s) for order_id, s in self._ended.items()))
+        await asyncio.gather(*(read(order_id, i) for order_id, i in self._ended.items()))
+        self._keep_commit_times(stamps)
+
+    def _keep_commit_times(self, stamps: dict[str, tuple[float, float]]) -> None:
+        """The order service's clock is trusted when every order it created lies within its
+        POST (sent → answered, ``CLOCK_SLACK`` either side), as on one machine; then each
+        completion gets its commit time, else none does."""
+        done = self.result.completions
+        late = 0.0
+        for order_id, (created, _) in stamps.items():
+            c = done[self._ended[order_id]]
+            answered = c.posted_at if c.answered_at is None else c.answered_at
+            late = max(late, c.posted_at - created, created - answered)
+        if len(stamps) < len(self._ended) or late > CLOCK_SLACK:
+            self.result.clock_check = (
+                f"the order service's clock is off by up to {late * 1000:.1f} ms: not used"
+                if stamps
+                else "no order read back"
+            )
+            return
+        self.result.clock_check = "agrees (every order created within its POST)"
+        for order_id, (_, committed) in stamps.items():
+            index = self._ended[order_id]
+            done[index] = replace(done[index], committed_at=committed)
 
     async def _worker(self, client: BenchClient, poller: Watcher) -> None:
         while self._next < self.config.orders:
@@ -238,8 +276,9 @@ class LoadRun:
         except TimeoutError:
             poller.forget(order_id)
             return self._failed("terminal-timeout")
-        self.result.completions.append(Completion(sent, observed, status))
-        self._ended[order_id] = status
+        answered = sent + post_seconds
+        self._ended[order_id] = len(self.result.completions)
+        self.result.completions.append(Completion(sent, observed, status, answered))
         self._progress("terminal")
 
     async def _post(

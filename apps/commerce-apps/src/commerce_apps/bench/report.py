@@ -36,11 +36,18 @@ class Completion:
     posted_at: float
     terminal_at: float
     status: str
+    answered_at: float | None = None  # the POST's answer
+    committed_at: float | None = None  # the order service's updatedAt: its terminal commit
 
     @property
     def latency(self) -> float:
         """POST sent → terminal state observed."""
         return self.terminal_at - self.posted_at
+
+    @property
+    def committed_latency(self) -> float | None:
+        """POST sent → the order service made it terminal (its own clock; None: unknown)."""
+        return None if self.committed_at is None else self.committed_at - self.posted_at
 
 
 @dataclass
@@ -54,6 +61,7 @@ class LoadResult:
     post_retries: int = 0
     client_cpu: float = 0.0  # the load generator's own CPU seconds
     watch: str = "poll"  # how each end was seen: "events" (order-events) or "poll" (HTTP)
+    clock_check: str = "not made"  # whether the order service's timestamps could be used
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -78,6 +86,8 @@ class LoadResult:
                 status: distribution_ms([c.latency for c in done if c.status == status])
                 for status in sorted(statuses)
             },
+            "committed_latency_ms_by_status": _committed_by_status(done, statuses),
+            "clock_check": self.clock_check,
             "error_kinds": self.error_kinds,
             "duration_s": round(end, 3),
             "poll_requests": self.poll_requests,
@@ -86,6 +96,20 @@ class LoadResult:
             "watch": self.watch,
             **extra,
         }
+
+
+def _committed_by_status(
+    done: Sequence[Completion], statuses: Mapping[str, int]
+) -> dict[str, dict[str, float]] | None:
+    """POST sent → the order service's terminal commit, by status; None when its clock
+    could not be trusted (every order's, or none)."""
+    if any(c.committed_latency is None for c in done) or not done:
+        return None
+    by_status: dict[str, list[float]] = {status: [] for status in sorted(statuses)}
+    for c in done:
+        if (latency := c.committed_latency) is not None:
+            by_status[c.status].append(latency)
+    return {status: distribution_ms(values) for status, values in by_status.items()}
 
 
 def print_table(title: str, summary: Mapping[str, Any], console: Console) -> None:
