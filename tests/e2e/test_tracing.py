@@ -114,17 +114,44 @@ async def test_a_backlog_is_applied_in_batch_spans_that_hold_its_statements(
 ) -> None:
     """Orders queued behind a stopped inventory: its records wait, then go in batches, each
     one span over its transaction (the audit found hollow event spans of 0.03 ms and the
-    inventory's writes as root traces of their own)."""
+    inventory's writes as root traces of their own). Each event's span continues its
+    order's trace, linked to the batch's, and so do the events it writes (a later audit: in
+    a burst, most POST traces ended at the first ``send order-events``)."""
     await traced.platform.stop_service("inventory")
-    placed = [(await traced.place(order_body((MOUSE, 1, "29.99")))).json()["id"] for _ in range(20)]
     exporter.clear()
+    placed = [(await traced.place(order_body((MOUSE, 1, "29.99")))).json()["id"] for _ in range(20)]
     await traced.platform.start_service("inventory")
     for order_id in placed:
         await traced.terminal(order_id, seconds=30)
 
-    spans = [s for s in exporter.get_finished_spans() if service_of(s) == "inventory-service"]
+    every_span = exporter.get_finished_spans()
+
+    def sent(service: str, event_types: set[str]) -> dict[str, int]:
+        """The trace of each order's event of ``event_types`` the relay of ``service`` sent."""
+        return {
+            str(s.attributes["messaging.kafka.message.key"]): s.context.trace_id
+            for s in every_span
+            if s.kind is SpanKind.PRODUCER
+            and service_of(s) == service
+            and s.attributes is not None
+            and s.attributes.get("commerce.event_type") in event_types
+        }
+
+    posted = {
+        s.context.trace_id
+        for s in every_span
+        if s.kind is SpanKind.SERVER and s.name == "POST /api/orders"
+    }
+    created = sent("order-service", {"OrderCreated"})
+    assert {created[order_id] for order_id in placed} <= posted
+    answered = sent("inventory-service", {"StockReserved", "StockRejected"})
+    split = [order_id for order_id in placed if answered[order_id] != created[order_id]]
+    assert not split, f"{len(split)} of {len(placed)} orders' traces split at inventory's batch"
+
+    spans = [s for s in every_span if service_of(s) == "inventory-service"]
     batches = [s for s in spans if "messaging.batch.message_count" in (s.attributes or {})]
     assert batches, "the backlog was not applied in batches"
+    by_id = {s.context.span_id: s for s in every_span}
     for batch in batches:
         assert batch.kind is SpanKind.CONSUMER and batch.parent is None
         assert batch.attributes is not None
@@ -132,9 +159,17 @@ async def test_a_backlog_is_applied_in_batch_spans_that_hold_its_statements(
         assert isinstance(count, int) and count > 1
         assert len(batch.links) == count  # to the relay's send of each message
         assert batch.context is not None
-        events = [s for s in spans if s.parent and s.parent.span_id == batch.context.span_id
-                  and s.kind is SpanKind.CONSUMER]  # fmt: skip
+        linked = [batch.context.span_id]
+        events = [
+            s
+            for s in spans
+            if s.kind is SpanKind.CONSUMER and [link.context.span_id for link in s.links] == linked
+        ]
         assert len(events) == count
+        for event in events:  # a child of its message's send, in the order's trace
+            assert event.parent is not None
+            send = by_id[event.parent.span_id]
+            assert (send.kind, service_of(send)) == (SpanKind.PRODUCER, "order-service")
     writes = [
         s
         for s in spans

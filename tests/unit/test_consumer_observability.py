@@ -1,10 +1,10 @@
 """What the consumer shows of a batch and of a dead letter: spans, log fields, metrics.
 
 A batch is one transaction: its span wraps it whole (locks, inbox, effects, commit), links
-to the span that wrote each message, and is the parent of its statements and of its
-events' spans; its duration is observed once. A dead letter is sent in a PRODUCER span
-continuing the message's trace, and the lines about retrying and dead-lettering it carry
-the message's fields.
+to the span that wrote each message, and is the parent of its statements; each event's span
+continues its message's trace, linked to the batch's; its duration is observed once. A dead
+letter is sent in a PRODUCER span continuing the message's trace, and the lines about
+retrying and dead-lettering it carry the message's fields.
 """
 
 from __future__ import annotations
@@ -163,8 +163,9 @@ async def test_a_batch_is_one_span_over_its_transaction_linked_to_each_message()
         str(e.event_id) for e in envelopes
     ]
     for event, sender in zip(events, upstream, strict=True):
-        assert event.parent is not None and event.parent.span_id == batch.context.span_id
-        assert [ids(link.context) for link in event.links] == [ids(sender)]
+        assert event.parent is not None
+        assert (event.parent.trace_id, event.parent.span_id) == ids(sender)
+        assert [ids(link.context) for link in event.links] == [ids(batch.context)]
     statements = [s for s in spans if s.kind is SpanKind.CLIENT]
     assert [s.name for s in statements] == ["SELECT 1 FROM orders FOR UPDATE", "COMMIT"]
     assert all(s.parent is not None and s.parent.span_id == batch.context.span_id

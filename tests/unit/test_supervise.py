@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from commerce_apps.jobs import supervise
 from core_saga.relay import RelayBackoff
 
@@ -54,3 +55,23 @@ async def test_a_run_of_failures_is_one_line_an_error_with_advice_when_it_will_n
     logged = [r for r in caplog.records if r.name == "commerce_apps.jobs"]
     assert [r.levelname for r in logged] == [level]
     assert str(advice or cause) in logged[0].getMessage()
+
+
+async def test_an_error_that_names_its_class_is_not_named_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiokafka's errors say their class: the line read ``KafkaConnectionError:
+    KafkaConnectionError: Unable to bootstrap ...``."""
+    caplog.set_level(logging.INFO, logger="commerce_apps.jobs")
+    plan = [KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")]
+
+    async def run() -> None:
+        if plan:
+            raise plan.pop()
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    await supervise(run, "broker connection", sleep=sleep)
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "commerce_apps.jobs"]
+    assert logged.startswith("broker connection failed (KafkaConnectionError: Unable to boot")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
@@ -140,3 +140,20 @@ async def payment_engine(service_databases: dict[str, str]) -> AsyncIterator[Asy
 async def notification_engine(service_databases: dict[str, str]) -> AsyncIterator[AsyncEngine]:
     async for engine in _engine(service_databases["notification"]):
         yield engine
+
+
+@pytest.fixture
+async def own_engine(
+    service_databases: dict[str, str],
+) -> AsyncIterator[Callable[[str], AsyncEngine]]:
+    """Engines of the test's own on a service's database: instrumenting one for tracing
+    leaves the module's shared engines alone. Disposed after the test."""
+    made: list[AsyncEngine] = []
+
+    def make(service: str) -> AsyncEngine:
+        made.append(create_engine(service_databases[service]))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        await engine.dispose()

@@ -1,10 +1,10 @@
 """A traced inventory applies a batch on its database: every statement of the batch's
 transaction (locks, inbox, stock, outbox, commit) is a child of the batch's span, none a
-root trace of its own."""
+root trace of its own; each event's span continues its message's trace, linked to the batch's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -13,16 +13,15 @@ import pytest
 from adapters_kafka import headers as h
 from adapters_kafka.delivery import Delivery
 from adapters_kafka.policy import RetryPolicy
-from adapters_postgres.engine import create_engine
 from adapters_postgres.uow import inventory_uow_factory
 from aiokafka.structs import ConsumerRecord
 from commerce_apps.metrics import ServiceMetrics
 from commerce_apps.observing import ServiceHooks
-from commerce_apps.tracing import PROPAGATOR, instrument_engine, tracer_provider
+from commerce_apps.tracing import PROPAGATOR, instrument_engine, trace_headers, tracer_provider
 from core_saga.handlers.inventory import InventoryService
 from core_saga.messages import Envelope, encode
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,13 +35,8 @@ MONITOR = UUID("44444444-4444-4444-4444-444444444444")  # seeded with 30
 
 
 @pytest.fixture
-async def engine(service_databases: dict[str, str]) -> AsyncIterator[AsyncEngine]:
-    """An engine of its own: instrumenting it leaves the module's shared engines alone."""
-    engine = create_engine(service_databases["inventory"])
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def engine(own_engine: Callable[[str], AsyncEngine]) -> AsyncEngine:
+    return own_engine("inventory")
 
 
 def record(sent: dict[str, str], event: Envelope, offset: int) -> ConsumerRecord[Any, Any]:
@@ -63,19 +57,16 @@ def record(sent: dict[str, str], event: Envelope, offset: int) -> ConsumerRecord
     )
 
 
-async def test_the_statements_of_a_batch_are_children_of_its_span(
+def traced_inventory(
     engine: AsyncEngine, clock: ManualClock
-) -> None:
+) -> tuple[TracerProvider, InMemorySpanExporter, Delivery]:
+    """An inventory consumer traced into memory, its statements and outbox rows too."""
     exporter = InMemorySpanExporter()
     provider = tracer_provider("inventory", exporter)
     assert provider is not None
     instrument_engine(engine, provider)
-    sender = provider.get_tracer("test").start_span("send order-events")  # never ends
-    sent: dict[str, str] = {}
-    PROPAGATOR.inject(sent, context=trace.set_span_in_context(sender))
-    orders = [envelope(order_created([(MONITOR, 1)])) for _ in range(3)]
     delivery = Delivery(
-        InventoryService(uow=inventory_uow_factory(engine), clock=clock),
+        InventoryService(uow=inventory_uow_factory(engine, trace_headers), clock=clock),
         None,  # type: ignore[arg-type]  # nothing to dead-letter
         group_id="inventory-service",
         retry=RetryPolicy(attempts=1, backoff=0.0),
@@ -84,6 +75,17 @@ async def test_the_statements_of_a_batch_are_children_of_its_span(
         now=lambda: datetime.now(UTC),
         outage=lambda record: None,
     )
+    return provider, exporter, delivery
+
+
+async def test_the_statements_of_a_batch_are_children_of_its_span(
+    engine: AsyncEngine, clock: ManualClock
+) -> None:
+    provider, exporter, delivery = traced_inventory(engine, clock)
+    sender = provider.get_tracer("test").start_span("send order-events")  # never ends
+    sent: dict[str, str] = {}
+    PROPAGATOR.inject(sent, context=trace.set_span_in_context(sender))
+    orders = [envelope(order_created([(MONITOR, 1)])) for _ in range(3)]
 
     await delivery.deliver_batch([record(sent, order, n) for n, order in enumerate(orders)])
 
@@ -106,5 +108,6 @@ async def test_the_statements_of_a_batch_are_children_of_its_span(
     assert all(under_batch(s) for s in spans if s.kind is SpanKind.CLIENT)
     events = [s for s in spans if s.kind is SpanKind.CONSUMER and s is not batch]
     assert len(events) == 3
-    assert all(s.parent is not None and s.parent.span_id == batch.context.span_id
+    assert all(s.parent is not None and s.parent.span_id == sender.get_span_context().span_id
+               and [link.context.span_id for link in s.links] == [batch.context.span_id]
                for s in events)  # fmt: skip

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters_postgres.uow import is_transient
+from core_saga.handlers.after_commit import RemoteUnavailable
 from core_saga.ports import InfrastructureError
 from core_saga.relay import RelayBackoff
 from opentelemetry.context import Context
@@ -40,9 +41,20 @@ def is_infrastructure(exc: BaseException) -> bool:
     return isinstance(exc, InfrastructureError) or is_transient(exc)
 
 
+def committed_before(exc: BaseException) -> int:
+    """What a step that failed had committed first: a sweep whose remote side failed on
+    some rows after it recorded others (``RemoteUnavailable.committed``); 0 otherwise."""
+    return exc.committed if isinstance(exc, RemoteUnavailable) else 0
+
+
 def _one_line(exc: BaseException) -> str:
+    """``Class: first line``; once, where the message names its class already (aiokafka's
+    ``KafkaConnectionError: KafkaConnectionError: Unable to bootstrap ...``)."""
+    name = type(exc).__name__
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return name
+    return text[0] if text[0].startswith(f"{name}: ") else f"{name}: {text[0]}"
 
 
 @dataclass
@@ -199,8 +211,10 @@ async def run_job(
     """One step of a periodic job in a root span of its own, named ``name``.
 
     Its trace is exported if the step did something (returned a true value: orders
-    cancelled, rows purged) or failed in a way ``excused`` does not cover (a bug); an idle
-    step, or one that met an outage (logged instead), is dropped (``IdleJobFilter``).
+    cancelled, rows purged), failed in a way ``excused`` does not cover (a bug), or failed
+    after it committed something (``committed_before``: the events it wrote name its spans as
+    their parents); an idle step, or one that met an outage before doing anything (logged
+    instead), is dropped (``IdleJobFilter``).
     """
     if tracer is None:
         return await step()
@@ -211,7 +225,7 @@ async def run_job(
             span.set_attribute(JOB_IDLE, True)
             raise
         except Exception as exc:
-            span.set_attribute(JOB_IDLE, excused(exc))
+            span.set_attribute(JOB_IDLE, excused(exc) and not committed_before(exc))
             raise
         span.set_attribute(JOB_IDLE, not done)
         return done

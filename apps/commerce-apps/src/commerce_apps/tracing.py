@@ -19,6 +19,10 @@ The trace context travels with the event: the outbox row stores the W3C ``tracep
 that cancelled orders). The relay sends each message in a producer span, a child of that
 context, and the message's headers carry the producer span's context, so the consumer's span
 is its child: a trace shows how long each event waited in the outbox and for the broker's ack.
+In a batch too: the batch's span (its transaction) is a trace of its own, linked to each
+message's, and each event's span, a child of its message's producer span, is current while its
+effects are written, so the events it emits continue the order's trace (not yet the payment
+outcomes a batch records after its commit: they carry the batch span's context).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -68,7 +72,7 @@ GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 EXPORT_SECONDS = 3.0  # one export, retries included (the SDK's default: 10, and 30 at exit)
 SHUTDOWN_SECONDS = 5.0  # the longest a stopping service waits for its last spans to go out
 
-_IN_BATCH: ContextVar[bool] = ContextVar("in_batch_span", default=False)  # see batch_span
+_BATCH: ContextVar[Span | None] = ContextVar("batch_span", default=None)  # see batch_span
 
 
 def tracer_provider(
@@ -200,18 +204,27 @@ def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
 def consumer_span(
     tracer: Tracer, topic: str, event_type: str, event_id: str, headers: Mapping[str, str]
 ) -> Iterator[None]:
-    """Process one message as a child of the span that wrote it (messaging conventions).
+    """Process one message as a child of the span that wrote it (messaging conventions), so
+    the events its handler writes to the outbox continue that trace.
 
-    Inside a batch's span (``batch_span``) it is a child of that span instead, with a link
-    to the span that wrote the message.
+    Inside a batch's span (``batch_span``) as well, with a link to the batch's span: the
+    batch's transaction is shared, the order each event belongs to is not. A message that
+    carried no trace context is the batch span's child instead.
     """
     sent = PROPAGATOR.extract(headers)
-    within_batch = _IN_BATCH.get()
+    batch = _BATCH.get()
+    parent: Context | None = sent
+    links: list[Link] = []
+    if batch is not None:
+        if trace.get_current_span(sent).get_span_context().is_valid:
+            links = [Link(batch.get_span_context())]
+        else:
+            parent = None  # no trace to continue: the current span's, the batch's
     with tracer.start_as_current_span(
         f"process {topic}",
-        context=None if within_batch else sent,
+        context=parent,
         kind=SpanKind.CONSUMER,
-        links=_links([sent]) if within_batch else (),
+        links=links,
         attributes={
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -226,8 +239,9 @@ def consumer_span(
 @contextmanager
 def batch_span(tracer: Tracer, topic: str, headers: Sequence[Mapping[str, str]]) -> Iterator[None]:
     """Process a batch of messages in one transaction: a span linked to the span that wrote
-    each message (messaging conventions for batches), current while the batch runs, so its
-    statements and its events' spans are its children."""
+    each message (messaging conventions for batches), current while the batch runs, so the
+    transaction's own statements (locks, inbox, commit) are its children. Each event's span
+    (``consumer_span``) continues its message's trace instead, linked to this one."""
     with tracer.start_as_current_span(
         f"process {topic}",
         kind=SpanKind.CONSUMER,
@@ -238,12 +252,12 @@ def batch_span(tracer: Tracer, topic: str, headers: Sequence[Mapping[str, str]])
             "messaging.destination.name": topic,
             "messaging.batch.message_count": len(headers),
         },
-    ):
-        token = _IN_BATCH.set(True)
+    ) as span:
+        token = _BATCH.set(span)
         try:
             yield
         finally:
-            _IN_BATCH.reset(token)
+            _BATCH.reset(token)
 
 
 @contextmanager

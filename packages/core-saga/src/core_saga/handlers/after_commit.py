@@ -66,6 +66,18 @@ async def call_each(
     return answered, failures
 
 
+class RemoteUnavailable(InfrastructureError):
+    """A remote call that follows a commit failed: its row stays waiting for the sweep.
+
+    ``committed`` counts what the same run recorded (committed, with its events) before
+    raising it: a sweep that meets it may still have done work, and traced it.
+    """
+
+    def __init__(self, message: str, committed: int = 0) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
 @dataclass(frozen=True)
 class Waiting(Generic[T]):
     """The rows a failure left undone, as the sweep reads them: ``read(before, limit,
@@ -86,7 +98,8 @@ class Waiting(Generic[T]):
     ) -> int:
         """Settle every page, each once; return how many settled. A ``failed`` raised by a
         page is raised again after the last page: what keeps failing (the longest waiting,
-        first on every read) must not hold back the rest."""
+        first on every read) must not hold back the rest. A ``RemoteUnavailable`` then
+        counts what every page committed."""
         total, failure, after = 0, None, None
         while True:
             page = await self.read(before, limit, after)
@@ -94,10 +107,14 @@ class Waiting(Generic[T]):
                 total += await settle(page)
             except failed as exc:
                 failure = exc
+                if isinstance(exc, RemoteUnavailable):
+                    total += exc.committed
             if len(page) < limit:
                 break
             after = self.position(page[-1])
         if failure is not None:
+            if isinstance(failure, RemoteUnavailable):
+                failure.committed = total
             raise failure
         return total
 

@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core_saga.handlers.after_commit import QuietAfterCommit, Waiting, call_each
+from core_saga.handlers.after_commit import (
+    QuietAfterCommit,
+    RemoteUnavailable,
+    Waiting,
+    call_each,
+)
 from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once
 from core_saga.ids import new_id
 from core_saga.messages import Envelope, Event, OrderCancelled, OrderConfirmed
@@ -16,7 +21,6 @@ from core_saga.ports import (
     Around,
     Clock,
     DomainError,
-    InfrastructureError,
     NotificationUnitOfWork,
     Notifier,
     Position,
@@ -61,7 +65,7 @@ NOTIFIER_TIMEOUT = timedelta(seconds=10)
 """The longest a send may take: one that hangs would hold its batch, and its partition."""
 
 
-class NotifierUnavailable(InfrastructureError):
+class NotifierUnavailable(RemoteUnavailable):
     """A send failed: its notification stays unsent, for a later sweep."""
 
 
@@ -123,7 +127,7 @@ class NotificationService:
     async def send(self, notifications: Sequence[Notification]) -> int:
         """Send each (outside any transaction), then record the ones sent in one statement;
         return how many. If a send failed, the others are recorded, then
-        ``NotifierUnavailable`` is raised."""
+        ``NotifierUnavailable`` is raised, with how many were (``committed``)."""
         if not notifications:
             return 0
 
@@ -145,14 +149,16 @@ class NotificationService:
         if failures:
             raise NotifierUnavailable(
                 f"the notifier failed on {len(failures)} of {len(notifications)} notifications "
-                f"(they stay unsent): {failures[0]!r}"
+                f"(they stay unsent): {failures[0]!r}",
+                committed=len(answered),
             ) from failures[0]
         return len(answered)
 
     async def send_unsent(self, limit: int = 100, after: timedelta | None = None) -> int:
         """Send the notifications unsent for ``after`` (``resend_after``) or longer, ``limit``
         at a time, every page once; return how many were sent. If a send failed, the
-        ``NotifierUnavailable`` is raised after the last page."""
+        ``NotifierUnavailable`` is raised after the last page, counting what all the pages
+        recorded as sent (``committed``)."""
         before = self.clock.now() - (self.resend_after if after is None else after)
         return await self._unsent.sweep(before, self.send, limit=limit, failed=NotifierUnavailable)
 

@@ -10,7 +10,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
-from core_saga.handlers.after_commit import QuietAfterCommit, Waiting, call_each
+from core_saga.handlers.after_commit import (
+    QuietAfterCommit,
+    RemoteUnavailable,
+    Waiting,
+    call_each,
+)
 from core_saga.handlers.exactly_once import Apply, apply_batch, apply_once, new_envelope
 from core_saga.ids import new_id
 from core_saga.messages import (
@@ -34,7 +39,6 @@ from core_saga.ports import (
     Around,
     Clock,
     DomainError,
-    InfrastructureError,
     PaymentGateway,
     PaymentUnitOfWork,
     Position,
@@ -58,7 +62,7 @@ Outcome = tuple[Payment, UUID | None, ChargeResult | None]
 """A due payment, its cause, and the gateway's answer (None: a refund went through)."""
 
 
-class GatewayUnavailable(InfrastructureError):
+class GatewayUnavailable(RemoteUnavailable):
     """A gateway call failed: its payment stays due, to be settled by a later sweep."""
 
 
@@ -177,7 +181,8 @@ class PaymentService:
     async def settle_stale(self, limit: int = 100, after: timedelta | None = None) -> int:
         """Settle the payments due for ``after`` (``settle_after``) or longer, ``limit`` at a
         time, every page once; return how many settled. If a gateway call failed, the
-        ``GatewayUnavailable`` is raised after the last page."""
+        ``GatewayUnavailable`` is raised after the last page, counting what all the pages
+        recorded (``committed``)."""
         before = self.clock.now() - (self.settle_after if after is None else after)
 
         async def settle(page: Sequence[Payment]) -> int:
@@ -201,17 +206,24 @@ class PaymentService:
 
         A payment another replica (or the sweep) settled meanwhile is left as it is. A
         charge that succeeded for an order cancelled meanwhile is refunded in turn. If a
-        call failed, the others are recorded, then ``GatewayUnavailable`` is raised.
+        call failed, the others are recorded, then ``GatewayUnavailable`` is raised, with how
+        many outcomes were recorded (``committed``).
         """
         if not due:
             return 0
         outcomes, failures = await self._call_gateway(due)
         settled, refunds = await self._record(outcomes) if outcomes else (0, [])
-        settled += await self.settle(refunds)
+        recorded = settled + len(refunds)
+        try:
+            settled += await self.settle(refunds)
+        except GatewayUnavailable as exc:
+            exc.committed += recorded
+            raise
         if failures:
             raise GatewayUnavailable(
                 f"the payment gateway failed on {len(failures)} of {len(due)} payments "
-                f"(they stay due): {failures[0]!r}"
+                f"(they stay due): {failures[0]!r}",
+                committed=recorded,
             ) from failures[0]
         return settled
 
