@@ -320,7 +320,7 @@ async def test_two_settlements_of_one_payment_record_one_outcome(
     [pending] = payments(db)
     gateway.down = False
     settled = await asyncio.gather(
-        service.settle([(pending, None)]), service.settle([(pending, None)])
+        service.settle([(pending, None, {})]), service.settle([(pending, None, {})])
     )
     assert sorted(settled) == [0, 1]
     assert len(sent(db)) == 1

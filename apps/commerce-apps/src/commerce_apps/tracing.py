@@ -21,8 +21,8 @@ context, and the message's headers carry the producer span's context, so the con
 is its child: a trace shows how long each event waited in the outbox and for the broker's ack.
 In a batch too: the batch's span (its transaction) is a trace of its own, linked to each
 message's, and each event's span, a child of its message's producer span, is current while its
-effects are written, so the events it emits continue the order's trace (not yet the payment
-outcomes a batch records after its commit: they carry the batch span's context).
+effects are written, so the events it emits continue the order's trace (the payment outcomes
+a batch records after its commit too: each carries the context its event had, ``Outbox.context``).
 """
 
 from __future__ import annotations

@@ -88,6 +88,9 @@ class PostgresOutbox:
         self._rows.append(self._row(envelope, headers))
         self._added.append(envelope)
 
+    def context(self) -> Mapping[str, str]:
+        return dict(self._context()) if self._context else {}
+
     def params(self, envelopes: Sequence[Envelope]) -> dict[str, Any]:
         """The parameters of ``insert_rows`` for ``envelopes``, not kept."""
         rows = [self._row(envelope, None) for envelope in envelopes]

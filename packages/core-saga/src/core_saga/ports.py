@@ -65,6 +65,11 @@ class Outbox(Protocol):
 
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None: ...
 
+    def context(self) -> Mapping[str, str]:
+        """The headers ``add`` writes now beside those it is given (the current trace
+        context), kept for events written later, outside this moment's context."""
+        ...
+
 
 class OutboxStore(Protocol):
     """The relay's side of the outbox (one active relay per database)."""

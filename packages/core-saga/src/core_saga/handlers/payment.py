@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -56,9 +56,12 @@ GATEWAY_TIMEOUT = timedelta(seconds=10)
 """The longest a gateway call may take: a call that hangs would hold its batch, and its
 partition, for good. One that times out leaves its payment due (it may have been charged:
 the repeated call, deduplicated, tells)."""
-Due = tuple[Payment, UUID | None]
+Due = tuple[Payment, UUID | None, Mapping[str, str]]
+"""A payment waiting on the gateway, the event that left it so, and the headers its outcome's
+events carry: the consuming event's trace context (in a batch, recorded after the commit,
+outside that event's span), none from a sweep."""
 """A payment waiting on the gateway, and the event that made it due (None from the sweep)."""
-Outcome = tuple[Payment, UUID | None, ChargeResult | None]
+Outcome = tuple[Payment, UUID | None, Mapping[str, str], ChargeResult | None]
 """A due payment, its cause, and the gateway's answer (None: a refund went through)."""
 
 
@@ -139,7 +142,7 @@ class PaymentService:
             else:
                 raise DomainError(f"the payment service does not apply {envelope.event_type}")
             if payment is not None:
-                due.append((payment, envelope.event_id))
+                due.append((payment, envelope.event_id, uow.outbox.context()))
             return []
 
         return apply
@@ -186,7 +189,7 @@ class PaymentService:
         before = self.clock.now() - (self.settle_after if after is None else after)
 
         async def settle(page: Sequence[Payment]) -> int:
-            return await self.settle([(payment, None) for payment in page])
+            return await self.settle([(payment, None, {}) for payment in page])
 
         return await self._due.sweep(before, settle, limit=limit, failed=GatewayUnavailable)
 
@@ -233,18 +236,18 @@ class PaymentService:
         refunds: list[Due] = []
         settled = 0
         async with self.uow() as uow:
-            await uow.hold({payment.order_id for payment, _, _ in outcomes})
+            await uow.hold({payment.order_id for payment, _, _, _ in outcomes})
             now = self.clock.now()
-            for called, cause, result in outcomes:
+            for called, cause, carried, result in outcomes:
                 payment = await uow.payments.get_by_order(called.order_id)
                 if payment is None or payment.id != called.id or payment.status != called.status:
                     continue  # settled meanwhile
                 cancelled = await uow.payments.was_cancelled(payment.order_id)
                 for event in _settle(payment, result, cancelled=cancelled, now=now):
-                    await uow.outbox.add(new_envelope(event, now, cause))
+                    await uow.outbox.add(new_envelope(event, now, cause), carried)
                 await uow.payments.save(payment)
                 if payment.status.due:
-                    refunds.append((payment, cause))
+                    refunds.append((payment, cause, carried))
                 else:
                     settled += 1
             await uow.commit()
@@ -274,7 +277,7 @@ class PaymentService:
         answered, failures = await call_each(
             due, call, each_within=self.gateway_timeout, on_bug=on_bug
         )
-        return [(payment, cause, result) for (payment, cause), result in answered], failures
+        return [(*entry, result) for entry, result in answered], failures
 
 
 def _settle(

@@ -83,6 +83,9 @@ class MemoryOutbox:
     async def add(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> None:
         self._pending.append(OutboundMessage.from_envelope(envelope, headers))
 
+    def context(self) -> Mapping[str, str]:
+        return {}  # no trace context in memory
+
     def apply(self) -> None:
         self._store.append(self._pending, self._clock.now())
         self._pending = []
