@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID, uuid4
@@ -27,6 +28,7 @@ from core_saga.messages import (
     decode,
 )
 from core_saga.orders import Order, OrderStatus
+from core_saga.ports import InfrastructureError
 from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
@@ -365,3 +367,35 @@ async def test_each_order_that_ends_is_reported_once_after_its_commit(
     clock.advance(timedelta(seconds=30))
     await service.sweep_deadlines()
     assert ended == [(confirmed, OrderStatus.CONFIRMED), (timed_out, OrderStatus.CANCELLED)]
+
+
+async def test_a_sweep_whose_later_batch_fails_returns_what_it_committed(
+    service: OrderService,
+    db: MemoryOrderDatabase,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It raised: the job dropped its trace as an outage's, and the cancellations the
+    earlier batches committed named a span never exported. The failure comes again next."""
+    placed = [await place(service) for _ in range(15)]
+    clock.advance(timedelta(minutes=1))
+    sweep = service.sweep_deadlines
+    calls = 0
+
+    async def second_fails(limit: int = 100) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise InfrastructureError("the database went away")
+        return await sweep(limit)
+
+    monkeypatch.setattr(service, "sweep_deadlines", second_fails)
+    with caplog.at_level(logging.WARNING, logger="core_saga.handlers.order"):
+        assert await service.sweep_overdue(limit=10) == 10
+    assert "stopped after cancelling 10 order(s)" in caplog.text
+    statuses = [(await stored(db, order_id)).status for order_id in placed]
+    assert statuses.count(OrderStatus.CANCELLED) == 10
+    calls = 1  # the next tick: its first batch fails, and that is raised
+    with pytest.raises(InfrastructureError):
+        await service.sweep_overdue(limit=10)

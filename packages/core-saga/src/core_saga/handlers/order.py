@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,8 @@ from core_saga.ports import (
     OrderUnitOfWork,
     StoredResponse,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_KEY_TTL: Final = timedelta(hours=24)
 
@@ -267,10 +270,25 @@ class OrderService:
         Once a tick, a single sweep would cancel at most ``limit`` a second per replica: a
         backlog left by an outage of inventory or payment (orders keep coming, hundreds a
         second) would then outgrow it, and orders long overdue would confirm late.
+
+        A batch that fails after others committed ends the sweep with what they did: they
+        stay done, and the job that ran it is seen to have done something (its trace, which
+        their events name, is exported). The failure comes again at the next tick, first.
         """
         total = 0
         while True:
-            cancelled = await self.sweep_deadlines(limit)
+            try:
+                cancelled = await self.sweep_deadlines(limit)
+            except Exception as exc:
+                if not total:
+                    raise
+                logger.warning(
+                    "the deadline sweep stopped after cancelling %d order(s) (%r); the next "
+                    "sweep goes on",
+                    total,
+                    exc,
+                )
+                return total
             total += cancelled
             if cancelled < limit:
                 return total
