@@ -39,6 +39,27 @@ def test_a_server_password_is_masked(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (  # libpq's other place for it, which asyncpg takes too: it was shown in full
+            "postgresql://app@db.example:5432/commerce_order?password=s3cret",
+            "postgresql://app@db.example:5432/commerce_order?password=***",
+        ),
+        (
+            "postgresql://app:s3cret@db/commerce_order?sslmode=require&sslpassword=s3cret",
+            "postgresql://app:***@db/commerce_order?sslmode=require&sslpassword=***",
+        ),
+    ],
+)
+def test_a_password_in_the_query_is_masked(
+    url: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = banner({"order": url}, capsys, server_url=url)
+    assert f"PostgreSQL order: {shown}\n" in out
+    assert "s3cret" not in out
+
+
+@pytest.mark.parametrize(
     "url", [EMBEDDED, "postgresql://postgres@127.0.0.1:5432/commerce_order"], ids=["empty", "none"]
 )
 def test_a_url_without_a_password_is_shown_as_it_is(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
+import pytest
 from commerce_apps.http.problems import EXCEPTION_HANDLERS, PROBLEM_JSON
 from core_saga.ports import InfrastructureError
 from starlette.applications import Starlette
@@ -15,12 +18,24 @@ async def database_down(request: Request) -> Response:
     raise InfrastructureError("order database unreachable: connection refused")
 
 
+async def statement_failed(request: Request) -> Response:
+    raise InfrastructureError(
+        "order database failure: (LockNotAvailableError) canceling statement due to lock timeout"
+        "\n[SQL: INSERT INTO orders (id, customer_id) VALUES ($1, $2)]"
+        "\n[parameters: ('01a2', 'c0ffee00-customer')]"
+    )
+
+
 async def bug(request: Request) -> Response:
     raise KeyError("surprise")
 
 
 async def get(path: str) -> httpx.Response:
-    routes = [Route("/down", database_down), Route("/bug", bug)]
+    routes = [
+        Route("/down", database_down),
+        Route("/statement", statement_failed),
+        Route("/bug", bug),
+    ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -47,3 +62,17 @@ async def test_anything_else_is_a_500_that_says_nothing_of_its_cause() -> None:
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM_JSON
     assert "surprise" not in response.text
+
+
+async def test_a_503_logs_the_failure_in_one_line_without_the_sql_that_follows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLAlchemy's message goes on with the statement (and, before ``hide_parameters``, a
+    customer's order in its parameters): 3 KB a line in the audit."""
+    with caplog.at_level(logging.WARNING, logger="commerce_apps.http.problems"):
+        assert (await get("/statement")).status_code == 503
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "GET /statement: order database failure: (LockNotAvailableError) canceling statement"
+        " due to lock timeout"
+    )

@@ -47,3 +47,11 @@ def test_a_kafka_ca_file_that_is_not_there_is_refused_naming_it(tmp_path: Path) 
         Settings(kafka_ssl_cafile=str(tmp_path))  # a directory: IsADirectoryError at connect
     missing.write_text("-----BEGIN CERTIFICATE-----\n")
     assert Settings(kafka_ssl_cafile=str(missing)).kafka_ssl_cafile == str(missing)
+
+
+def test_printing_settings_shows_no_secret() -> None:
+    settings = Settings(
+        database_url="postgresql://app:s3cret@db/orders", kafka_sasl_password="s3cret"
+    )
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+    assert settings.database_url == "postgresql://app:s3cret@db/orders"  # still there to use

@@ -238,3 +238,7 @@ async def test_hostile_records_are_dead_lettered_or_applied_and_the_partition_mo
     assert runner.ready
     crashes = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     assert not crashes, crashes[0].getMessage()
+    # a record's text in its error is bounded, in the log too: a megabyte eventType once
+    # made a megabyte ERROR line in every group that consumed it
+    longest = max(len(r.getMessage()) for r in caplog.records if "dead-lettered" in r.getMessage())
+    assert longest < 3_000

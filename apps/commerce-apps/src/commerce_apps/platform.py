@@ -92,11 +92,19 @@ DATABASE_FAILURES = (OSError, asyncpg.PostgresError, SQLAlchemyError)
 """What a database call raises when the server, the connection or the database fails."""
 
 
+QUERY_SECRETS = ("password", "sslpassword")  # libpq takes a password in the query, too
+
+
 def redacted(url: str) -> str:
-    """A database URL fit to print: the password masked; one without a password (embedded
-    PostgreSQL's ``postgres:@``) as it is, to be copied and pasted."""
+    """A database URL fit to print: the password masked, in its user part or its query
+    (``?password=``); one without a password (embedded PostgreSQL's ``postgres:@``) as it
+    is, to be copied and pasted."""
     parsed = make_url(url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
+    hidden = {key: "***" for key in QUERY_SECRETS if key in parsed.query}
+    if not parsed.password and not hidden:
+        return url
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")  # the query's mask, unescaped
 
 
 async def reach_database(

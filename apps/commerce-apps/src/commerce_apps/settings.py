@@ -41,8 +41,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    database_url: str | None = Field(
-        None, description="postgresql:// URL of this service's own database"
+    database_url: str | None = Field(  # repr=False: it may hold a password
+        None, description="postgresql:// URL of this service's own database", repr=False
     )
     database_command_timeout: float = Field(
         30.0, gt=0, description="seconds a statement may wait before it fails, to be retried"
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: str | None = Field(None, repr=False)
     kafka_ssl_cafile: Annotated[str | None, AfterValidator(_readable_file)] = None
     kafka_namespace: str = Field(
         "",

@@ -256,7 +256,12 @@ class Delivery:
                     outages += 1
                     await asyncio.sleep(self._outage_delay(record, exc, outages))
             self._hooks.dead_lettered(record.topic, error)
-            log.error("dead-lettered %s after %d attempt(s): %s", _where(record), attempts, reason)
+            log.error(
+                "dead-lettered %s after %d attempt(s): %s",
+                _where(record),
+                attempts,
+                reason[:_MAX_ERROR_MESSAGE],  # as in its header: a record's text is unbounded
+            )
 
     def _poison_delay(self, record: Any, error: BaseException, attempts: int) -> float | None:
         """The wait before retrying after ``attempts`` failed (logged); None when they ran out."""

@@ -100,6 +100,9 @@ def create_engine(
     """
     if "poolclass" not in options:  # NullPool and friends take no sizes
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+    # A failed statement's error names its SQL, not its parameters: they hold customers'
+    # orders and stored responses, and the error reaches logs and dead letters.
+    options.setdefault("hide_parameters", True)
     parsed = make_url(async_url(url))
     libpq = {name: value for name, value in parsed.query.items() if name not in DRIVER_OPTIONS}
     if application_name is not None:

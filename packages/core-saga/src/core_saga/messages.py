@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -356,6 +357,15 @@ class InvalidEvent(PoisonMessage):
     kind: ClassVar[str] = "invalid-event"
 
 
+_SHORT = reprlib.Repr()  # Python 3.11 takes no limits as arguments
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def _short(value: object) -> str:
+    """A value from a record, fit for an error: a poison record's strings are unbounded."""
+    return _SHORT.repr(value)
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
@@ -399,10 +409,10 @@ def from_dict(data: object) -> Envelope:
     event_type = data.get("eventType")
     event_class = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if event_class is None:
-        raise UnknownEventType(f"unknown eventType {event_type!r}")
+        raise UnknownEventType(f"unknown eventType {_short(event_type)}")
     version = data.get("version")
     if version != ENVELOPE_VERSION:
-        raise UnsupportedVersion(f"unsupported envelope version {version!r}")
+        raise UnsupportedVersion(f"unsupported envelope version {_short(version)}")
     try:
         fields = _EnvelopeFields.model_validate(data)
         payload = event_class.model_validate(fields.payload)

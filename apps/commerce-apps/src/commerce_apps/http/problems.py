@@ -102,7 +102,8 @@ async def on_unavailable(request: Request, exc: Exception) -> Response:
     may meet one; the client retries (a POST with the same Idempotency-Key is safe).
     """
     assert isinstance(exc, InfrastructureError)
-    _log.warning("%s %s: %s", request.method, request.url.path, exc)
+    said = str(exc).strip().split("\n", 1)[0][:300]  # not the SQL that follows
+    _log.warning("%s %s: %s", request.method, request.url.path, said)
     return problem_response(
         503,
         title_for(503),
