@@ -234,6 +234,37 @@ def test_postgres_creates_the_four_databases(services: dict[str, dict[str, Any]]
     assert sorted(created) == sorted(SERVICES)
 
 
+def test_kafka_and_postgres_keep_their_data_on_named_volumes_alike(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    """Kafka's log sat in its container's layer, PostgreSQL's data in an anonymous volume:
+    recreating the broker alone lost events the outboxes had marked published."""
+    declared = set(compose["volumes"])
+    kafka_dir = services["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+    assert f"kafka-data:{kafka_dir}" in services["kafka"]["volumes"]
+    assert "pg-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+    assert {"kafka-data", "pg-data"} <= declared
+
+
+def test_every_long_running_container_comes_back_after_a_restart(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Only the services restarted: after the host's restart they found no database."""
+    one_shot = {"migrate", "topics"}
+    assert {name for name, s in services.items() if s.get("restart") != "unless-stopped"} == (
+        one_shot
+    )
+
+
+def test_postgres_is_healthy_only_once_it_answers_over_tcp(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Its socket answers while the init scripts run on a server that listens on nothing
+    else: ``migrate``, which connects once over TCP, could fail the first ``up``."""
+    [test] = services["postgres"]["healthcheck"]["test"][1:]
+    assert "-h 127.0.0.1" in test
+
+
 def test_every_file_the_compose_mounts_or_builds_from_exists(
     services: dict[str, dict[str, Any]],
 ) -> None:
