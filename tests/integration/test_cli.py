@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -413,3 +414,8 @@ def test_a_server_named_by_a_variable_says_which_variable() -> None:
     named = commerce("up", "--base-port", port, "--database-url", url)
     assert_one_line_error(named, "error: database server postgresql://u:***@127.0.0.1:1/")
     assert "names it" not in named.output
+
+
+def test_commerce_version_is_the_installed_distributions() -> None:
+    result = commerce("--version")
+    assert (result.exit_code, result.output) == (0, f"commerce {version('commerce-apps')}\n")

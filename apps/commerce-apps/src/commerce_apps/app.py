@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from importlib.metadata import version
 
 from adapters_kafka.policy import broker_may_recover
 from adapters_postgres.engine import named_lock_key, try_session_lock
@@ -52,7 +53,7 @@ OPERATIONS = {
     "payment": payment.OPERATIONS,
     "notification": notification.OPERATIONS,
 }
-VERSION = "0.1.0"
+VERSION = version("commerce-apps")  # the installed distribution's: one place to bump
 SHUTDOWN_SECONDS = 15.0
 
 

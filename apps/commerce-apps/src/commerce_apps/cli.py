@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from rich.console import Console
 from rich.table import Table
 
+from commerce_apps.app import VERSION
 from commerce_apps.console import (
     checked_server_url,
     database_targets,
@@ -51,8 +52,21 @@ app.add_typer(outbox_app, name="outbox")
 OPTION_VARIABLES = ("COMMERCE_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"commerce {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _dotenv_options() -> None:
+def _dotenv_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     """Those variables come from ``.env`` too, as every setting does (the environment wins):
     ``COMMERCE_DATABASE_URL`` in ``.env`` was ignored by ``migrate`` and ``outbox resend``."""
     for name, value in dotenv_values(".env").items():

@@ -1,4 +1,4 @@
-"""The saga's invariants (DESIGN §3), checked on a snapshot read through the ports.
+"""The saga's invariants (README: saga rules), checked on a snapshot read through the ports.
 
 Usable on any backend: ``snapshot = await read_snapshot(order_ids, ...)`` with the four
 services' unit-of-work factories, then ``invariant_violations(snapshot, initial_stock)``
@@ -96,7 +96,7 @@ def conservation_violations(snapshot: SagaSnapshot, initial_stock: Mapping[UUID,
 
 
 def invariant_violations(snapshot: SagaSnapshot, initial_stock: Mapping[UUID, int]) -> list[str]:
-    """Every DESIGN §3 invariant that must hold once every message is delivered."""
+    """Every invariant (README: saga rules) that must hold once every message is delivered."""
     problems = conservation_violations(snapshot, initial_stock)
     sold: dict[UUID, int] = {}
     for order_id, order in snapshot.orders.items():

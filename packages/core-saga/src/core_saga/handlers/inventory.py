@@ -33,7 +33,7 @@ RELEASED_BEFORE_RESERVED = "Order was cancelled before its stock was reserved"
 
 @dataclass
 class InventoryService:
-    """Applies OrderCreated, StockReleaseRequested and OrderConfirmed to stock (DESIGN §3)."""
+    """Applies OrderCreated, StockReleaseRequested and OrderConfirmed to stock (README: rules)."""
 
     uow: Callable[[], InventoryUnitOfWork]
     clock: Clock

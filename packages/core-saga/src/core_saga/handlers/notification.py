@@ -71,7 +71,7 @@ class NotifierUnavailable(RemoteUnavailable):
 
 @dataclass
 class NotificationService:
-    """Applies OrderConfirmed and OrderCancelled: store once, then send (DESIGN §3).
+    """Applies OrderConfirmed and OrderCancelled: store once, then send (README: rules).
 
     The consuming transaction stores each new notification as unsent; after its commit
     each is sent outside any transaction (``after_commit``), and the ones sent are recorded

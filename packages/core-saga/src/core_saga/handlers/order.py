@@ -155,7 +155,7 @@ def cancellation(order: Order, *, release: bool) -> list[Event]:
 
 @dataclass
 class OrderService:
-    """Places orders and applies inventory and payment outcomes to them (DESIGN §3)."""
+    """Places orders and applies inventory and payment outcomes to them (README: saga rules)."""
 
     uow: Callable[[], OrderUnitOfWork]
     clock: Clock

@@ -90,7 +90,7 @@ class SimulatedGateway:
 
 @dataclass
 class PaymentService:
-    """Applies StockReserved and OrderCancelled to payments (DESIGN §3), in two steps.
+    """Applies StockReserved and OrderCancelled to payments (README: saga rules), in two steps.
 
     A gateway is a remote call: awaited in the consuming transaction, it would hold the
     batch's order locks and a pooled connection for as long as it takes. So that

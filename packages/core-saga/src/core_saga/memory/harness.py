@@ -4,7 +4,8 @@ The four services' handlers consume from a ``MemoryBroker`` with their own offse
 (service, topic, partition); nothing moves unless the test says so::
 
     harness = SagaHarness()                      # memory backend, ManualClock, 3 partitions
-    outcome = await harness.place_order(order_request({MOUSE: 2}))
+    await harness.place_order(order_request({MOUSE: 2}))
+    order_id = harness.order_ids[-1]             # the order just placed
     harness.gateway.decide(order_id, succeeded=False)   # or ScriptedGateway(success_rate=…)
     await harness.relay()                        # every service's outbox → its topic
     cursor = harness.pending()[0]                # any (service, topic, partition) with mail
@@ -18,7 +19,7 @@ The four services' handlers consume from a ``MemoryBroker`` with their own offse
     harness.notifier.down = True                 # sends fail: notifications stay unsent
     await harness.send_notifications()           # the notification service's sweep
     await harness.run_until_quiet()              # relay, deliver, settle until nothing moves
-    assert await harness.violations() == []      # DESIGN §3 invariants, dead letters
+    assert await harness.violations() == []      # the invariants, dead letters
 
 Another backend (e.g. Postgres): pass ``Backend(order=…, inventory=…, payment=…,
 notification=…, outboxes={"order": …, "inventory": …, "payment": …})`` holding that
@@ -379,7 +380,7 @@ class SagaHarness:
         return conservation_violations(await self.snapshot(), self.initial_stock)
 
     async def violations(self) -> list[str]:
-        """Every DESIGN §3 invariant, plus undelivered messages and dead letters."""
+        """Every invariant (README: saga rules), undelivered messages and dead letters."""
         problems = invariant_violations(await self.snapshot(), self.initial_stock)
         problems += [f"undelivered messages at {cursor}" for cursor in self.pending()]
         problems += [f"dead-lettered: {letter}" for letter in self.dead_letters]
