@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from commerce_apps import platform as platform_module
 from commerce_apps.platform import Platform, PlatformConfig, PlatformError
 from commerce_apps.settings import SERVICES, ServiceName, Settings
 from core_saga.messages import ORDER_TOPIC
@@ -94,6 +96,33 @@ async def test_each_service_runs_in_its_own_process(postgres_admin_url: str) -> 
         notification.stdin.close()
         assert await asyncio.wait_for(notification.wait(), 20) == 0
     assert not any(alive(pid) for pid in pids.values())
+
+
+async def test_a_child_that_dies_is_started_again_one_that_keeps_dying_ends_it(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service process killed outright (the OOM killer, say) took the whole platform down,
+    its in-memory broker's events with it."""
+    monkeypatch.setattr(platform_module, "RESTARTS", 1)
+    config = process_config(postgres_admin_url, PAYMENTS_SUCCEED)
+    async with started(Platform(config)) as platform, httpx.AsyncClient(timeout=30) as http:
+        waiting = asyncio.create_task(platform.wait())
+        first = platform.pids["notification"]
+        os.kill(first, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while platform.pids.get("notification", first) == first:
+                await asyncio.sleep(0.05)
+        await platform.wait_ready()
+        running = RunningPlatform(platform, http)
+        response = await running.place(order_body((MOUSE, 1, "29.99")))
+        order = await running.terminal(response.json()["id"])
+        assert order["status"] == "CONFIRMED"
+        await running.settled(order["id"])  # the new notification process sent it
+        assert not waiting.done()
+
+        os.kill(platform.pids["notification"], signal.SIGKILL)  # again, within the window
+        with pytest.raises(PlatformError, match=r"^notification exited with status -9"):
+            await asyncio.wait_for(waiting, 30)
 
 
 async def test_a_service_that_cannot_start_is_named_with_its_output(

@@ -187,6 +187,12 @@ EMBEDDED_CONSUMER_OPTIONS = {
 }
 
 
+# A child process that dies is started again; this many times in this many seconds, then the
+# platform stops (a service that cannot run would otherwise restart forever).
+RESTARTS = 3
+RESTART_WINDOW = 60.0
+
+
 # Topics on the embedded broker get one partition unless TOPIC_PARTITIONS is set. The
 # platform runs one replica per service, so more partitions buy no parallelism across
 # replicas, only smaller batches (a transaction each) and more fetching: measured on two
@@ -498,7 +504,8 @@ class Platform:
 
         ``asyncio.wait``, not ``gather``: cancelling the waiter (Ctrl-C) must not cancel
         the servers, which then could not drain their consumers and relays. In process
-        mode: until a child exits, a ``PlatformError`` unless the platform is stopping.
+        mode: a child that dies is started again (``_wait_children``); a ``PlatformError``
+        once one keeps dying.
         """
         if self._children:
             await self._wait_children()
@@ -508,15 +515,35 @@ class Platform:
             await asyncio.wait(tasks)
 
     async def _wait_children(self) -> None:
-        exits = {asyncio.ensure_future(c.process.wait()): c for c in self._children.values()}
-        try:
-            done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in exits:
-                waiter.cancel()
-        child = exits[next(iter(done))]
-        if not self._stopping:
-            raise await child.failure(f"exited with status {child.process.returncode}")
+        """A child that dies (the OOM killer, a crash) is started again, its last output
+        logged: the others, the broker (in memory) and PostgreSQL go on. One that keeps
+        dying (``RESTARTS`` times within ``RESTART_WINDOW``) ends the platform."""
+        loop = asyncio.get_running_loop()
+        restarted: dict[ServiceName, list[float]] = {}
+        while self._children:
+            exits = {asyncio.ensure_future(c.process.wait()): c for c in self._children.values()}
+            try:
+                done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in exits:
+                    waiter.cancel()
+            child = exits[next(iter(done))]
+            if self._stopping:
+                return
+            service = child.spec.service
+            if self._children.get(service) is not child:
+                continue  # stopped or replaced on purpose (stop_service)
+            now = loop.time()
+            recent = [t for t in restarted.get(service, []) if now - t < RESTART_WINDOW]
+            failure = await child.failure(f"exited with status {child.process.returncode}")
+            if len(recent) >= RESTARTS:
+                raise PlatformError(
+                    f"{failure} (started again {len(recent)} times in {RESTART_WINDOW:.0f} s)"
+                )
+            log.error("%s; starting it again", failure)
+            restarted[service] = [*recent, now]
+            await child.stop()  # its output forwarded to the end
+            await self.start_service(service)
 
     def request_stop(self) -> None:
         self._stopping = True
