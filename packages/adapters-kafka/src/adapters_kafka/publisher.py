@@ -164,9 +164,17 @@ class KafkaPublisher:
         # asyncio.wait, not gather: a timeout must not cancel aiokafka's own futures.
         done, pending = await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
         failures = [ack.exception() for ack in done if not ack.cancelled() and ack.exception()]
+        for late in pending:  # failing later, unread, it would be logged as never retrieved
+            late.add_done_callback(_read_outcome)
         if pending or failures:
             cause = failures[0] if failures else TimeoutError(f"no ack in {self._ack_timeout} s")
             raise PublishError(
                 f"broker did not acknowledge {len(pending) + len(failures)} of {len(acks)} "
                 f"record batches: {cause!r}"
             ) from cause
+
+
+def _read_outcome(ack: asyncio.Future[Any]) -> None:
+    """An acknowledgement given up on: its failure is known already (the batch is sent again)."""
+    if not ack.cancelled():
+        ack.exception()

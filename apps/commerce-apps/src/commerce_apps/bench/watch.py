@@ -12,13 +12,16 @@ consumer group (no join to wait for, no offsets to commit).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from adapters_kafka.headers import EVENT_TYPE, decode_headers
 from adapters_kafka.settings import KafkaSettings
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from core_saga.messages import ORDER_TOPIC, PoisonMessage, decode
 
+log = logging.getLogger(__name__)
 TERMINAL_EVENTS = {"OrderConfirmed": "CONFIRMED", "OrderCancelled": "CANCELLED"}
 Outcome = tuple[float, str]  # (seconds since the run started, final status)
 
@@ -54,7 +57,15 @@ class EventWatcher:
         await self._consumer.seek_to_end()
 
     async def close(self) -> None:
-        await self._consumer.stop()
+        """Stop reading; after the broker went away mid-run aiokafka's fetcher raises from
+        its close (CancelledError, a connection error), which threw the run's results away."""
+        try:
+            await self._consumer.stop()
+        except (asyncio.CancelledError, KafkaError, OSError) as exc:
+            current = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and current and current.cancelling():
+                raise  # this task was cancelled (Ctrl-C): not the fetcher's
+            log.warning("the order-events reader did not stop cleanly: %r", exc)
 
     def watch(self, order_id: str) -> asyncio.Future[Outcome]:
         future = asyncio.get_running_loop().create_future()
