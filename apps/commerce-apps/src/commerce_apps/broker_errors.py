@@ -3,7 +3,8 @@
 aiokafka tries each bootstrap address in turn, logs why each one failed, and raises only
 ``Unable to bootstrap from [...]``: the reason (a refused connection, a refused login) is in
 its ERROR line. The CLI silences those lines for its own one-line error, so it keeps their
-exceptions (``BootstrapReasons``) and names the last one instead.
+exceptions (``BootstrapReasons``) and names the last one instead. ``first_line`` is how
+every one-line error of the apps renders an exception.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from commerce_apps.broker_errors import first_line
+
 PROBLEM_JSON = "application/problem+json"
 
 _log = logging.getLogger(__name__)
@@ -102,8 +104,8 @@ async def on_unavailable(request: Request, exc: Exception) -> Response:
     may meet one; the client retries (a POST with the same Idempotency-Key is safe).
     """
     assert isinstance(exc, InfrastructureError)
-    said = str(exc).strip().split("\n", 1)[0][:300]  # not the SQL that follows
-    _log.warning("%s %s: %s", request.method, request.url.path, said)
+    # its first line: not the SQL that follows in a database error's message
+    _log.warning("%s %s: %s", request.method, request.url.path, first_line(exc, limit=300))
     return problem_response(
         503,
         title_for(503),

@@ -57,12 +57,11 @@ GATEWAY_TIMEOUT = timedelta(seconds=10)
 partition, for good. One that times out leaves its payment due (it may have been charged:
 the repeated call, deduplicated, tells)."""
 Due = tuple[Payment, UUID | None, Mapping[str, str]]
-"""A payment waiting on the gateway, the event that left it so, and the headers its outcome's
-events carry: the consuming event's trace context (in a batch, recorded after the commit,
-outside that event's span), none from a sweep."""
-"""A payment waiting on the gateway, and the event that made it due (None from the sweep)."""
+"""A payment waiting on the gateway, the event that left it so (None from the sweep), and
+the headers its outcome's events carry: the consuming event's trace context (in a batch,
+recorded after the commit, outside that event's span), none from the sweep."""
 Outcome = tuple[Payment, UUID | None, Mapping[str, str], ChargeResult | None]
-"""A due payment, its cause, and the gateway's answer (None: a refund went through)."""
+"""A due payment, its cause and headers, and the gateway's answer (None: a refund went through)."""
 
 
 class GatewayUnavailable(RemoteUnavailable):
